@@ -1,0 +1,1 @@
+"""Prefect flows that restyle videos of any length through modify-video services."""

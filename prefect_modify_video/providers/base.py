@@ -1,0 +1,217 @@
+"""The one small protocol every modify-video backend speaks: submit, poll, download.
+
+Blocking services (Segmind v1, the embedded ``local`` backend) finish their work inside
+``submit`` and hand back a job that is already ``COMPLETED`` with ``result_path`` set.
+Queue services (Segmind v2, Luma, fal, Replicate) hand back a job id at once, so the caller
+can save it before waiting on it and a resumed run can poll the same job instead of paying
+for a new one.
+
+Nothing here imports Prefect: the tasks in ``prefect_modify_video.tasks`` call these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from pathlib import Path
+from typing import Awaitable, Callable, ClassVar, Literal, Protocol, get_args
+
+from prefect_modify_video.errors import JobFailedError, JobTimedOutError
+
+Mode = Literal[
+    "adhere_1",
+    "adhere_2",
+    "adhere_3",
+    "flex_1",
+    "flex_2",
+    "flex_3",
+    "reimagine_1",
+    "reimagine_2",
+    "reimagine_3",
+]
+MODES: tuple[str, ...] = get_args(Mode)
+
+
+class JobState(str, Enum):
+    """Where a job is; each provider maps its own status words onto these."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the job will not change state any more."""
+        return self in (JobState.COMPLETED, JobState.FAILED)
+
+
+@dataclass(frozen=True)
+class ModifyRequest:
+    """One paid call: a clip under the backend's caps and what to do with it."""
+
+    clip: Path
+    """The extracted segment: MP4, H.264, constant frame rate, video only."""
+    prompt: str
+    mode: Mode
+    first_frame: Path | None = None
+    """An image: a restyled version of the clip's first frame, if the user gave one."""
+
+
+@dataclass(frozen=True)
+class ModifyJob:
+    """What a backend knows about one submitted request."""
+
+    provider: str
+    state: JobState
+    job_id: str | None = None
+    """The service's id for a queued job; ``None`` for blocking services."""
+    result_url: str | None = None
+    """Where the finished clip can be downloaded (queue services)."""
+    result_path: Path | None = None
+    """Where the finished clip already is on disk (blocking services)."""
+    failure_reason: str | None = None
+    request_id: str | None = None
+    cost_usd: float | None = None
+    """What the service says this call cost, when it says so."""
+    remaining_credits: float | None = None
+    """What the service says is left on the account, when it says so."""
+    extra: dict = field(default_factory=dict)
+    """Provider-specific fields needed to poll or fetch (e.g. status and response URLs)."""
+
+    def with_changes(self, **changes) -> "ModifyJob":
+        """Returns a copy with the given fields replaced."""
+        return replace(self, **changes)
+
+
+class MediaUploader(Protocol):
+    """Puts a local file where a service can read it, for services that take media by URL."""
+
+    async def upload(self, path: Path) -> str:
+        """Uploads ``path`` and returns a URL the service can GET."""
+        ...
+
+
+class ModifyBackend(ABC):
+    """A modify-video service behind submit, poll and download.
+
+    Subclasses set the class attributes from the service's documentation; ``plan`` uses the
+    caps, the flow uses ``max_concurrency`` and the cost model.
+    """
+
+    name: ClassVar[str]
+    model: str = ""
+    max_segment_seconds: float = 30.0
+    """Longest clip the service takes; segments are planned strictly under it."""
+    max_upload_bytes: int = 100_000_000
+    max_dimension: int | None = None
+    """Longest side of what we send; larger sources are scaled down on extract."""
+    output_fps: float | None = 24.0
+    """Frame rate of what the service returns (``None``: the same as what was sent)."""
+    max_concurrency: int = 4
+    poll_interval_seconds: float = 10.0
+    max_wait_seconds: float = 900.0
+
+    @abstractmethod
+    def estimate_cost_usd(self, seconds: float, width: int, height: int) -> float:
+        """Estimated list price of modifying ``seconds`` of video at ``width``×``height``."""
+
+    @abstractmethod
+    async def submit(self, request: ModifyRequest, workdir: Path) -> ModifyJob:
+        """Starts one paid call; ``workdir`` is a folder the backend may write into.
+
+        Raises:
+            ProviderError: a subclass saying whether trying again can help.
+        """
+
+    async def poll(self, job: ModifyJob) -> ModifyJob:
+        """Checks a submitted job once and returns it with its new state."""
+        return job
+
+    @abstractmethod
+    async def download(self, job: ModifyJob, destination: Path) -> Path:
+        """Writes the finished clip of a ``COMPLETED`` job to ``destination``."""
+
+    async def aclose(self) -> None:
+        """Releases connections; the backend is not used afterwards."""
+
+    async def __aenter__(self) -> "ModifyBackend":
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.aclose()
+
+
+async def wait_for_job(
+    backend: ModifyBackend,
+    job: ModifyJob,
+    *,
+    poll_interval_seconds: float | None = None,
+    max_wait_seconds: float | None = None,
+) -> ModifyJob:
+    """Polls ``job`` until it is terminal, sleeping without holding a thread.
+
+    Returns:
+        The job in state ``COMPLETED``.
+
+    Raises:
+        JobFailedError: the service says the job failed.
+        JobTimedOutError: the job is not terminal after ``max_wait_seconds``.
+    """
+    interval = poll_interval_seconds or backend.poll_interval_seconds
+    limit = max_wait_seconds or backend.max_wait_seconds
+    deadline = time.monotonic() + limit
+    while not job.state.is_terminal:
+        if time.monotonic() >= deadline:
+            raise JobTimedOutError(
+                f"job still {job.state.value} after {limit:.0f} s; a re-run polls it again",
+                provider=backend.name,
+                job_id=job.job_id,
+            )
+        await asyncio.sleep(interval)
+        job = await backend.poll(job)
+    if job.state is JobState.FAILED:
+        raise JobFailedError(
+            f"job failed: {job.failure_reason or 'no reason given'}",
+            provider=backend.name,
+            job_id=job.job_id,
+        )
+    return job
+
+
+async def run_modify(
+    backend: ModifyBackend,
+    request: ModifyRequest,
+    destination: Path,
+    workdir: Path,
+    on_submitted: Callable[[ModifyJob], Awaitable[None] | None] | None = None,
+    resume_job: ModifyJob | None = None,
+) -> ModifyJob:
+    """Submits (or resumes), waits for and downloads one paid call.
+
+    Args:
+        backend: The service.
+        request: The clip and parameters.
+        destination: Where the returned clip is written.
+        workdir: A folder for the backend's temporary files.
+        on_submitted: Called with the job as soon as the service accepted it, so its id can
+            be saved before any waiting.
+        resume_job: A job saved by an earlier run; polled instead of submitting again.
+
+    Returns:
+        The completed job.
+    """
+    if resume_job is not None:
+        job = await backend.poll(resume_job)
+    else:
+        job = await backend.submit(request, workdir)
+        if on_submitted is not None:
+            maybe = on_submitted(job)
+            if asyncio.iscoroutine(maybe):
+                await maybe
+    job = await wait_for_job(backend, job)
+    await backend.download(job, destination)
+    return job
