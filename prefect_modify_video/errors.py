@@ -17,7 +17,8 @@ The tree, so that a reader can see what an ``except`` clause catches::
             ├── AuthenticationError      401/403: the key is wrong
             ├── InvalidRequestError      400/404/405/422: the request is wrong
             ├── InsufficientCreditsError the account has no credits left
-            └── ContentModerationError   the service refused the content
+            ├── ContentModerationError   the service refused the content
+            └── SubmitOutcomeUnknownError a create got no answer: it may have been billed
 """
 
 from __future__ import annotations
@@ -124,3 +125,11 @@ class JobFailedError(RetryableProviderError):
 
 class JobTimedOutError(RetryableProviderError):
     """Raised when an accepted job does not finish within ``max_wait_seconds``."""
+
+
+class SubmitOutcomeUnknownError(FatalProviderError):
+    """Raised when a create request was sent but its answer was lost (read timeout, dropped connection).
+
+    The service may have accepted and billed it, so it is not sent again in this run; a
+    re-run sends it again.
+    """

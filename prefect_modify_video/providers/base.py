@@ -127,6 +127,10 @@ class ModifyBackend(ABC):
             ProviderError: a subclass saying whether trying again can help.
         """
 
+    def prompt_warnings(self, prompt: str) -> list[str]:
+        """Warnings about the prompt worth showing the user before paying (none by default)."""
+        return []
+
     async def poll(self, job: ModifyJob) -> ModifyJob:
         """Checks a submitted job once and returns it with its new state."""
         return job

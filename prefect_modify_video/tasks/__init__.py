@@ -1,0 +1,21 @@
+"""Prefect tasks of the modify-video pipeline."""
+
+from prefect_modify_video.tasks.media import (
+    conform_modified_segment,
+    extract_video_segment,
+    join_video_segments,
+    plan_video_segments,
+    probe_source_video,
+)
+from prefect_modify_video.tasks.modify import modify_video_segment
+from prefect_modify_video.tasks.report import report_modify_video_run
+
+__all__ = [
+    "conform_modified_segment",
+    "extract_video_segment",
+    "join_video_segments",
+    "modify_video_segment",
+    "plan_video_segments",
+    "probe_source_video",
+    "report_modify_video_run",
+]

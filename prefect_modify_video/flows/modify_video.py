@@ -1,0 +1,203 @@
+"""The ``modify-video`` flow: probe, plan, then extract → modify → conform each segment, join, report."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from prefect import flow
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.futures import as_completed
+from prefect.logging import get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel, Field
+
+from prefect_modify_video.errors import ModifyVideoError
+from prefect_modify_video.flows.parameters import ModifyVideoParameters
+from prefect_modify_video.media.edit import check_output_path, service_size
+from prefect_modify_video.media.ffmpeg import run_ffmpeg, sha256_of_file
+from prefect_modify_video.media.probe import check_image
+from prefect_modify_video.store import ResultStore
+from prefect_modify_video.tasks import (
+    conform_modified_segment,
+    extract_video_segment,
+    join_video_segments,
+    modify_video_segment,
+    plan_video_segments,
+    probe_source_video,
+    report_modify_video_run,
+)
+from prefect_modify_video.tasks.modify import ModifiedSegment, ModifySettings
+
+
+class ModifyVideoResult(BaseModel):
+    """What a run produced and what it cost."""
+
+    output: str = Field(description="Path of the restyled video.")
+    segments: int = Field(description="Number of segments.")
+    frames: int = Field(description="Frames in the output.")
+    duration_s: float = Field(description="Length of the output in seconds.")
+    billed_calls: int = Field(description="Paid calls made by this run.")
+    reused_segments: int = Field(description="Segments found in the store, not paid again.")
+    cost_usd: float = Field(description="Cost of this run's paid calls, as the service reported or estimated.")
+    seconds: float = Field(description="Wall time of the run.")
+
+
+class SegmentsFailedError(ModifyVideoError):
+    """Raised when some segments failed for good; the others are stored and a re-run sends only these."""
+
+
+def _reference_frame(source: str, work_dir: Path) -> Path:
+    """The source's first frame as a PNG (upright), for the local backend's colour transfer."""
+    destination = work_dir / "reference.png"
+    run_ffmpeg(["-i", source, "-frames:v", "1", "-y", str(destination)])
+    return destination
+
+
+@flow(name="modify-video", description="Restyles a video of any length through a modify-video service.")
+def modify_video(params: ModifyVideoParameters) -> ModifyVideoResult:
+    """Restyles a whole video: splits it into clips the service accepts, sends each once, joins them.
+
+    The output has the source's frame count, frame rate, size and audio (copied unchanged).
+    Paid results are stored by content, so a re-run after a crash or a failure pays only for
+    the segments it does not have.
+
+    Args:
+        params: Source, prompt, mode, backend and output.
+
+    Returns:
+        Where the output is, how many segments, frames and paid calls, and the cost.
+
+    Raises:
+        InvalidInputError: the source, first frame or output path cannot be used.
+        SegmentsFailedError: some segments failed for good; the message lists them.
+
+    Example:
+        ```python
+        from prefect_modify_video.flows import ModifyVideoParameters, modify_video
+
+        result = modify_video(ModifyVideoParameters(source="film.mp4", prompt="warm vintage film"))
+        print(result.output)
+        ```
+    """
+    logger = get_run_logger()
+    started = time.monotonic()
+    source = str(Path(os.path.expanduser(params.source)))
+    info = probe_source_video(source)
+    output = Path(os.path.expanduser(params.resolved_output()))
+    check_output_path(info, output)
+    first_frame = str(check_image(os.path.expanduser(params.first_frame))) if params.first_frame else None
+
+    backend = params.backend.create()
+    for warning in backend.prompt_warnings(params.prompt):
+        logger.warning(warning)
+    cap = min(params.max_segment_seconds or backend.max_segment_seconds, backend.max_segment_seconds)
+    concurrency = params.concurrency or backend.max_concurrency
+    plan = plan_video_segments(info, cap)
+    width, height = service_size(info, backend.max_dimension)
+    estimate = backend.estimate_cost_usd(plan.duration_s, width, height)
+    logger.info(
+        "%s: %d frames at %s fps -> %d segments under %.1f s, %dx%d to %s, estimated $%.2f",
+        source, info.frames, info.frame_rate, len(plan.segments), cap, width, height, backend.name, estimate,
+    )
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    work_dir = Path(tempfile.mkdtemp(prefix=f".{output.stem}.work-", dir=output.parent))
+    store = ResultStore(params.store_dir)
+    settings = ModifySettings(
+        prompt=params.prompt,
+        mode=params.mode,
+        first_frame=first_frame,
+        first_frame_sha256=sha256_of_file(Path(first_frame)) if first_frame else None,
+        backend=params.backend,
+        store_dir=str(store.root),
+        work_dir=str(work_dir),
+        run_key=uuid.uuid4().hex,
+        refresh=params.refresh,
+        reference_frame=str(_reference_frame(source, work_dir)) if first_frame and backend.name == "local" else None,
+    )
+    progress_id = create_progress_artifact(
+        progress=0.0, key="modify-video-progress", description=f"Segments done of {len(plan.segments)}."
+    )
+    try:
+        rows, conformed, failures = _run_segments(plan, info, settings, backend.max_dimension, concurrency, progress_id)
+        cost = sum(r.get("cost_usd") or 0.0 for r in rows if r.get("paid"))
+        paid = sum(1 for r in rows if r.get("paid"))
+        summary = {
+            "output": None, "source": source, "backend": backend.name, "mode": params.mode,
+            "segments": len(plan.segments), "paid": paid, "reused": sum(1 for r in rows if r.get("paid") is False),
+            "frames": info.frames, "frame_rate": info.frame_rate, "duration_s": plan.duration_s,
+            "cost_usd": cost, "remaining_credits": next(
+                (r["remaining_credits"] for r in reversed(rows) if r.get("remaining_credits") is not None), None),
+        }
+        if failures:
+            summary["seconds"] = time.monotonic() - started
+            report_modify_video_run(plan, rows, summary, failures)
+            raise SegmentsFailedError(
+                f"{len(failures)} of {len(plan.segments)} segments failed; the other "
+                f"{len(plan.segments) - len(failures)} are stored and a re-run sends only these:\n"
+                + "\n".join(failures)
+            )
+        join_video_segments([conformed[i] for i in sorted(conformed)], info, str(output))
+        summary.update(output=str(output), seconds=time.monotonic() - started)
+        report_modify_video_run(plan, rows, summary, failures)
+        logger.info("output written to %s", output)
+        return ModifyVideoResult(
+            output=str(output),
+            segments=len(plan.segments),
+            frames=info.frames,
+            duration_s=plan.duration_s,
+            billed_calls=paid,
+            reused_segments=summary["reused"],
+            cost_usd=cost,
+            seconds=summary["seconds"],
+        )
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _run_segments(plan, info, settings: ModifySettings, max_dimension, concurrency: int, progress_id):
+    """Runs extract → modify → conform for every segment, ``concurrency`` at a time.
+
+    Returns:
+        Per-segment rows for the report, the conformed clips by index, and failure lines.
+    """
+    rows: dict[int, dict] = {}
+    conformed: dict[int, str] = {}
+    failures: list[str] = []
+    with ThreadPoolTaskRunner(max_workers=concurrency) as runner:
+        final_futures = {}
+        for segment in plan.segments:
+            extracted = runner.submit(
+                extract_video_segment,
+                parameters={"info": info, "segment": segment, "work_dir": settings.work_dir, "max_dimension": max_dimension},
+            )
+            modified = runner.submit(
+                modify_video_segment, parameters={"clip": extracted, "segment": segment, "settings": settings}
+            )
+            final = runner.submit(
+                conform_modified_segment,
+                parameters={"modified": modified, "info": info, "segment": segment, "work_dir": settings.work_dir},
+            )
+            final_futures[final] = (segment, modified)
+        done = 0
+        for future in as_completed(list(final_futures)):
+            segment, modified = final_futures[future]
+            done += 1
+            try:
+                result: ModifiedSegment = modified.result()
+                conformed[segment.index] = str(future.result())
+                rows[segment.index] = {**result.model_dump(), "state": "done"}
+            except Exception as error:  # noqa: BLE001 - each failure is reported in the flow's error
+                kind = type(error).__name__
+                rows[segment.index] = {"index": segment.index, "state": f"failed: {kind}", "paid": None}
+                failures.append(f"segment {segment.name} ({segment.start_s:.2f}-{segment.end_s:.2f} s): {kind}: {error}")
+            update_progress_artifact(progress_id, progress=100.0 * done / len(plan.segments))
+    failures.sort()
+    if any("InsufficientCreditsError" in line for line in failures):
+        failures.insert(0, "the account ran out of credits: add credits, then re-run the same parameters")
+    return list(rows.values()), conformed, failures

@@ -1,0 +1,113 @@
+"""Parameters of the flows, as pydantic models: the Prefect UI shows them as forms."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from prefect_modify_video.providers.base import Mode, ModifyBackend
+
+BackendName = Literal["local", "segmind", "segmind-async", "luma", "fal", "replicate"]
+
+
+class BackendSpec(BaseModel):
+    """Which service to call and where its key is; holds no secret itself."""
+
+    name: BackendName = Field(default="local", title="Backend", description="The modify-video service.")
+    credentials_block: str | None = Field(
+        default=None,
+        title="Credentials block",
+        description="Name of a saved credentials block of the service; without it the key is read from the environment.",
+    )
+    base_url: str | None = Field(
+        default=None, title="Base URL", description="Another address for the service (a proxy or a test server)."
+    )
+    model: str | None = Field(default=None, description="The service's model, e.g. ray-2 or ray-flash-2 (Luma, fal).")
+    poll_interval_seconds: float | None = Field(
+        default=None, description="Seconds between status checks of a queued job; the service's default when empty."
+    )
+    upload_url: str | None = Field(
+        default=None,
+        description="Where segments are uploaded for services that take media by URL (an HTTP PUT store).",
+    )
+
+    def create(self, **options) -> ModifyBackend:
+        """Builds the backend, with the key from the credentials block or the environment."""
+        from prefect_modify_video.providers.registry import api_key_from_env, create_backend
+
+        api_key = None
+        base_url = self.base_url
+        if self.name != "local":
+            if self.credentials_block:
+                from prefect_modify_video.blocks import credentials_block_for
+
+                block = credentials_block_for(self.name).load(self.credentials_block)
+                api_key = block.api_key.get_secret_value()
+                base_url = base_url or block.base_url
+            else:
+                api_key = api_key_from_env(self.name)
+        if self.model:
+            options["model"] = self.model
+        if self.poll_interval_seconds is not None:
+            options["poll_interval_seconds"] = self.poll_interval_seconds
+        if self.upload_url:
+            from prefect_modify_video.providers.luma import HttpPutUploader
+
+            options["uploader"] = HttpPutUploader(self.upload_url)
+        return create_backend(self.name, api_key=api_key, base_url=base_url, **options)
+
+
+class ModifyVideoParameters(BaseModel):
+    """What to restyle, how, with which service, and where the result goes."""
+
+    source: str = Field(title="Source video", description="Path of the video to restyle.")
+    prompt: str = Field(
+        default="",
+        title="Prompt",
+        description="The look to give the video, e.g. 'warm vintage film with grain'.",
+    )
+    mode: Mode = Field(
+        default="flex_1",
+        title="Mode",
+        description="How far from the source: adhere (subtle) < flex (keeps shapes) < reimagine (loose).",
+    )
+    first_frame: str | None = Field(
+        default=None,
+        title="First frame",
+        description="Path of an image: a restyled version of the video's first frame (recommended).",
+    )
+    output: str | None = Field(
+        default=None,
+        title="Output path",
+        description="Where the restyled video is written; '<source>.modified.<ext>' beside the source when empty.",
+    )
+    backend: BackendSpec = Field(default_factory=BackendSpec, title="Backend", description="The service to use.")
+    max_segment_seconds: float | None = Field(
+        default=None,
+        title="Longest segment (s)",
+        description="Upper bound on a segment's length; the service's own cap when empty.",
+        ge=2,
+    )
+    concurrency: int | None = Field(
+        default=None,
+        title="Concurrency",
+        description="Segments in flight at once; the service's documented limit when empty.",
+        ge=1,
+        le=64,
+    )
+    store_dir: str | None = Field(
+        default=None,
+        title="Result store",
+        description="Folder where paid results are kept and found again on a re-run; under PREFECT_HOME when empty.",
+    )
+    refresh: bool = Field(default=False, description="Pay for every segment again instead of reusing stored results.")
+
+    def resolved_output(self) -> str:
+        """The output path, defaulting to ``<stem>.modified<ext>`` beside the source."""
+        from pathlib import Path
+
+        from prefect_modify_video.media.edit import default_output_path
+
+        return self.output or str(default_output_path(Path(os.path.expanduser(self.source))))

@@ -1,0 +1,228 @@
+"""Cutting segments out of a source, conforming returned clips, and joining them with the source's audio.
+
+Every function here writes its output atomically (a temporary file beside it, then a rename).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import ffmpeg
+
+from prefect_modify_video.errors import ClipValidationError, InvalidInputError
+from prefect_modify_video.media.ffmpeg import atomic_destination, run_ffmpeg
+from prefect_modify_video.media.plan import Segment
+from prefect_modify_video.media.probe import VideoInfo, probe_video
+
+# Extracted clips go to a service that re-encodes them: fast, but visually lossless.
+EXTRACT_ENCODE = {"vcodec": "libx264", "preset": "veryfast", "crf": 16, "pix_fmt": "yuv420p"}
+# Conformed clips are what the user gets: x264's default speed, a quality close to the source's.
+CONFORM_ENCODE = {"vcodec": "libx264", "preset": "medium", "crf": 18, "pix_fmt": "yuv420p"}
+# Bumped whenever conform's output changes, so cached results made by an older one are not reused.
+CONFORM_VERSION = "1"
+
+# Audio codecs the MP4 muxer can carry as they are.
+MP4_AUDIO_CODECS = {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac", "mp2", "mp1"}
+MP4_EXTENSIONS = {".mp4", ".m4v"}
+OUTPUT_EXTENSIONS = MP4_EXTENSIONS | {".mov", ".mkv"}
+
+
+def _write(stream_args: list[str], destination: Path) -> Path:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = atomic_destination(destination)
+    try:
+        run_ffmpeg([*stream_args, "-y", str(partial)])
+        os.replace(partial, destination)
+    finally:
+        partial.unlink(missing_ok=True)
+    return destination
+
+
+def _even(value: float) -> int:
+    return max(2, int(value) - int(value) % 2)
+
+
+def service_size(info: VideoInfo, max_dimension: int | None) -> tuple[int, int]:
+    """Size of the clips sent to a service: upright, square pixels, even, longest side capped."""
+    numerator, _, denominator = info.sample_aspect_ratio.partition(":")
+    sar = Fraction(int(numerator), int(denominator or 1)) if numerator.isdigit() else Fraction(1)
+    width, height = float(info.display_width), float(info.display_height)
+    if info.rotation in (90, 270):
+        height *= float(sar)
+    else:
+        width *= float(sar)
+    if max_dimension and max(width, height) > max_dimension:
+        scale = max_dimension / max(width, height)
+        width, height = width * scale, height * scale
+    return _even(width), _even(height)
+
+
+def track_timescale(frame_rate: Fraction) -> int:
+    """An MP4 timescale in which every frame lasts a whole number of ticks (at least 10 000)."""
+    return frame_rate.numerator * math.ceil(10_000 / frame_rate.numerator)
+
+
+def extract_segment(
+    info: VideoInfo,
+    segment: Segment,
+    destination: Path,
+    *,
+    max_dimension: int | None = None,
+) -> Path:
+    """Cuts ``segment`` out of the source, frame-exact, as a clip a service accepts.
+
+    The clip is re-encoded (not stream-copied, so it starts on the exact frame), at the
+    source's constant frame rate, upright (rotation baked in), with square pixels, an even
+    size no larger than ``max_dimension`` on its longest side, and without audio.
+
+    Returns:
+        ``destination``.
+    """
+    rate = Fraction(info.frame_rate)
+    width, height = service_size(info, max_dimension)
+    # Seek a quarter frame early: the segment's first frame is then the first one kept, and
+    # the fps filter rounds its timestamp to zero.
+    start = max(0.0, float((segment.first_frame - Fraction(1, 4)) / rate))
+    stream = (
+        ffmpeg.input(info.path, ss=f"{start:.6f}")
+        .video.filter("fps", fps=info.frame_rate)
+        .filter("scale", width, height, flags="bicubic")
+        .filter("setsar", "1")
+        .filter("tpad", stop_mode="clone", stop=segment.frames)
+    )
+    args = stream.output(
+        "out.mp4",
+        an=None,
+        r=info.frame_rate,
+        **{"frames:v": segment.frames, "movflags": "+faststart"},
+        **EXTRACT_ENCODE,
+    ).get_args()
+    return _write(args[:-1], destination)
+
+
+def conform_clip(clip: Path, info: VideoInfo, segment: Segment, destination: Path) -> Path:
+    """Brings a returned clip back to the source's frame rate, size and the segment's exact frame count.
+
+    A clip whose length differs a little from the segment's (services return 24 fps) is
+    retimed to the segment's length, then resampled to the source's rate; a missing last
+    frame is repeated. All conformed clips share one codec setup so they join by stream copy.
+
+    Returns:
+        ``destination``.
+    """
+    rate = Fraction(info.frame_rate)
+    returned = probe_video(clip)
+    returned_seconds = returned.frames / Fraction(returned.frame_rate)
+    stretch = Fraction(segment.frames) / rate / returned_seconds
+    stream = ffmpeg.input(str(clip)).video
+    if stretch != 1:
+        stream = stream.filter("setpts", f"(PTS-STARTPTS)*{float(stretch):.9f}")
+    stream = (
+        stream.filter("fps", fps=info.frame_rate)
+        .filter("scale", info.output_width, info.output_height, flags="bicubic")
+        .filter("setsar", info.sample_aspect_ratio.replace(":", "/"))
+        .filter("tpad", stop_mode="clone", stop=segment.frames)
+    )
+    args = stream.output(
+        "out.mp4",
+        an=None,
+        r=info.frame_rate,
+        video_track_timescale=track_timescale(rate),
+        **{"frames:v": segment.frames},
+        **CONFORM_ENCODE,
+    ).get_args()
+    return _write(args[:-1], destination)
+
+
+def check_output_path(info: VideoInfo, output: Path) -> None:
+    """Refuses an output path that would overwrite the source or cannot hold its audio.
+
+    Raises:
+        InvalidInputError: naming the path and what to do.
+    """
+    source = Path(info.path).resolve()
+    if output.resolve() == source:
+        raise InvalidInputError(f"{output}: the output path is the source itself; choose another output path")
+    if output.exists() and output.is_dir():
+        raise InvalidInputError(f"{output}: the output path is a directory; give a file name")
+    if output.suffix.lower() not in OUTPUT_EXTENSIONS:
+        raise InvalidInputError(
+            f"{output}: unsupported output extension {output.suffix!r}; use one of {sorted(OUTPUT_EXTENSIONS)}"
+        )
+    if output.suffix.lower() in MP4_EXTENSIONS:
+        unfit = sorted({a.codec for a in info.audio_streams if a.codec not in MP4_AUDIO_CODECS})
+        if unfit:
+            raise InvalidInputError(
+                f"{output}: MP4 cannot carry the source's {', '.join(unfit)} audio unchanged; "
+                "use a .mov or .mkv output path"
+            )
+
+
+def default_output_path(source: Path) -> Path:
+    """``<stem>.modified<ext>`` beside the source, in a container that can carry its audio."""
+    suffix = source.suffix.lower() if source.suffix.lower() in OUTPUT_EXTENSIONS else ".mkv"
+    return source.with_name(f"{source.stem}.modified{suffix}")
+
+
+def _concat_line(path: Path) -> str:
+    escaped = str(path.resolve()).replace("\\", "\\\\").replace("'", "'\\''")
+    return f"file '{escaped}'\n"
+
+
+def join_segments(clips: list[Path], info: VideoInfo, destination: Path) -> Path:
+    """Joins conformed clips by stream copy and adds every audio stream of the source, copied once.
+
+    Args:
+        clips: Conformed clips in order.
+        info: The source; its audio streams are copied as they are.
+        destination: The output file; written atomically.
+
+    Returns:
+        ``destination``.
+    """
+    if not clips:
+        raise InvalidInputError("join: no clips to join")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    concat_list = atomic_destination(destination).with_suffix(".txt")
+    concat_list.write_text("".join(_concat_line(c) for c in clips))
+    args = [
+        "-f", "concat", "-safe", "0", "-i", str(concat_list),
+        "-i", info.path,
+        "-map", "0:v:0", "-map", "1:a?", "-c", "copy",
+        "-map_metadata", "-1", "-map_chapters", "-1",
+    ]
+    if destination.suffix.lower() in MP4_EXTENSIONS | {".mov"}:
+        args += ["-movflags", "+faststart"]
+    try:
+        return _write(args, destination)
+    finally:
+        concat_list.unlink(missing_ok=True)
+
+
+def length_tolerance_seconds(segment: Segment) -> float:
+    """How far a returned clip's length may be from its segment's: 0.5 s or 15 %, whichever is more."""
+    return max(0.5, 0.15 * segment.duration_s)
+
+
+def check_returned_clip(clip: Path, segment: Segment, tolerance_s: float | None = None) -> VideoInfo:
+    """Checks that a service's answer is a video with frames and about the segment's length.
+
+    Raises:
+        ClipValidationError: it is not a video, has no frames, or its length is off by more
+            than ``tolerance_s`` (default ``length_tolerance_seconds(segment)``).
+    """
+    try:
+        returned = probe_video(clip)
+    except InvalidInputError as error:
+        raise ClipValidationError(f"segment {segment.name}: the answer is not a usable video: {error}") from error
+    tolerance = length_tolerance_seconds(segment) if tolerance_s is None else tolerance_s
+    seconds = returned.frames / returned.fps
+    if abs(seconds - segment.duration_s) > tolerance:
+        raise ClipValidationError(
+            f"segment {segment.name}: the answer lasts {seconds:.2f} s but the segment "
+            f"{segment.duration_s:.2f} s (tolerance {tolerance:.2f} s)"
+        )
+    return returned

@@ -1,0 +1,173 @@
+"""Colour and tone looks for the embedded ``local`` backend, as ffmpeg filter chains.
+
+The ``local`` backend restyles for real without a paid service: it transfers the colour
+statistics of a first-frame image (one transform for the whole video), applies the looks the
+prompt names, and scales everything by a strength that rises from ``adhere_1`` to
+``reimagine_3``. Building the filter is pure; measuring statistics reads pixels through a
+rawvideo pipe into numpy.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from prefect_modify_video.media.ffmpeg import run_ffmpeg
+
+MODE_STRENGTH = {
+    "adhere_1": 0.25,
+    "adhere_2": 0.35,
+    "adhere_3": 0.45,
+    "flex_1": 0.55,
+    "flex_2": 0.65,
+    "flex_3": 0.75,
+    "reimagine_1": 0.85,
+    "reimagine_2": 0.93,
+    "reimagine_3": 1.0,
+}
+
+
+def _noir(s: float) -> list[str]:
+    return [f"hue=s={1 - s:.3f}", f"eq=contrast={1 + 0.5 * s:.3f}"]
+
+
+def _black_and_white(s: float) -> list[str]:
+    return [f"hue=s={1 - s:.3f}"]
+
+
+def _warm(s: float) -> list[str]:
+    return [f"colorbalance=rs={0.15 * s:.3f}:rm={0.2 * s:.3f}:bs={-0.15 * s:.3f}:bm={-0.2 * s:.3f}"]
+
+
+def _cool(s: float) -> list[str]:
+    return [f"colorbalance=rs={-0.15 * s:.3f}:rm={-0.2 * s:.3f}:bs={0.15 * s:.3f}:bm={0.2 * s:.3f}"]
+
+
+def _teal_orange(s: float) -> list[str]:
+    return [
+        f"colorbalance=rs={-0.3 * s:.3f}:gs={0.05 * s:.3f}:bs={0.3 * s:.3f}"
+        f":rh={0.3 * s:.3f}:gh={0.05 * s:.3f}:bh={-0.3 * s:.3f}",
+        f"eq=saturation={1 + 0.3 * s:.3f}",
+    ]
+
+
+def _vintage(s: float) -> list[str]:
+    return [
+        f"eq=saturation={1 - 0.45 * s:.3f}:contrast={1 - 0.15 * s:.3f}:brightness={0.04 * s:.3f}",
+        f"colorbalance=rm={0.12 * s:.3f}:bm={-0.15 * s:.3f}",
+        f"noise=alls={round(4 + 22 * s)}:allf=t",
+    ]
+
+
+def _high_contrast(s: float) -> list[str]:
+    return [f"eq=contrast={1 + 0.6 * s:.3f}:saturation={1 + 0.2 * s:.3f}"]
+
+
+def _pastel(s: float) -> list[str]:
+    return [f"eq=saturation={1 - 0.6 * s:.3f}:contrast={1 - 0.25 * s:.3f}:brightness={0.06 * s:.3f}"]
+
+
+# Phrases are matched longest first; each maps to the filters of one look.
+LOOKS: dict[str, tuple[tuple[str, ...], object]] = {
+    "film noir": (("film noir", "noir"), _noir),
+    "black and white": (
+        ("black and white", "black & white", "black-and-white", "b&w", "monochrome", "grayscale", "greyscale"),
+        _black_and_white,
+    ),
+    "teal-orange": (("teal and orange", "teal-orange", "teal orange", "orange and teal", "blockbuster"), _teal_orange),
+    "vintage": (("vintage", "film grain", "grain", "grainy", "retro", "old film", "sepia"), _vintage),
+    "high contrast": (("high contrast", "high-contrast", "contrasty", "punchy", "dramatic"), _high_contrast),
+    "pastel": (("pastel", "desaturated", "muted", "washed out", "faded", "soft"), _pastel),
+    "warm": (("warm", "golden", "sunset", "golden hour"), _warm),
+    "cool": (("cool", "cold", "icy", "blue"), _cool),
+}
+DEFAULT_LOOK = "teal-orange"
+
+# Words that carry no look; they are not reported as unknown.
+STOP_WORDS = set(
+    "a an the and or with of in on to into it its this that make turn give look looks like style styled "
+    "video film movie clip scene shot please very more less bit slightly strong subtle tone tones "
+    "colour color colours colors grade graded grading feel mood as is be by for from at".split()
+)
+
+
+@dataclass(frozen=True)
+class LookChoice:
+    """The looks a prompt asked for, in the order applied, and the words no look matched."""
+
+    looks: tuple[str, ...]
+    unknown_words: tuple[str, ...]
+
+
+def choose_looks(prompt: str) -> LookChoice:
+    """Finds the looks a prompt names; falls back to the default look when it names none."""
+    text = " " + re.sub(r"\s+", " ", prompt.lower()) + " "
+    found: list[tuple[int, str]] = []
+    phrases = sorted(
+        ((phrase, look) for look, (names, _) in LOOKS.items() for phrase in names),
+        key=lambda item: -len(item[0]),
+    )
+    for phrase, look in phrases:
+        pattern = r"(?<![\w&])" + re.escape(phrase) + r"(?![\w&])"
+        match = re.search(pattern, text)
+        if match:
+            text = text[: match.start()] + " " * len(phrase) + text[match.end() :]
+            if look not in (name for _, name in found):
+                found.append((match.start(), look))
+    unknown = tuple(w for w in re.findall(r"[a-z][a-z'-]*", text) if w not in STOP_WORDS)
+    looks = tuple(look for _, look in sorted(found)) or (DEFAULT_LOOK,)
+    return LookChoice(looks=looks, unknown_words=unknown)
+
+
+@dataclass(frozen=True)
+class ColourTransfer:
+    """One per-channel gain and offset in YUV that moves a reference's statistics to a target's."""
+
+    gain: tuple[float, float, float]
+    offset: tuple[float, float, float]
+
+    def filter(self, strength: float) -> str:
+        """The ``lutyuv`` filter applying this transfer at ``strength`` (0: none, 1: full)."""
+        parts = []
+        for name, gain, offset in zip("yuv", self.gain, self.offset):
+            g = 1 + strength * (gain - 1)
+            o = strength * offset
+            parts.append(f"{name}='clip(val*{g:.5f}+{o:.3f},0,255)'")
+        return "lutyuv=" + ":".join(parts)
+
+
+def yuv_statistics(path: Path, *, at_seconds: float = 0.0, width: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of Y, U and V of one frame of a video, or of an image.
+
+    The frame is scaled to ``width`` pixels wide and read through a rawvideo pipe.
+    """
+    args = []
+    if at_seconds > 0:
+        args += ["-ss", f"{at_seconds:.6f}"]
+    args += [
+        "-i", str(path), "-frames:v", "1",
+        "-vf", f"scale={width}:-2,format=yuv444p", "-f", "rawvideo", "-pix_fmt", "yuv444p", "-",
+    ]
+    raw = run_ffmpeg(args)
+    planes = np.frombuffer(raw, dtype=np.uint8).reshape(3, -1).astype(np.float64)
+    return planes.mean(axis=1), planes.std(axis=1)
+
+
+def fit_colour_transfer(reference: Path, target_image: Path) -> ColourTransfer:
+    """Fits the transfer that gives ``reference`` (the source's first frame) the colours of ``target_image``."""
+    ref_mean, ref_std = yuv_statistics(reference)
+    tgt_mean, tgt_std = yuv_statistics(target_image)
+    gain = np.clip(tgt_std / np.maximum(ref_std, 1.0), 0.25, 4.0)
+    offset = tgt_mean - gain * ref_mean
+    return ColourTransfer(gain=tuple(float(g) for g in gain), offset=tuple(float(o) for o in offset))
+
+
+def build_look_filter(looks: tuple[str, ...], strength: float, transfer: ColourTransfer | None = None) -> str:
+    """The ffmpeg filter chain of a colour transfer followed by the given looks at ``strength``."""
+    filters = [transfer.filter(strength)] if transfer is not None else []
+    for look in looks:
+        filters += LOOKS[look][1](strength)
+    return ",".join(filters)

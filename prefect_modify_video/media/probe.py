@@ -1,0 +1,215 @@
+"""Probing a video with ffprobe into a ``VideoInfo``."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from prefect_modify_video.errors import FfmpegError, InvalidInputError
+from prefect_modify_video.media.ffmpeg import FFPROBE, require_ffmpeg, run_ffmpeg
+
+# A source whose average rate differs from its nominal rate by more than this is treated as VFR.
+VFR_TOLERANCE = 0.002
+
+
+class AudioStreamInfo(BaseModel):
+    """One audio stream of a source."""
+
+    index: int = Field(description="Stream index in the container.")
+    codec: str = Field(description="Codec name, e.g. aac.")
+    channels: int = Field(default=0, description="Number of channels.")
+    sample_rate: int = Field(default=0, description="Samples per second.")
+
+
+class VideoInfo(BaseModel):
+    """What the pipeline needs to know about a source video."""
+
+    path: str = Field(description="The probed file.")
+    container: str = Field(description="ffprobe's format name, e.g. mov,mp4,m4a,3gp,3g2,mj2.")
+    size_bytes: int = Field(description="File size in bytes.")
+    duration_s: float = Field(description="Duration of the video stream in seconds.")
+    frames: int = Field(description="Exact number of video frames (packets counted when the header has none).")
+    r_frame_rate: str = Field(description="Nominal frame rate as a fraction, e.g. 30000/1001.")
+    avg_frame_rate: str = Field(description="Average frame rate as a fraction.")
+    frame_rate: str = Field(description="Frame rate the output is made at, as a fraction.")
+    fps: float = Field(description="``frame_rate`` as a number.")
+    is_vfr: bool = Field(description="Whether frame timing is variable.")
+    width: int = Field(description="Stored width in pixels.")
+    height: int = Field(description="Stored height in pixels.")
+    sample_aspect_ratio: str = Field(default="1:1", description="Sample (pixel) aspect ratio.")
+    rotation: int = Field(default=0, description="Display rotation in degrees (0, 90, 180, 270).")
+    display_width: int = Field(description="Stored width after rotation (upright).")
+    display_height: int = Field(description="Stored height after rotation (upright).")
+    pix_fmt: str = Field(default="", description="Pixel format of the video stream.")
+    video_codec: str = Field(description="Codec of the video stream.")
+    audio_streams: list[AudioStreamInfo] = Field(default_factory=list, description="Audio streams.")
+
+    @property
+    def output_width(self) -> int:
+        """Width of the output: the display width, rounded down to even for 4:2:0 video."""
+        return max(2, self.display_width - self.display_width % 2)
+
+    @property
+    def output_height(self) -> int:
+        """Height of the output: the display height, rounded down to even for 4:2:0 video."""
+        return max(2, self.display_height - self.display_height % 2)
+
+
+def _fraction(text: str | None) -> Fraction:
+    try:
+        numerator, _, denominator = (text or "0/1").partition("/")
+        value = Fraction(int(numerator), int(denominator or 1))
+    except (ValueError, ZeroDivisionError):
+        return Fraction(0)
+    return value
+
+
+def _rotation(stream: dict) -> int:
+    rotation = 0
+    tags = stream.get("tags") or {}
+    if "rotate" in tags:
+        rotation = int(float(tags["rotate"]))
+    for side_data in stream.get("side_data_list") or []:
+        if "rotation" in side_data:
+            # Display matrix rotation is counter-clockwise; the rotate tag is clockwise.
+            rotation = -int(float(side_data["rotation"]))
+    return rotation % 360
+
+
+def _count_packets(path: Path, stream_index: int) -> int:
+    output = run_ffmpeg(
+        [
+            "-v", "error", "-select_streams", str(stream_index), "-count_packets",
+            "-show_entries", "stream=nb_read_packets", "-of", "json", str(path),
+        ],
+        program=FFPROBE,
+    )
+    streams = json.loads(output).get("streams") or [{}]
+    return int(streams[0].get("nb_read_packets") or 0)
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Probes a video file.
+
+    Args:
+        path: A local video file.
+
+    Returns:
+        The source's ``VideoInfo``.
+
+    Raises:
+        InvalidInputError: the path is missing, not a file, not a video, or has no frames.
+    """
+    require_ffmpeg()
+    path = Path(path)
+    if not path.exists():
+        raise InvalidInputError(f"{path}: no such file; check the path")
+    if not path.is_file():
+        raise InvalidInputError(f"{path}: is not a file (a directory?); give a video file")
+    if path.stat().st_size == 0:
+        raise InvalidInputError(f"{path}: the file is empty (0 bytes); give a video file")
+    try:
+        output = run_ffmpeg(
+            ["-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)],
+            program=FFPROBE,
+        )
+    except FfmpegError as error:
+        reason = error.stderr.strip().splitlines()[-1] if error.stderr.strip() else "unreadable"
+        raise InvalidInputError(f"{path}: not a readable video ({reason})") from error
+    data = json.loads(output)
+    streams = data.get("streams") or []
+    video_streams = [
+        s for s in streams
+        if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")
+    ]
+    if not video_streams:
+        raise InvalidInputError(f"{path}: has no video stream (audio only or not a video); give a video file")
+    video = video_streams[0]
+    fmt = data.get("format") or {}
+
+    r_rate = _fraction(video.get("r_frame_rate"))
+    avg_rate = _fraction(video.get("avg_frame_rate"))
+    duration = float(video.get("duration") or fmt.get("duration") or 0.0)
+    frames = int(video.get("nb_frames") or 0)
+    if frames <= 0:
+        frames = _count_packets(path, int(video["index"]))
+    if frames <= 0 or duration <= 0:
+        raise InvalidInputError(f"{path}: the video stream has no frames; give a video with content")
+    if frames == 1:
+        raise InvalidInputError(f"{path}: has a single frame (a still image?); give a video")
+
+    is_vfr = bool(avg_rate) and bool(r_rate) and abs(float(r_rate - avg_rate)) / float(r_rate) > VFR_TOLERANCE
+    if is_vfr or not r_rate or r_rate > 240:
+        # Variable timing: the output is constant-rate with the same frames in the same time.
+        rate = (Fraction(frames) / Fraction(duration)).limit_denominator(1001)
+    else:
+        rate = r_rate
+
+    rotation = _rotation(video)
+    width, height = int(video.get("width") or 0), int(video.get("height") or 0)
+    sar = video.get("sample_aspect_ratio") or "1:1"
+    if _fraction(sar.replace(":", "/")) <= 0:
+        sar = "1:1"
+    display_width, display_height = width, height
+    if rotation in (90, 270):
+        display_width, display_height = display_height, display_width
+
+    audio = [
+        AudioStreamInfo(
+            index=int(s["index"]),
+            codec=s.get("codec_name") or "unknown",
+            channels=int(s.get("channels") or 0),
+            sample_rate=int(s.get("sample_rate") or 0),
+        )
+        for s in streams
+        if s.get("codec_type") == "audio"
+    ]
+    return VideoInfo(
+        path=str(path),
+        container=fmt.get("format_name") or "",
+        size_bytes=path.stat().st_size,
+        duration_s=duration,
+        frames=frames,
+        r_frame_rate=f"{r_rate.numerator}/{r_rate.denominator}",
+        avg_frame_rate=f"{avg_rate.numerator}/{avg_rate.denominator}",
+        frame_rate=f"{rate.numerator}/{rate.denominator}",
+        fps=float(rate),
+        is_vfr=is_vfr,
+        width=width,
+        height=height,
+        sample_aspect_ratio=sar,
+        rotation=rotation,
+        display_width=display_width,
+        display_height=display_height,
+        pix_fmt=video.get("pix_fmt") or "",
+        video_codec=video.get("codec_name") or "",
+        audio_streams=audio,
+    )
+
+
+IMAGE_CODECS = {"png", "mjpeg", "jpeg2000", "webp", "bmp", "tiff", "gif", "ppm", "pgm", "qoi", "jpegls"}
+
+
+def check_image(path: str | Path) -> Path:
+    """Checks that ``path`` is a still image ffmpeg can read (a first frame).
+
+    Raises:
+        InvalidInputError: the file is missing, empty or not an image.
+    """
+    require_ffmpeg()
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"{path}: first frame image not found; check the path")
+    if path.stat().st_size == 0:
+        raise InvalidInputError(f"{path}: first frame image is empty; give a PNG or JPEG image")
+    try:
+        output = run_ffmpeg(["-v", "error", "-show_streams", "-of", "json", str(path)], program=FFPROBE)
+        streams = json.loads(output).get("streams") or []
+    except FfmpegError:
+        streams = []
+    if not any(s.get("codec_type") == "video" and s.get("codec_name") in IMAGE_CODECS for s in streams):
+        raise InvalidInputError(f"{path}: first frame is not an image; give a PNG or JPEG image")
+    return path

@@ -1,0 +1,105 @@
+"""The embedded ``local`` backend: real colour and tone restyling with ffmpeg, no account needed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from pathlib import Path
+
+from prefect_modify_video.media.edit import EXTRACT_ENCODE
+from prefect_modify_video.media.ffmpeg import atomic_destination, run_ffmpeg
+from prefect_modify_video.media.looks import (
+    LOOKS,
+    MODE_STRENGTH,
+    ColourTransfer,
+    build_look_filter,
+    choose_looks,
+    fit_colour_transfer,
+)
+from prefect_modify_video.providers.base import JobState, ModifyBackend, ModifyJob, ModifyRequest
+
+logger = logging.getLogger(__name__)
+
+
+class LocalBackend(ModifyBackend):
+    """Restyles colour and tone on this machine.
+
+    With a first-frame image, the colour statistics of ``reference_frame`` (the source's own
+    first frame) are moved to the image's: one transform, fitted once, for every segment of the
+    video. Then the looks named in the prompt are applied. The strength of both rises from
+    ``adhere_1`` (subtle) to ``reimagine_3`` (strong). It keeps the clip's frame rate and size.
+
+    Args:
+        reference_frame: An image of the source's first frame, for the colour transfer.
+    """
+
+    name = "local"
+    model = "ffmpeg-looks-1"
+    max_segment_seconds = 30.0
+    max_upload_bytes = 2**62
+    max_dimension = None
+    output_fps = None
+    max_concurrency = 2
+    poll_interval_seconds = 0.0
+
+    def __init__(self, reference_frame: Path | None = None, **_ignored):
+        self.reference_frame = reference_frame
+        self._transfers: dict[Path, ColourTransfer] = {}
+        self._lock = threading.Lock()
+
+    def estimate_cost_usd(self, seconds: float, width: int, height: int) -> float:
+        """The local backend is free."""
+        return 0.0
+
+    def prompt_warnings(self, prompt: str) -> list[str]:
+        """Names the prompt's words that no look matches, and the look used when none does."""
+        choice = choose_looks(prompt)
+        warnings = []
+        if choice.unknown_words:
+            warnings.append(
+                "local backend: these prompt words match no look and are ignored: "
+                + ", ".join(choice.unknown_words)
+            )
+        if not any(phrase in prompt.lower() for names, _ in LOOKS.values() for phrase in names):
+            warnings.append(f"local backend: the prompt names no look; using {', '.join(choice.looks)}")
+        return warnings
+
+    def transfer_for(self, first_frame: Path | None) -> ColourTransfer | None:
+        """The colour transfer for this video, fitted on first use and reused for every segment."""
+        if first_frame is None or self.reference_frame is None:
+            return None
+        with self._lock:
+            if first_frame not in self._transfers:
+                self._transfers[first_frame] = fit_colour_transfer(self.reference_frame, first_frame)
+            return self._transfers[first_frame]
+
+    def restyle(self, request: ModifyRequest, destination: Path) -> Path:
+        """Writes the restyled clip to ``destination`` (blocking)."""
+        choice = choose_looks(request.prompt)
+        strength = MODE_STRENGTH[request.mode]
+        chain = build_look_filter(choice.looks, strength, self.transfer_for(request.first_frame))
+        partial = atomic_destination(destination)
+        args = ["-i", str(request.clip), "-map", "0:v:0", "-vf", chain, "-an"]
+        for key, value in EXTRACT_ENCODE.items():
+            args += [f"-{key}", str(value)]
+        try:
+            run_ffmpeg([*args, "-y", str(partial)])
+            os.replace(partial, destination)
+        finally:
+            partial.unlink(missing_ok=True)
+        return destination
+
+    async def submit(self, request: ModifyRequest, workdir: Path) -> ModifyJob:
+        """Restyles the clip at once and returns a completed job."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        result = workdir / f"{request.clip.stem}.local.mp4"
+        await asyncio.to_thread(self.restyle, request, result)
+        return ModifyJob(provider=self.name, state=JobState.COMPLETED, result_path=result, cost_usd=0.0)
+
+    async def download(self, job: ModifyJob, destination: Path) -> Path:
+        """Moves the finished clip to ``destination``."""
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(job.result_path, destination)
+        return destination

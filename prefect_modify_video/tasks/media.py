@@ -1,0 +1,98 @@
+"""Prefect tasks over the media helpers: probe, plan, extract, conform, join.
+
+Each is a thin wrapper; the work is in ``prefect_modify_video.media``. They are not cached by
+Prefect: what is worth keeping (the paid results) is kept by the modify task's own store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from prefect_modify_video.media.edit import conform_clip, extract_segment, join_segments
+from prefect_modify_video.media.plan import Segment, SegmentPlan, plan_segments
+from prefect_modify_video.media.probe import VideoInfo, probe_video
+from prefect_modify_video.tasks.modify import ModifiedSegment
+
+
+@task(name="probe-video", description="Reads a video's streams with ffprobe.", cache_policy=NO_CACHE)
+def probe_source_video(source: str) -> VideoInfo:
+    """Probes the source video.
+
+    Args:
+        source: Path of a local video file.
+
+    Returns:
+        The source's ``VideoInfo``.
+
+    Example:
+        ```python
+        from prefect import flow
+        from prefect_modify_video.tasks import probe_source_video
+
+        @flow
+        def show():
+            return probe_source_video("film.mp4").duration_s
+        ```
+    """
+    return probe_video(source)
+
+
+@task(name="plan-segments", description="Splits the video into segments under the service's cap.", cache_policy=NO_CACHE)
+def plan_video_segments(info: VideoInfo, max_segment_seconds: float) -> SegmentPlan:
+    """Plans the segments of a probed video.
+
+    Args:
+        info: The probed source.
+        max_segment_seconds: The cap every segment stays strictly under.
+
+    Returns:
+        The segment plan.
+    """
+    return plan_segments(info.frames, info.frame_rate, max_segment_seconds)
+
+
+@task(
+    name="extract-segment",
+    description="Cuts one segment out of the source, frame-exact, as a clip the service accepts.",
+    task_run_name="extract-{segment.index:05d}",
+    cache_policy=NO_CACHE,
+)
+def extract_video_segment(info: VideoInfo, segment: Segment, work_dir: str, max_dimension: int | None) -> Path:
+    """Extracts one segment to ``<work_dir>/extract/<name>.mp4``.
+
+    Returns:
+        The path of the extracted clip.
+    """
+    return extract_segment(info, segment, Path(work_dir) / "extract" / f"{segment.name}.mp4", max_dimension=max_dimension)
+
+
+@task(
+    name="conform-segment",
+    description="Brings a returned clip back to the source's frame rate, size and frame count.",
+    task_run_name="conform-{segment.index:05d}",
+    cache_policy=NO_CACHE,
+)
+def conform_modified_segment(modified: ModifiedSegment, info: VideoInfo, segment: Segment, work_dir: str) -> Path:
+    """Conforms one returned clip to ``<work_dir>/conform/<name>.mp4``.
+
+    Returns:
+        The path of the conformed clip.
+    """
+    return conform_clip(Path(modified.clip), info, segment, Path(work_dir) / "conform" / f"{segment.name}.mp4")
+
+
+@task(
+    name="join-segments",
+    description="Joins the conformed clips and copies the source's audio in, once.",
+    cache_policy=NO_CACHE,
+)
+def join_video_segments(clips: list[Path], info: VideoInfo, output: str) -> Path:
+    """Joins the conformed clips into the output, with the source's audio streams unchanged.
+
+    Returns:
+        The output path.
+    """
+    return join_segments([Path(c) for c in clips], info, Path(output))

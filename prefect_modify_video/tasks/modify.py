@@ -1,0 +1,235 @@
+"""The paid step: one segment through the modify-video service, found in the store when already paid for."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+from pydantic import BaseModel, Field
+
+from prefect_modify_video.errors import (
+    InsufficientCreditsError,
+    ProviderError,
+    RateLimitedError,
+    RetryableProviderError,
+)
+from prefect_modify_video.flows.parameters import BackendSpec
+from prefect_modify_video.media.edit import CONFORM_VERSION, check_returned_clip
+from prefect_modify_video.media.ffmpeg import sha256_of_file
+from prefect_modify_video.media.plan import Segment
+from prefect_modify_video.providers.base import JobState, Mode, ModifyJob, ModifyRequest, run_modify
+from prefect_modify_video.store import ResultStore, cache_key
+
+# Waiting on a 429 stays inside the task: the request was refused, so sending it again is safe.
+MAX_RATE_LIMIT_WAITS = 5
+MAX_RATE_LIMIT_WAIT_SECONDS = 120.0
+
+# Runs whose account ran out of credits: no new segment of theirs is sent.
+_out_of_credits: dict[str, str] = {}
+_out_of_credits_lock = threading.Lock()
+
+
+class ModifySettings(BaseModel):
+    """Everything about a paid call that is the same for every segment of a run."""
+
+    prompt: str
+    mode: Mode
+    first_frame: str | None = None
+    first_frame_sha256: str | None = None
+    backend: BackendSpec
+    store_dir: str
+    work_dir: str
+    run_key: str = Field(description="Identifies the run for stopping it when credits run out.")
+    refresh: bool = False
+    reference_frame: str | None = None
+    length_tolerance_s: float | None = None
+
+
+class ModifiedSegment(BaseModel):
+    """A segment's returned clip and what it cost."""
+
+    index: int
+    clip: str
+    paid: bool = Field(description="Whether this run paid for it (False: reused from the store).")
+    cost_usd: float | None = None
+    remaining_credits: float | None = None
+    job_id: str | None = None
+    seconds: float = Field(description="Wall time of this step.")
+
+
+def retry_if_retryable(task, task_run, state) -> bool:
+    """Retries a segment only after an error that another try can fix."""
+    try:
+        state.result()
+    except RetryableProviderError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+def _job_record(job: ModifyJob) -> dict:
+    return {
+        "provider": job.provider,
+        "job_id": job.job_id,
+        "state": job.state.value,
+        "result_url": job.result_url,
+        "request_id": job.request_id,
+        "extra": job.extra,
+        "submitted_at": datetime.now(timezone.utc).isoformat(),
+    }
+
+
+def _job_from_record(record: dict) -> ModifyJob:
+    return ModifyJob(
+        provider=record["provider"],
+        state=JobState(record.get("state") or "queued"),
+        job_id=record.get("job_id"),
+        result_url=record.get("result_url"),
+        request_id=record.get("request_id"),
+        extra=record.get("extra") or {},
+    )
+
+
+async def _call_service(settings: ModifySettings, segment: Segment, request: ModifyRequest, key: str, store: ResultStore) -> tuple[Path, ModifyJob]:
+    options = {"reference_frame": Path(settings.reference_frame)} if settings.reference_frame else {}
+    workdir = Path(settings.work_dir) / "modify" / segment.name
+    returned = workdir / "returned.mp4"
+    saved = store.load_job(key)
+    resume = _job_from_record(saved) if saved and saved.get("job_id") else None
+    async with settings.backend.create(**options) as backend:
+        for attempt in range(MAX_RATE_LIMIT_WAITS + 1):
+            try:
+                job = await run_modify(
+                    backend,
+                    request,
+                    returned,
+                    workdir,
+                    on_submitted=lambda j: store.save_job(key, _job_record(j)) if j.job_id else None,
+                    resume_job=resume,
+                )
+                return returned, job
+            except RateLimitedError as error:
+                if attempt == MAX_RATE_LIMIT_WAITS:
+                    raise
+                wait = 2.0 ** attempt
+                if error.retry_at is not None:
+                    wait = (error.retry_at - datetime.now(timezone.utc)).total_seconds()
+                await asyncio.sleep(min(max(wait, 0.5), MAX_RATE_LIMIT_WAIT_SECONDS))
+            except ProviderError:
+                if resume is not None:
+                    # The saved job is gone or failed: forget it, so the retry submits anew.
+                    store.forget_job(key)
+                raise
+    raise AssertionError("unreachable")
+
+
+@task(
+    name="modify-segment",
+    description="Sends one segment to the modify-video service, or reuses the stored result.",
+    task_run_name="modify-{segment.index:05d}",
+    cache_policy=NO_CACHE,
+    retries=3,
+    retry_delay_seconds=[5, 20, 60],
+    retry_jitter_factor=0.5,
+    retry_condition_fn=retry_if_retryable,
+)
+async def modify_video_segment(clip: Path, segment: Segment, settings: ModifySettings) -> ModifiedSegment:
+    """Restyles one extracted segment, paying at most once for it across runs.
+
+    The result is stored under a key made of the clip's content and the normalised
+    parameters, so a later run (after a crash, a failure or a credit stop) finds it.
+
+    Args:
+        clip: The extracted segment.
+        segment: Its place in the plan.
+        settings: Prompt, mode, backend and store of the run.
+
+    Returns:
+        The stored clip and what it cost.
+
+    Raises:
+        ProviderError: a subclass; retryable ones are retried with backoff.
+    """
+    logger = get_run_logger()
+    started = time.monotonic()
+    clip = Path(clip)
+    backend_model = settings.backend.model or ""
+    key = cache_key(
+        clip_sha256=sha256_of_file(clip),
+        prompt=settings.prompt,
+        mode=settings.mode,
+        first_frame_sha256=settings.first_frame_sha256,
+        provider=settings.backend.name,
+        model=backend_model,
+        conform_version=CONFORM_VERSION,
+    )
+    store = ResultStore(settings.store_dir)
+
+    def reused(path: Path) -> ModifiedSegment:
+        logger.info("segment %s: reusing the stored result (not paid again)", segment.name)
+        record = store.record(key)
+        return ModifiedSegment(
+            index=segment.index, clip=str(path), paid=False, job_id=record.get("job_id"),
+            seconds=time.monotonic() - started,
+        )
+
+    if not settings.refresh and (hit := store.get(key)):
+        return reused(hit)
+    with store.lock(key):
+        if not settings.refresh and (hit := store.get(key)):
+            return reused(hit)
+        with _out_of_credits_lock:
+            stopped_by = _out_of_credits.get(settings.run_key)
+        if stopped_by:
+            raise InsufficientCreditsError(
+                f"segment {segment.name} not sent: {stopped_by}", provider=settings.backend.name
+            )
+        request = ModifyRequest(
+            clip=clip,
+            prompt=settings.prompt,
+            mode=settings.mode,
+            first_frame=Path(settings.first_frame) if settings.first_frame else None,
+        )
+        try:
+            returned, job = await _call_service(settings, segment, request, key, store)
+        except InsufficientCreditsError as error:
+            with _out_of_credits_lock:
+                _out_of_credits.setdefault(settings.run_key, f"the account ran out of credits at segment {segment.name}")
+            raise InsufficientCreditsError(
+                f"{error}. Segments finished so far are kept; add credits and re-run: only the "
+                "missing segments are sent", provider=settings.backend.name,
+            ) from error
+        try:
+            check_returned_clip(returned, segment, settings.length_tolerance_s)
+        except RetryableProviderError:
+            store.forget_job(key)
+            raise
+        stored = store.put(
+            key,
+            returned,
+            {
+                "provider": job.provider,
+                "job_id": job.job_id,
+                "request_id": job.request_id,
+                "cost_usd": job.cost_usd,
+                "segment": segment.name,
+            },
+        )
+        returned.unlink(missing_ok=True)
+    logger.info("segment %s: paid call done (job %s)", segment.name, job.job_id or job.request_id or "-")
+    return ModifiedSegment(
+        index=segment.index,
+        clip=str(stored),
+        paid=True,
+        cost_usd=job.cost_usd,
+        remaining_credits=job.remaining_credits,
+        job_id=job.job_id,
+        seconds=time.monotonic() - started,
+    )
