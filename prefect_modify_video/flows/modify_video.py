@@ -20,7 +20,7 @@ from prefect_modify_video.errors import ModifyVideoError
 from prefect_modify_video.flows.parameters import ModifyVideoParameters
 from prefect_modify_video.media.edit import check_output_path, service_size
 from prefect_modify_video.media.ffmpeg import run_ffmpeg, sha256_of_file
-from prefect_modify_video.media.probe import check_image
+from prefect_modify_video.media.probe import VideoInfo, check_image, probe_video
 from prefect_modify_video.store import ResultStore
 from prefect_modify_video.tasks import (
     conform_modified_segment,
@@ -49,6 +49,32 @@ class ModifyVideoResult(BaseModel):
 
 class SegmentsFailedError(ModifyVideoError):
     """Raised when some segments failed for good; the others are stored and a re-run sends only these."""
+
+
+def check_paths(params: ModifyVideoParameters, info: VideoInfo) -> tuple[Path, str | None]:
+    """Checks the output path and the first frame against the probed source.
+
+    Returns:
+        The output path and the first frame's path (or ``None``).
+
+    Raises:
+        InvalidInputError: naming the path and what to do.
+    """
+    output = Path(os.path.expanduser(params.resolved_output()))
+    check_output_path(info, output)
+    first_frame = str(check_image(os.path.expanduser(params.first_frame))) if params.first_frame else None
+    return output, first_frame
+
+
+def check_inputs(params: ModifyVideoParameters) -> VideoInfo:
+    """Checks every input of a run before anything starts (used by the CLI for a clear, early error).
+
+    Raises:
+        InvalidInputError: naming the input and what to do.
+    """
+    info = probe_video(os.path.expanduser(params.source))
+    check_paths(params, info)
+    return info
 
 
 def _reference_frame(source: str, work_dir: Path) -> Path:
@@ -88,9 +114,7 @@ def modify_video(params: ModifyVideoParameters) -> ModifyVideoResult:
     started = time.monotonic()
     source = str(Path(os.path.expanduser(params.source)))
     info = probe_source_video(source)
-    output = Path(os.path.expanduser(params.resolved_output()))
-    check_output_path(info, output)
-    first_frame = str(check_image(os.path.expanduser(params.first_frame))) if params.first_frame else None
+    output, first_frame = check_paths(params, info)
 
     backend = params.backend.create()
     for warning in backend.prompt_warnings(params.prompt):

@@ -79,16 +79,27 @@ def _rotation(stream: dict) -> int:
     return rotation % 360
 
 
-def _count_packets(path: Path, stream_index: int) -> int:
+def _packet_timing(path: Path, stream_index: int) -> tuple[int, float]:
+    """Counts the stream's packets and measures the time they span (for containers whose header lacks them)."""
     output = run_ffmpeg(
         [
-            "-v", "error", "-select_streams", str(stream_index), "-count_packets",
-            "-show_entries", "stream=nb_read_packets", "-of", "json", str(path),
+            "-v", "error", "-select_streams", str(stream_index),
+            "-show_entries", "packet=pts_time,duration_time", "-of", "csv=p=0", str(path),
         ],
         program=FFPROBE,
     )
-    streams = json.loads(output).get("streams") or [{}]
-    return int(streams[0].get("nb_read_packets") or 0)
+    starts, ends = [], []
+    for line in output.decode(errors="replace").splitlines():
+        pts, _, duration = line.partition(",")
+        try:
+            start = float(pts)
+        except ValueError:
+            continue
+        starts.append(start)
+        ends.append(start + (float(duration) if duration.strip() not in ("", "N/A") else 0.0))
+    if not starts:
+        return 0, 0.0
+    return len(starts), max(ends) - min(starts)
 
 
 def probe_video(path: str | Path) -> VideoInfo:
@@ -132,16 +143,22 @@ def probe_video(path: str | Path) -> VideoInfo:
 
     r_rate = _fraction(video.get("r_frame_rate"))
     avg_rate = _fraction(video.get("avg_frame_rate"))
-    duration = float(video.get("duration") or fmt.get("duration") or 0.0)
+    duration = float(video.get("duration") or 0.0)
     frames = int(video.get("nb_frames") or 0)
-    if frames <= 0:
-        frames = _count_packets(path, int(video["index"]))
+    if frames <= 0 or duration <= 0:
+        frames, packet_seconds = _packet_timing(path, int(video["index"]))
+        duration = duration if duration > 0 else packet_seconds
     if frames <= 0 or duration <= 0:
         raise InvalidInputError(f"{path}: the video stream has no frames; give a video with content")
     if frames == 1:
         raise InvalidInputError(f"{path}: has a single frame (a still image?); give a video")
 
-    is_vfr = bool(avg_rate) and bool(r_rate) and abs(float(r_rate - avg_rate)) / float(r_rate) > VFR_TOLERANCE
+    # Variable timing shows as an average rate unlike the nominal one, or (where the container
+    # gives no average) as a frame count unlike duration × nominal rate.
+    is_vfr = bool(r_rate) and (
+        (bool(avg_rate) and abs(float(r_rate - avg_rate)) / float(r_rate) > VFR_TOLERANCE)
+        or abs(frames - duration * float(r_rate)) > max(1.5, VFR_TOLERANCE * frames)
+    )
     if is_vfr or not r_rate or r_rate > 240:
         # Variable timing: the output is constant-rate with the same frames in the same time.
         rate = (Fraction(frames) / Fraction(duration)).limit_denominator(1001)
@@ -208,6 +225,8 @@ def check_image(path: str | Path) -> Path:
     try:
         output = run_ffmpeg(["-v", "error", "-show_streams", "-of", "json", str(path)], program=FFPROBE)
         streams = json.loads(output).get("streams") or []
+        # Decoding one frame proves the picture is whole, not just its header.
+        run_ffmpeg(["-i", str(path), "-frames:v", "1", "-f", "null", "-"])
     except FfmpegError:
         streams = []
     if not any(s.get("codec_type") == "video" and s.get("codec_name") in IMAGE_CODECS for s in streams):
