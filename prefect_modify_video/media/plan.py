@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from prefect_modify_video.errors import InvalidInputError
 
@@ -22,16 +22,19 @@ class Segment(BaseModel, frozen=True):
     end_s: float = Field(description="End time in seconds.")
     cut_before: bool = Field(default=False, description="Whether the seam before it falls on a shot cut.")
 
+    @computed_field
     @property
     def frames(self) -> int:
         """Number of frames in the segment."""
         return self.end_frame - self.first_frame
 
+    @computed_field
     @property
     def duration_s(self) -> float:
         """Length of the segment in seconds."""
         return self.end_s - self.start_s
 
+    @computed_field
     @property
     def name(self) -> str:
         """Zero-padded index; every file of the segment is named after it, so name order is join order."""

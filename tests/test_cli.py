@@ -1,0 +1,88 @@
+"""The prefect-modify-video command, run as a user runs it (a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from prefect.settings import PREFECT_API_URL
+
+from conftest import audio_md5
+from prefect_modify_video.media.ffmpeg import run_ffmpeg
+from prefect_modify_video.media.probe import probe_video
+
+
+def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    return subprocess.run(
+        [sys.executable, "-m", "prefect_modify_video.cli", *args],
+        capture_output=True, text=True, env=env, cwd=cwd, timeout=300,
+    )
+
+
+def test_run_prints_json_on_its_last_line(sample_video, tmp_path):
+    out = tmp_path / "out.mp4"
+    done = cli(
+        "run", str(sample_video), "--prompt", "cool", "--mode", "flex_2", "--output", str(out),
+        "--max-segment-seconds", "3", "--store", str(tmp_path / "store"), "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["output"] == str(out)
+    assert result["segments"] == 3 and result["billed_calls"] == 3  # 6 s strictly under 3 s each
+    assert result["frames"] == probe_video(sample_video).frames == probe_video(out).frames
+    assert result["duration_s"] == pytest.approx(6.0)
+    assert audio_md5(out) == audio_md5(sample_video)
+
+
+def test_probe_and_plan_print_json(sample_video):
+    probed = json.loads(cli("probe", str(sample_video), "--json").stdout)
+    assert probed["frames"] == 180 and probed["frame_rate"] == "30/1"
+    planned = json.loads(cli("plan", str(sample_video), "--max-segment-seconds", "2.5", "--json").stdout)
+    assert [s["frames"] for s in planned["segments"]] == [60, 60, 60]
+    assert planned["estimated_cost_usd"] == 0
+
+
+def test_sample_writes_a_video(tmp_path):
+    done = cli("sample", str(tmp_path / "s.mp4"), "--seconds", "2", "--width", "160", "--height", "90")
+    assert done.returncode == 0, done.stderr
+    assert probe_video(tmp_path / "s.mp4").frames == 60
+
+
+def _audio_only(d):
+    run_ffmpeg(["-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", "-y", str(d / "tone.mp4")])
+    return ["run", str(d / "tone.mp4")]
+
+
+def _zero_length(d):
+    (d / "zero.mp4").write_bytes(b"")
+    return ["run", str(d / "zero.mp4")]
+
+
+def _text(d):
+    (d / "text.mp4").write_text("not a video at all")
+    return ["run", str(d / "text.mp4")]
+
+
+@pytest.mark.parametrize(
+    "make_args, words",
+    [
+        (lambda d, s: ["run", str(d / "missing.mp4")], "no such file"),
+        (lambda d, s: ["run", str(d)], "not a file"),
+        (lambda d, s: _text(d), "not a readable video"),
+        (lambda d, s: _audio_only(d), "no video stream"),
+        (lambda d, s: _zero_length(d), "empty"),
+        (lambda d, s: ["run", str(s), "--first-frame", str(s), "--output", str(d / "o.mp4")], "not an image"),
+        (lambda d, s: ["run", str(s), "--mode", "ultra", "--output", str(d / "o.mp4")], "mode"),
+        (lambda d, s: ["run", str(s), "--output", str(s)], "the source itself"),
+    ],
+)
+def test_bad_input_exits_2_with_one_clear_line(sample_video, tmp_path, make_args, words):
+    done = cli(*make_args(tmp_path, sample_video))
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0]
+    assert not (tmp_path / "o.mp4").exists()

@@ -1,0 +1,116 @@
+"""The modify-video flow end to end on the local backend, against the test Prefect server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from prefect.client.orchestration import get_client
+from pydantic import ValidationError
+
+from conftest import audio_md5, read_frames, saturation
+from prefect_modify_video.errors import InvalidInputError
+from prefect_modify_video.flows import ModifyVideoParameters, modify_video
+from prefect_modify_video.media.ffmpeg import sha256_of_file
+from prefect_modify_video.media.probe import probe_video
+
+
+def params(source, tmp_path, store_dir, **overrides) -> ModifyVideoParameters:
+    values = dict(
+        source=str(source),
+        prompt="black and white",
+        mode="reimagine_3",
+        output=str(tmp_path / "out.mp4"),
+        max_segment_seconds=2.5,
+        store_dir=str(store_dir),
+    )
+    return ModifyVideoParameters(**{**values, **overrides})
+
+
+async def _artifact_keys() -> set[str]:
+    async with get_client() as client:
+        return {a.key for a in await client.read_artifacts() if a.key}
+
+
+def test_output_matches_the_source_in_everything_but_the_look(sample_video, tmp_path, store_dir):
+    before = sha256_of_file(sample_video)
+    result = modify_video(params(sample_video, tmp_path, store_dir))
+    source, out = probe_video(sample_video), probe_video(result.output)
+    assert result.segments == 3 and result.billed_calls == 3 and result.reused_segments == 0
+    assert out.frames == source.frames == result.frames
+    assert out.frame_rate == source.frame_rate
+    assert (out.width, out.height) == (source.width, source.height)
+    assert abs(out.duration_s - source.duration_s) <= 1 / source.fps
+    assert audio_md5(result.output) == audio_md5(sample_video)
+    assert saturation(read_frames(result.output)) < 3 < 40 < saturation(read_frames(sample_video))
+    assert sha256_of_file(sample_video) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "work files left behind"
+    assert {"modify-video-segments", "modify-video-summary", "modify-video-progress"} <= asyncio.run(_artifact_keys())
+
+
+def test_a_second_run_pays_for_nothing(sample_video, tmp_path, store_dir):
+    first = modify_video(params(sample_video, tmp_path, store_dir, output=str(tmp_path / "a.mp4")))
+    second = modify_video(params(sample_video, tmp_path, store_dir, output=str(tmp_path / "b.mp4")))
+    assert first.billed_calls == 3
+    assert second.billed_calls == 0 and second.reused_segments == 3
+    assert probe_video(second.output).frames == probe_video(sample_video).frames
+    refreshed = modify_video(params(sample_video, tmp_path, store_dir, output=str(tmp_path / "c.mp4"), refresh=True))
+    assert refreshed.billed_calls == 3
+
+
+def test_another_prompt_is_another_paid_call(sample_video, tmp_path, store_dir):
+    modify_video(params(sample_video, tmp_path, store_dir, output=str(tmp_path / "a.mp4")))
+    other = modify_video(params(sample_video, tmp_path, store_dir, output=str(tmp_path / "b.mp4"), prompt="warm"))
+    assert other.billed_calls == 3
+
+
+def test_first_frame_colour_transfer_through_the_flow(sample_video, tmp_path, store_dir, first_frame_image):
+    result = modify_video(
+        params(sample_video, tmp_path, store_dir, prompt="grade", mode="flex_3", first_frame=str(first_frame_image))
+    )
+    target = read_frames(first_frame_image).mean(axis=(0, 1, 2))
+    source = read_frames(sample_video).mean(axis=(0, 1, 2))
+    out = read_frames(result.output).mean(axis=(0, 1, 2))
+    assert abs(out - target).sum() < abs(source - target).sum()
+
+
+@pytest.mark.parametrize(
+    "make_source, message",
+    [
+        (lambda d, s: d / "missing.mp4", "no such file"),
+        (lambda d, s: d, "not a file"),
+        (lambda d, s: (d / "t.mp4").write_text("text") and d / "t.mp4", "not a readable video"),
+    ],
+)
+def test_bad_source_fails_before_any_work(sample_video, tmp_path, store_dir, make_source, message):
+    source = make_source(tmp_path, sample_video)
+    with pytest.raises(InvalidInputError, match=message):
+        modify_video(params(source, tmp_path, store_dir, output=str(tmp_path / "never.mp4")))
+    assert not (tmp_path / "never.mp4").exists()
+    assert not store_dir.exists()
+
+
+def test_output_equal_to_source_is_refused(sample_video, tmp_path, store_dir):
+    before = sha256_of_file(sample_video)
+    with pytest.raises(InvalidInputError, match="the source itself"):
+        modify_video(params(sample_video, tmp_path, store_dir, output=str(sample_video)))
+    assert sha256_of_file(sample_video) == before
+
+
+def test_first_frame_that_is_not_an_image_is_refused(sample_video, tmp_path, store_dir):
+    with pytest.raises(InvalidInputError, match="not an image"):
+        modify_video(params(sample_video, tmp_path, store_dir, first_frame=str(sample_video)))
+
+
+def test_unknown_mode_is_refused(sample_video, tmp_path, store_dir):
+    with pytest.raises(ValidationError, match="mode"):
+        params(sample_video, tmp_path, store_dir, mode="adhere_4")
+
+
+def test_parameters_schema_offers_the_nine_modes():
+    schema = modify_video.parameters.model_dump()
+    mode = schema["definitions"]["ModifyVideoParameters"]["properties"]["mode"]
+    assert mode["enum"] == [
+        "adhere_1", "adhere_2", "adhere_3", "flex_1", "flex_2", "flex_3", "reimagine_1", "reimagine_2", "reimagine_3",
+    ]
+    assert mode["description"]
