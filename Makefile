@@ -1,0 +1,17 @@
+# The two commands of the README: `make demo` and `make test`. Both set up what is missing first.
+VENV := .venv
+INPUT ?=
+
+.PHONY: setup demo test bench
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(VENV)/bin/prefect-modify-video demo $(INPUT)
+
+test: setup
+	$(VENV)/bin/python -m pytest -q
+
+bench: setup
+	$(VENV)/bin/python bench/overhead.py

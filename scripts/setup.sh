@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what the project needs on a fresh machine: ffmpeg (Debian's package) when missing,
+# then a virtual environment in .venv with the package and its test dependencies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1; then
+  echo "setup: installing ffmpeg from Debian's package" >&2
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null
+fi
+
+python="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: making the virtual environment .venv" >&2
+  "$python" -m venv .venv
+fi
+echo "setup: installing prefect-modify-video into .venv" >&2
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
