@@ -121,24 +121,25 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from prefect_modify_video.flows.modify_video import estimate_cost_usd
     from prefect_modify_video.flows.parameters import BackendSpec
     from prefect_modify_video.media.edit import service_size
     from prefect_modify_video.media.plan import plan_segments
     from prefect_modify_video.media.probe import probe_video
-    from prefect_modify_video.providers.registry import backend_class
 
     info = probe_video(args.input)
-    backend = backend_class(BackendSpec(name=args.backend).name)
+    # Planning makes no request, so it needs no key.
+    backend = BackendSpec(name=args.backend).create(api_key="plan-makes-no-request")
     cap = min(args.max_segment_seconds or backend.max_segment_seconds, backend.max_segment_seconds)
     plan = plan_segments(info.frames, info.frame_rate, cap)
     width, height = service_size(info, backend.max_dimension)
-    estimate = backend.estimate_cost_usd(backend, plan.duration_s, width, height)
+    estimate = estimate_cost_usd(backend, plan, width, height)
     report = {
         "backend": backend.name,
         "segments": [s.model_dump() for s in plan.segments],
         "segment_count": len(plan.segments),
         "billed_seconds": plan.duration_s,
-        "billed_pixels": width * height * round(plan.duration_s * 24),
+        "billed_pixels": width * height * sum(round(s.duration_s * 24) for s in plan.segments),
         "size_sent": [width, height],
         "estimated_cost_usd": round(estimate, 4),
     }

@@ -14,13 +14,16 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, Field
 
-from prefect_modify_video.errors import ModifyVideoError
+from prefect_modify_video.errors import InvalidInputError, ModifyVideoError
 from prefect_modify_video.flows.parameters import ModifyVideoParameters
 from prefect_modify_video.media.edit import check_output_path, service_size
 from prefect_modify_video.media.ffmpeg import run_ffmpeg, sha256_of_file
+from prefect_modify_video.media.plan import SegmentPlan
 from prefect_modify_video.media.probe import VideoInfo, check_image, probe_video
+from prefect_modify_video.providers.base import ModifyBackend
 from prefect_modify_video.store import ResultStore
 from prefect_modify_video.tasks import (
     conform_modified_segment,
@@ -77,6 +80,11 @@ def check_inputs(params: ModifyVideoParameters) -> VideoInfo:
     return info
 
 
+def estimate_cost_usd(backend: ModifyBackend, plan: SegmentPlan, width: int, height: int) -> float:
+    """The backend's list price for every segment of the plan, each billed as one call."""
+    return sum(backend.estimate_cost_usd(s.duration_s, width, height) for s in plan.segments)
+
+
 def _reference_frame(source: str, work_dir: Path) -> Path:
     """The source's first frame as a PNG (upright), for the local backend's colour transfer."""
     destination = work_dir / "reference.png"
@@ -117,13 +125,18 @@ def modify_video(params: ModifyVideoParameters) -> ModifyVideoResult:
     output, first_frame = check_paths(params, info)
 
     backend = params.backend.create()
+    if getattr(backend, "requires_uploader", False) and not params.backend.upload_url:
+        raise InvalidInputError(
+            f"{backend.name} takes media only by URL: give backend.upload_url (--upload-url), "
+            "an HTTP PUT store the service can read from"
+        )
     for warning in backend.prompt_warnings(params.prompt):
         logger.warning(warning)
     cap = min(params.max_segment_seconds or backend.max_segment_seconds, backend.max_segment_seconds)
     concurrency = params.concurrency or backend.max_concurrency
     plan = plan_video_segments(info, cap)
     width, height = service_size(info, backend.max_dimension)
-    estimate = backend.estimate_cost_usd(plan.duration_s, width, height)
+    estimate = estimate_cost_usd(backend, plan, width, height)
     logger.info(
         "%s: %d frames at %s fps -> %d segments under %.1f s, %dx%d to %s, estimated $%.2f",
         source, info.frames, info.frame_rate, len(plan.segments), cap, width, height, backend.name, estimate,
@@ -148,7 +161,13 @@ def modify_video(params: ModifyVideoParameters) -> ModifyVideoResult:
         progress=0.0, key="modify-video-progress", description=f"Segments done of {len(plan.segments)}."
     )
     try:
-        rows, conformed, failures = _run_segments(plan, info, settings, backend.max_dimension, concurrency, progress_id)
+        modify_task = modify_video_segment.with_options(
+            retries=params.segment_retries,
+            retry_delay_seconds=exponential_backoff(params.retry_delay_seconds) if params.retry_delay_seconds else 0,
+        )
+        rows, conformed, failures = _run_segments(
+            plan, info, settings, backend.max_dimension, concurrency, progress_id, modify_task
+        )
         cost = sum(r.get("cost_usd") or 0.0 for r in rows if r.get("paid"))
         paid = sum(1 for r in rows if r.get("paid"))
         summary = {
@@ -184,7 +203,7 @@ def modify_video(params: ModifyVideoParameters) -> ModifyVideoResult:
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def _run_segments(plan, info, settings: ModifySettings, max_dimension, concurrency: int, progress_id):
+def _run_segments(plan, info, settings: ModifySettings, max_dimension, concurrency: int, progress_id, modify_task):
     """Runs extract → modify → conform for every segment, ``concurrency`` at a time.
 
     Returns:
@@ -201,7 +220,7 @@ def _run_segments(plan, info, settings: ModifySettings, max_dimension, concurren
                 parameters={"info": info, "segment": segment, "work_dir": settings.work_dir, "max_dimension": max_dimension},
             )
             modified = runner.submit(
-                modify_video_segment, parameters={"clip": extracted, "segment": segment, "settings": settings}
+                modify_task, parameters={"clip": extracted, "segment": segment, "settings": settings}
             )
             final = runner.submit(
                 conform_modified_segment,

@@ -28,30 +28,36 @@ class BackendSpec(BaseModel):
     poll_interval_seconds: float | None = Field(
         default=None, description="Seconds between status checks of a queued job; the service's default when empty."
     )
+    timeout_seconds: float | None = Field(
+        default=None, description="Seconds to wait for one answer of the service; its default when empty."
+    )
     upload_url: str | None = Field(
         default=None,
         description="Where segments are uploaded for services that take media by URL (an HTTP PUT store).",
     )
 
-    def create(self, **options) -> ModifyBackend:
-        """Builds the backend, with the key from the credentials block or the environment."""
-        from prefect_modify_video.providers.registry import api_key_from_env, create_backend
+    def create(self, *, api_key: str | None = None, **options) -> ModifyBackend:
+        """Builds the backend.
 
-        api_key = None
+        The key is ``api_key`` when given, else the credentials block's, else the service's
+        environment variable (``SEGMIND_API_KEY``, ``LUMAAI_API_KEY``, ``FAL_KEY``,
+        ``REPLICATE_API_TOKEN``).
+        """
+        from prefect_modify_video.providers.registry import create_backend
+
         base_url = self.base_url
-        if self.name != "local":
-            if self.credentials_block:
-                from prefect_modify_video.blocks import credentials_block_for
+        if self.name != "local" and self.credentials_block and api_key is None:
+            from prefect_modify_video.blocks import credentials_block_for
 
-                block = credentials_block_for(self.name).load(self.credentials_block)
-                api_key = block.api_key.get_secret_value()
-                base_url = base_url or block.base_url
-            else:
-                api_key = api_key_from_env(self.name)
+            block = credentials_block_for(self.name).load(self.credentials_block)
+            api_key = block.api_key.get_secret_value()
+            base_url = base_url or block.base_url
         if self.model:
             options["model"] = self.model
         if self.poll_interval_seconds is not None:
             options["poll_interval_seconds"] = self.poll_interval_seconds
+        if self.timeout_seconds is not None:
+            options["timeout_seconds"] = self.timeout_seconds
         if self.upload_url:
             from prefect_modify_video.providers.luma import HttpPutUploader
 
@@ -101,6 +107,12 @@ class ModifyVideoParameters(BaseModel):
         default=None,
         title="Result store",
         description="Folder where paid results are kept and found again on a re-run; under PREFECT_HOME when empty.",
+    )
+    segment_retries: int = Field(
+        default=3, ge=0, le=10, description="Tries after the first for a segment that failed with a retryable error."
+    )
+    retry_delay_seconds: float = Field(
+        default=10.0, ge=0, description="Wait before a segment's first retry; doubled for each further one (with jitter)."
     )
     refresh: bool = Field(default=False, description="Pay for every segment again instead of reusing stored results.")
 

@@ -14,8 +14,12 @@ from prefect.logging import get_run_logger
 from pydantic import BaseModel, Field
 
 from prefect_modify_video.errors import (
+    ContentModerationError,
     InsufficientCreditsError,
+    JobTimedOutError,
     ProviderError,
+    ProviderServerError,
+    ProviderUnavailableError,
     RateLimitedError,
     RetryableProviderError,
 )
@@ -65,13 +69,8 @@ class ModifiedSegment(BaseModel):
 
 def retry_if_retryable(task, task_run, state) -> bool:
     """Retries a segment only after an error that another try can fix."""
-    try:
-        state.result()
-    except RetryableProviderError:
-        return True
-    except Exception:
-        return False
-    return False
+    # The engine hands over a Failed state whose data is the exception the task raised.
+    return isinstance(state.data, RetryableProviderError)
 
 
 def _job_record(job: ModifyJob) -> dict:
@@ -97,7 +96,17 @@ def _job_from_record(record: dict) -> ModifyJob:
     )
 
 
-async def _call_service(settings: ModifySettings, segment: Segment, request: ModifyRequest, key: str, store: ResultStore) -> tuple[Path, ModifyJob]:
+# Errors after which a saved job may still finish: keep its id so the next try polls it.
+_JOB_MAY_STILL_FINISH = (JobTimedOutError, ProviderUnavailableError, ProviderServerError, RateLimitedError)
+
+
+async def _call_service(
+    settings: ModifySettings, segment: Segment, request: ModifyRequest, key: str, store: ResultStore
+) -> tuple[Path, ModifyJob]:
+    """Submits the segment, or polls the job an earlier run saved, and downloads the answer.
+
+    A 429 is waited out here (the request was refused, so sending it again is safe).
+    """
     options = {"reference_frame": Path(settings.reference_frame)} if settings.reference_frame else {}
     workdir = Path(settings.work_dir) / "modify" / segment.name
     returned = workdir / "returned.mp4"
@@ -118,15 +127,22 @@ async def _call_service(settings: ModifySettings, segment: Segment, request: Mod
             except RateLimitedError as error:
                 if attempt == MAX_RATE_LIMIT_WAITS:
                     raise
-                wait = 2.0 ** attempt
+                wait = 2.0**attempt
                 if error.retry_at is not None:
                     wait = (error.retry_at - datetime.now(timezone.utc)).total_seconds()
                 await asyncio.sleep(min(max(wait, 0.5), MAX_RATE_LIMIT_WAIT_SECONDS))
-            except ProviderError:
-                if resume is not None:
-                    # The saved job is gone or failed: forget it, so the retry submits anew.
-                    store.forget_job(key)
-                raise
+            except ProviderError as error:
+                if isinstance(error, _JOB_MAY_STILL_FINISH):
+                    raise
+                # The job is over (failed, refused, unknown to the service): never poll it again.
+                store.forget_job(key)
+                if resume is None or isinstance(error, ContentModerationError):
+                    raise
+                get_run_logger().warning(
+                    "segment %s: the saved job %s cannot be resumed (%s); submitting anew",
+                    segment.name, resume.job_id, type(error).__name__,
+                )
+                resume = None
     raise AssertionError("unreachable")
 
 

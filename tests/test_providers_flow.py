@@ -1,0 +1,186 @@
+"""The whole flow against the fake server for every service, and each fault's outcome.
+
+Each test asserts what a user would check: the output (frames, rate, size, audio), the error
+class and message when a segment fails for good, and how many calls were billed.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import audio_md5, read_frames
+from prefect_modify_video.flows import BackendSpec, ModifyVideoParameters, SegmentsFailedError, modify_video
+from prefect_modify_video.media.probe import probe_video
+from prefect_modify_video.media.sample import make_sample_video
+from prefect_modify_video.testing import FakeModifyServer, Fault
+
+SERVICES = {
+    # backend name -> (fake server provider, env var holding the key)
+    "segmind": ("segmind", "SEGMIND_API_KEY"),
+    "segmind-async": ("segmind", "SEGMIND_API_KEY"),
+    "luma": ("luma", "LUMAAI_API_KEY"),
+    "fal": ("fal", "FAL_KEY"),
+    "replicate": ("replicate", "REPLICATE_API_TOKEN"),
+}
+FAKE_KEY = "sk-test-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def server():
+    with FakeModifyServer(polls_to_complete=1, rate_limit_reset_seconds=0.5) as fake:
+        yield fake
+
+
+@pytest.fixture(autouse=True)
+def fresh_server(server, monkeypatch):
+    server.reset()
+    server.output_size = None
+    for _, env_var in SERVICES.values():
+        monkeypatch.setenv(env_var, FAKE_KEY)
+    yield
+    server.wait_idle(30)
+
+
+@pytest.fixture(scope="module")
+def short_video(tmp_path_factory):
+    """4 s, 320x180, 30 fps with a tone: two segments under a 2.5 s cap."""
+    folder = tmp_path_factory.mktemp("short")
+    return make_sample_video(folder / "short.mp4", seconds=4, width=320, height=180, fps=30, scenes=2)
+
+
+def run(source, tmp_path, server, backend="segmind", **overrides):
+    spec = dict(name=backend, base_url=server.base_url, poll_interval_seconds=0.05)
+    if backend == "luma":
+        spec["upload_url"] = server.base_url
+    spec.update(overrides.pop("spec", {}))
+    values = dict(
+        source=str(source),
+        prompt="watercolour painting",
+        mode="flex_1",
+        output=str(tmp_path / "out.mp4"),
+        backend=BackendSpec(**spec),
+        max_segment_seconds=2.5,
+        store_dir=str(tmp_path / "store"),
+        retry_delay_seconds=0.05,
+    )
+    values.update(overrides)
+    return modify_video(ModifyVideoParameters(**values))
+
+
+def assert_same_shape_and_sound(output, source):
+    out, src = probe_video(output), probe_video(source)
+    assert out.frames == src.frames
+    assert out.frame_rate == src.frame_rate
+    assert (out.width, out.height) == (src.width, src.height)
+    assert abs(out.duration_s - src.duration_s) <= 1 / src.fps
+    assert audio_md5(output) == audio_md5(source)
+
+
+@pytest.mark.parametrize("backend", list(SERVICES))
+def test_every_service_end_to_end(backend, short_video, tmp_path, server):
+    result = run(short_video, tmp_path, server, backend)
+    provider = SERVICES[backend][0]
+    assert result.segments == 2 and result.billed_calls == 2
+    assert server.stats(provider).billed == 2
+    assert_same_shape_and_sound(result.output, short_video)
+    change = abs(read_frames(result.output) - read_frames(short_video)).mean()
+    assert change > 10, "the service's restyle must show in the output"
+
+
+@pytest.mark.parametrize("fps", [24, 25, 60])
+def test_conform_at_other_frame_rates_and_sizes(fps, tmp_path, server):
+    source = make_sample_video(tmp_path / f"src{fps}.mp4", seconds=3, width=320, height=180, fps=fps, scenes=2)
+    server.output_size = (256, 144)  # the service answers at another size, and at 24 fps
+    result = run(source, tmp_path, server, "fal")
+    assert_same_shape_and_sound(result.output, source)
+
+
+@pytest.mark.parametrize(
+    "fault, calls",
+    [
+        (Fault.SERVER_500, 3),
+        (Fault.SERVER_502, 3),
+        (Fault.SERVER_504, 3),
+        (Fault.rate_limited(0.5), 3),
+        (Fault.HTML_200, 3),
+        (Fault.latency(0.5), 2),
+    ],
+    ids=["500", "502", "504", "429", "html-200", "latency"],
+)
+def test_passing_faults_are_retried_and_the_video_completes(fault, calls, short_video, tmp_path, server):
+    server.script("segmind", [fault])
+    result = run(short_video, tmp_path, server, "segmind")
+    assert_same_shape_and_sound(result.output, short_video)
+    assert server.stats("segmind").billed == 2
+    assert server.stats("segmind").calls == calls
+
+
+def test_a_clip_of_the_wrong_length_is_refused_and_sent_again(short_video, tmp_path, server):
+    server.script("fal", [Fault.wrong_length(0.5)])
+    result = run(short_video, tmp_path, server, "fal")
+    assert_same_shape_and_sound(result.output, short_video)
+    # The short clip was billed by the service but never used; the retry paid once more.
+    assert server.stats("fal").billed == 3
+
+
+def test_a_failed_job_is_retried(short_video, tmp_path, server):
+    server.script("replicate", [Fault.JOB_FAILED])
+    result = run(short_video, tmp_path, server, "replicate")
+    assert result.billed_calls == 2 and server.stats("replicate").billed == 2
+
+
+def test_moderation_fails_the_segment_with_the_service_reason(short_video, tmp_path, server):
+    server.script("luma", [Fault.MODERATION])
+    with pytest.raises(SegmentsFailedError, match="ContentModerationError.*moderation") as caught:
+        run(short_video, tmp_path, server, "luma")
+    assert "1 of 2 segments failed" in str(caught.value)
+    assert server.stats("luma").billed == 1
+    assert not (tmp_path / "out.mp4").exists()
+    # The next run sends only the refused segment.
+    result = run(short_video, tmp_path, server, "luma")
+    assert result.billed_calls == 1 and result.reused_segments == 1
+
+
+@pytest.mark.parametrize(
+    "fault, spec",
+    [(Fault.dropped_connection(), {}), (Fault.timeout(3), {"timeout_seconds": 1})],
+    ids=["dropped-connection", "timeout"],
+)
+def test_an_unanswered_create_is_not_sent_again_in_the_run(fault, spec, short_video, tmp_path, server):
+    server.script("segmind", [fault])
+    with pytest.raises(SegmentsFailedError, match="SubmitOutcomeUnknownError") as caught:
+        run(short_video, tmp_path, server, "segmind", spec=spec)
+    assert "re-run" in str(caught.value)
+    assert server.stats("segmind").calls == 2  # no automatic resend of the unanswered call
+
+
+def test_no_credits_stops_the_run_and_a_rerun_resumes(tmp_path, server):
+    source = make_sample_video(tmp_path / "six.mp4", seconds=6, width=320, height=180, fps=30, scenes=3)
+    server.set_credits("segmind", 0.6 * 1)  # enough for one call of $0.60
+    with pytest.raises(SegmentsFailedError, match="credits") as caught:
+        run(source, tmp_path, server, "segmind", concurrency=1)
+    assert "InsufficientCreditsError" in str(caught.value)
+    assert server.stats("segmind").billed == 1
+    server.restore_credits("segmind")
+    result = run(source, tmp_path, server, "segmind", concurrency=1)
+    assert result.billed_calls == 2 and result.reused_segments == 1
+    assert server.stats("segmind").billed == 3  # three segments, each paid once
+    assert_same_shape_and_sound(result.output, source)
+
+
+def test_a_wrong_key_is_a_clear_fatal_error(short_video, tmp_path, server, monkeypatch):
+    server.api_key = "the-right-key"
+    try:
+        with pytest.raises(SegmentsFailedError, match="AuthenticationError.*SEGMIND_API_KEY"):
+            run(short_video, tmp_path, server, "segmind")
+    finally:
+        server.api_key = None
+    assert server.stats("segmind").billed == 0
+
+
+def test_luma_without_an_upload_store_is_refused_before_any_work(short_video, tmp_path, server):
+    from prefect_modify_video.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="upload_url"):
+        run(short_video, tmp_path, server, "luma", spec={"upload_url": None})
+    assert server.stats("luma").calls == 0
