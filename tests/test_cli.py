@@ -86,3 +86,27 @@ def test_bad_input_exits_2_with_one_clear_line(sample_video, tmp_path, make_args
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0]
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_run_on_a_paid_service_with_the_key_from_the_environment(sample_video, tmp_path, monkeypatch):
+    from prefect_modify_video.testing import FakeModifyServer
+
+    monkeypatch.setenv("SEGMIND_API_KEY", "sk-cli-test")
+    with FakeModifyServer() as server:
+        done = cli(
+            "run", str(sample_video), "--backend", "segmind", "--base-url", server.base_url,
+            "--output", str(tmp_path / "paid.mp4"), "--store", str(tmp_path / "store"), "--json",
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert server.stats("segmind").billed == 1
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["billed_calls"] == 1 and result["frames"] == 180
+    assert audio_md5(tmp_path / "paid.mp4") == audio_md5(sample_video)
+
+
+def test_a_missing_key_names_the_variable_and_the_block(sample_video, tmp_path, monkeypatch):
+    monkeypatch.delenv("FAL_KEY", raising=False)
+    done = cli("run", str(sample_video), "--backend", "fal", "--output", str(tmp_path / "o.mp4"))
+    assert done.returncode == 2
+    assert "FAL_KEY" in done.stderr and "FalCredentials" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -69,6 +69,21 @@ def check_paths(params: ModifyVideoParameters, info: VideoInfo) -> tuple[Path, s
     return output, first_frame
 
 
+def create_checked_backend(params: ModifyVideoParameters) -> ModifyBackend:
+    """Builds the run's backend, refusing a setup that cannot work (no key, no upload store).
+
+    Raises:
+        InvalidInputError: naming what is missing and where to give it.
+    """
+    backend = params.backend.create()
+    if getattr(backend, "requires_uploader", False) and not params.backend.upload_url:
+        raise InvalidInputError(
+            f"{backend.name} takes media only by URL: give backend.upload_url (--upload-url), "
+            "an HTTP PUT store the service can read from"
+        )
+    return backend
+
+
 def check_inputs(params: ModifyVideoParameters) -> VideoInfo:
     """Checks every input of a run before anything starts (used by the CLI for a clear, early error).
 
@@ -77,6 +92,7 @@ def check_inputs(params: ModifyVideoParameters) -> VideoInfo:
     """
     info = probe_video(os.path.expanduser(params.source))
     check_paths(params, info)
+    create_checked_backend(params)
     return info
 
 
@@ -124,12 +140,7 @@ def modify_video(params: ModifyVideoParameters) -> ModifyVideoResult:
     info = probe_source_video(source)
     output, first_frame = check_paths(params, info)
 
-    backend = params.backend.create()
-    if getattr(backend, "requires_uploader", False) and not params.backend.upload_url:
-        raise InvalidInputError(
-            f"{backend.name} takes media only by URL: give backend.upload_url (--upload-url), "
-            "an HTTP PUT store the service can read from"
-        )
+    backend = create_checked_backend(params)
     for warning in backend.prompt_warnings(params.prompt):
         logger.warning(warning)
     cap = min(params.max_segment_seconds or backend.max_segment_seconds, backend.max_segment_seconds)

@@ -49,7 +49,8 @@ class BackendSpec(BaseModel):
         if self.name != "local" and self.credentials_block and api_key is None:
             from prefect_modify_video.blocks import credentials_block_for
 
-            block = credentials_block_for(self.name).load(self.credentials_block)
+            # Called from async tasks too, where load() would return a coroutine.
+            block = credentials_block_for(self.name).load(self.credentials_block, _sync=True)
             api_key = block.api_key.get_secret_value()
             base_url = base_url or block.base_url
         if self.model:

@@ -19,6 +19,8 @@ from prefect_modify_video.media.probe import VideoInfo, probe_video
 
 # Extracted clips go to a service that re-encodes them: fast, but visually lossless.
 EXTRACT_ENCODE = {"vcodec": "libx264", "preset": "veryfast", "crf": 16, "pix_fmt": "yuv420p"}
+# What the local backend writes: like a service's answer, it is conformed afterwards, so speed first.
+LOCAL_ENCODE = {"vcodec": "libx264", "preset": "ultrafast", "crf": 14, "pix_fmt": "yuv420p"}
 # Conformed clips are what the user gets: x264's default speed, a quality close to the source's.
 CONFORM_ENCODE = {"vcodec": "libx264", "preset": "medium", "crf": 18, "pix_fmt": "yuv420p"}
 # Bumped whenever conform's output changes, so cached results made by an older one are not reused.

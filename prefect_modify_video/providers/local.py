@@ -8,7 +8,7 @@ import os
 import threading
 from pathlib import Path
 
-from prefect_modify_video.media.edit import EXTRACT_ENCODE
+from prefect_modify_video.media.edit import LOCAL_ENCODE
 from prefect_modify_video.media.ffmpeg import atomic_destination, run_ffmpeg
 from prefect_modify_video.media.looks import (
     LOOKS,
@@ -82,7 +82,7 @@ class LocalBackend(ModifyBackend):
         chain = build_look_filter(choice.looks, strength, self.transfer_for(request.first_frame))
         partial = atomic_destination(destination)
         args = ["-i", str(request.clip), "-map", "0:v:0", "-vf", chain, "-an"]
-        for key, value in EXTRACT_ENCODE.items():
+        for key, value in LOCAL_ENCODE.items():
             args += [f"-{key}", str(value)]
         try:
             run_ffmpeg([*args, "-y", str(partial)])
