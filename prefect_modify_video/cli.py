@@ -36,10 +36,12 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--credentials", help="name of a saved credentials block of the backend")
         command.add_argument("--base-url", help="another address for the service (a proxy or test server)")
         command.add_argument("--upload-url", help="HTTP PUT store for services that take media by URL (Luma)")
+        command.add_argument("--poll-interval-seconds", type=float, help="seconds between status checks of a queued job")
         command.add_argument("--output", help="output path (default: <source>.modified.<ext>)")
         command.add_argument("--max-segment-seconds", type=float, help="longest segment (default: the service's cap)")
         command.add_argument("--concurrency", type=int, help="segments in flight at once")
         command.add_argument("--store", help="folder of stored paid results (default: under PREFECT_HOME)")
+        command.add_argument("--max-cost-usd", type=float, help="budget: refuse or stop before passing it")
         command.add_argument("--refresh", action="store_true", help="pay again instead of reusing stored results")
         command.add_argument("--json", action="store_true", help="print the result as one JSON line at the end")
 
@@ -84,12 +86,17 @@ def _parameters(args: argparse.Namespace):
         first_frame=args.first_frame,
         output=args.output,
         backend=BackendSpec(
-            name=args.backend, credentials_block=args.credentials, base_url=args.base_url, upload_url=args.upload_url
+            name=args.backend,
+            credentials_block=args.credentials,
+            base_url=args.base_url,
+            upload_url=args.upload_url,
+            poll_interval_seconds=args.poll_interval_seconds,
         ),
         max_segment_seconds=args.max_segment_seconds,
         concurrency=args.concurrency,
         store_dir=args.store,
         refresh=args.refresh,
+        max_cost_usd=args.max_cost_usd,
     )
 
 

@@ -5,6 +5,7 @@ The tree, so that a reader can see what an ``except`` clause catches::
     ModifyVideoError
     ├── InvalidInputError            bad source, first frame, parameter or output path
     ├── FfmpegError                  ffmpeg or ffprobe failed on a file we made
+    ├── BudgetExceededError          a paid call would take the run past max_cost_usd
     └── ProviderError                anything a modify-video service did
         ├── RetryableProviderError   worth another try of the same segment
         │   ├── RateLimitedError         429; carries ``retry_at``
@@ -43,6 +44,10 @@ class FfmpegError(ModifyVideoError):
         self.stderr = stderr
         tail = "\n".join(stderr.strip().splitlines()[-15:])
         super().__init__(f"{command[0]} exited with status {returncode}:\n{tail}")
+
+
+class BudgetExceededError(ModifyVideoError):
+    """Raised when a run's estimate, or its next paid call, would pass ``max_cost_usd``."""
 
 
 class ProviderError(ModifyVideoError):

@@ -17,7 +17,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, Field
 
-from prefect_modify_video.errors import InvalidInputError, ModifyVideoError
+from prefect_modify_video.errors import BudgetExceededError, InvalidInputError, ModifyVideoError
 from prefect_modify_video.flows.parameters import ModifyVideoParameters
 from prefect_modify_video.media.edit import check_output_path, service_size
 from prefect_modify_video.media.ffmpeg import run_ffmpeg, sha256_of_file
@@ -153,6 +153,12 @@ def modify_video(params: ModifyVideoParameters) -> ModifyVideoResult:
         source, info.frames, info.frame_rate, len(plan.segments), cap, width, height, backend.name, estimate,
     )
 
+    if params.max_cost_usd is not None and estimate > params.max_cost_usd:
+        raise BudgetExceededError(
+            f"{source}: estimated ${estimate:.2f} for {len(plan.segments)} segments on {backend.name} is above "
+            f"max_cost_usd=${params.max_cost_usd:.2f}; raise the budget or use a cheaper backend or model"
+        )
+
     output.parent.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix=f".{output.stem}.work-", dir=output.parent))
     store = ResultStore(params.store_dir)
@@ -166,6 +172,7 @@ def modify_video(params: ModifyVideoParameters) -> ModifyVideoResult:
         work_dir=str(work_dir),
         run_key=uuid.uuid4().hex,
         refresh=params.refresh,
+        max_cost_usd=params.max_cost_usd,
         reference_frame=str(_reference_frame(source, work_dir)) if first_frame and backend.name == "local" else None,
     )
     progress_id = create_progress_artifact(
@@ -176,8 +183,9 @@ def modify_video(params: ModifyVideoParameters) -> ModifyVideoResult:
             retries=params.segment_retries,
             retry_delay_seconds=exponential_backoff(params.retry_delay_seconds) if params.retry_delay_seconds else 0,
         )
+        estimates = {s.index: backend.estimate_cost_usd(s.duration_s, width, height) for s in plan.segments}
         rows, conformed, failures = _run_segments(
-            plan, info, settings, backend.max_dimension, concurrency, progress_id, modify_task
+            plan, info, settings, backend.max_dimension, concurrency, progress_id, modify_task, estimates
         )
         cost = sum(r.get("cost_usd") or 0.0 for r in rows if r.get("paid"))
         paid = sum(1 for r in rows if r.get("paid"))
@@ -214,7 +222,9 @@ def modify_video(params: ModifyVideoParameters) -> ModifyVideoResult:
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def _run_segments(plan, info, settings: ModifySettings, max_dimension, concurrency: int, progress_id, modify_task):
+def _run_segments(
+    plan, info, settings: ModifySettings, max_dimension, concurrency: int, progress_id, modify_task, estimates
+):
     """Runs extract → modify → conform for every segment, ``concurrency`` at a time.
 
     Returns:
@@ -231,7 +241,13 @@ def _run_segments(plan, info, settings: ModifySettings, max_dimension, concurren
                 parameters={"info": info, "segment": segment, "work_dir": settings.work_dir, "max_dimension": max_dimension},
             )
             modified = runner.submit(
-                modify_task, parameters={"clip": extracted, "segment": segment, "settings": settings}
+                modify_task,
+                parameters={
+                    "clip": extracted,
+                    "segment": segment,
+                    "settings": settings,
+                    "estimated_cost_usd": estimates[segment.index],
+                },
             )
             final = runner.submit(
                 conform_modified_segment,

@@ -109,6 +109,12 @@ class ModifyVideoParameters(BaseModel):
         title="Result store",
         description="Folder where paid results are kept and found again on a re-run; under PREFECT_HOME when empty.",
     )
+    max_cost_usd: float | None = Field(
+        default=None,
+        ge=0,
+        title="Budget (USD)",
+        description="Refuse to start when the estimate is above it, and send no call that would pass it.",
+    )
     segment_retries: int = Field(
         default=3, ge=0, le=10, description="Tries after the first for a segment that failed with a retryable error."
     )

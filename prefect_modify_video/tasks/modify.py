@@ -14,6 +14,7 @@ from prefect.logging import get_run_logger
 from pydantic import BaseModel, Field
 
 from prefect_modify_video.errors import (
+    BudgetExceededError,
     ContentModerationError,
     InsufficientCreditsError,
     JobTimedOutError,
@@ -22,6 +23,7 @@ from prefect_modify_video.errors import (
     ProviderUnavailableError,
     RateLimitedError,
     RetryableProviderError,
+    SubmitOutcomeUnknownError,
 )
 from prefect_modify_video.flows.parameters import BackendSpec
 from prefect_modify_video.media.edit import CONFORM_VERSION, check_returned_clip
@@ -34,9 +36,52 @@ from prefect_modify_video.store import ResultStore, cache_key
 MAX_RATE_LIMIT_WAITS = 5
 MAX_RATE_LIMIT_WAIT_SECONDS = 120.0
 
-# Runs whose account ran out of credits: no new segment of theirs is sent.
-_out_of_credits: dict[str, str] = {}
-_out_of_credits_lock = threading.Lock()
+
+
+class RunLedger:
+    """What the runs of this process have spent, and which must send nothing more.
+
+    Segment tasks of one run share it (they run in the flow's worker threads): a run whose
+    account ran out of credits sends no new segment, and no paid call may take a run past
+    its ``max_cost_usd``.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._stopped: dict[str, str] = {}
+        self._committed: dict[str, float] = {}
+
+    def stop(self, run_key: str, reason: str) -> None:
+        """Marks the run so that none of its segments is sent any more."""
+        with self._lock:
+            self._stopped.setdefault(run_key, reason)
+
+    def reserve(self, run_key: str, amount: float, max_cost_usd: float | None) -> None:
+        """Books ``amount`` for a call about to be sent.
+
+        Raises:
+            InsufficientCreditsError: the run was stopped for lack of credits.
+            BudgetExceededError: the call would take the run past ``max_cost_usd``.
+        """
+        with self._lock:
+            if run_key in self._stopped:
+                raise InsufficientCreditsError(f"not sent: {self._stopped[run_key]}")
+            committed = self._committed.get(run_key, 0.0)
+            if max_cost_usd is not None and committed + amount > max_cost_usd + 1e-9:
+                raise BudgetExceededError(
+                    f"not sent: ${committed:.2f} is committed and this segment's ${amount:.2f} "
+                    f"would pass max_cost_usd=${max_cost_usd:.2f}; raise the budget and re-run "
+                    "(segments already paid for are reused)"
+                )
+            self._committed[run_key] = committed + amount
+
+    def settle(self, run_key: str, reserved: float, actual: float | None) -> None:
+        """Replaces a reservation by what the call really cost (0 when it was not billed)."""
+        with self._lock:
+            self._committed[run_key] = self._committed.get(run_key, 0.0) - reserved + (actual or 0.0)
+
+
+_ledger = RunLedger()
 
 
 class ModifySettings(BaseModel):
@@ -53,6 +98,7 @@ class ModifySettings(BaseModel):
     refresh: bool = False
     reference_frame: str | None = None
     length_tolerance_s: float | None = None
+    max_cost_usd: float | None = None
 
 
 class ModifiedSegment(BaseModel):
@@ -61,7 +107,7 @@ class ModifiedSegment(BaseModel):
     index: int
     clip: str
     paid: bool = Field(description="Whether this run paid for it (False: reused from the store).")
-    cost_usd: float | None = None
+    cost_usd: float | None = Field(default=None, description="As the service reported it, else the list-price estimate.")
     remaining_credits: float | None = None
     job_id: str | None = None
     seconds: float = Field(description="Wall time of this step.")
@@ -156,7 +202,9 @@ async def _call_service(
     retry_jitter_factor=0.5,
     retry_condition_fn=retry_if_retryable,
 )
-async def modify_video_segment(clip: Path, segment: Segment, settings: ModifySettings) -> ModifiedSegment:
+async def modify_video_segment(
+    clip: Path, segment: Segment, settings: ModifySettings, estimated_cost_usd: float = 0.0
+) -> ModifiedSegment:
     """Restyles one extracted segment, paying at most once for it across runs.
 
     The result is stored under a key made of the clip's content and the normalised
@@ -166,6 +214,7 @@ async def modify_video_segment(clip: Path, segment: Segment, settings: ModifySet
         clip: The extracted segment.
         segment: Its place in the plan.
         settings: Prompt, mode, backend and store of the run.
+        estimated_cost_usd: The list price of this call, booked against ``max_cost_usd``.
 
     Returns:
         The stored clip and what it cost.
@@ -201,12 +250,7 @@ async def modify_video_segment(clip: Path, segment: Segment, settings: ModifySet
     with store.lock(key):
         if not settings.refresh and (hit := store.get(key)):
             return reused(hit)
-        with _out_of_credits_lock:
-            stopped_by = _out_of_credits.get(settings.run_key)
-        if stopped_by:
-            raise InsufficientCreditsError(
-                f"segment {segment.name} not sent: {stopped_by}", provider=settings.backend.name
-            )
+        _ledger.reserve(settings.run_key, estimated_cost_usd, settings.max_cost_usd)
         request = ModifyRequest(
             clip=clip,
             prompt=settings.prompt,
@@ -216,12 +260,18 @@ async def modify_video_segment(clip: Path, segment: Segment, settings: ModifySet
         try:
             returned, job = await _call_service(settings, segment, request, key, store)
         except InsufficientCreditsError as error:
-            with _out_of_credits_lock:
-                _out_of_credits.setdefault(settings.run_key, f"the account ran out of credits at segment {segment.name}")
+            _ledger.settle(settings.run_key, estimated_cost_usd, 0.0)
+            _ledger.stop(settings.run_key, f"the account ran out of credits at segment {segment.name}")
             raise InsufficientCreditsError(
                 f"{error}. Segments finished so far are kept; add credits and re-run: only the "
-                "missing segments are sent", provider=settings.backend.name,
+                "missing segments are sent"
             ) from error
+        except ProviderError as error:
+            # Refused and failed calls are not billed; an unanswered one may have been, so it stays booked.
+            if not isinstance(error, SubmitOutcomeUnknownError):
+                _ledger.settle(settings.run_key, estimated_cost_usd, 0.0)
+            raise
+        _ledger.settle(settings.run_key, estimated_cost_usd, job.cost_usd if job.cost_usd is not None else estimated_cost_usd)
         try:
             check_returned_clip(returned, segment, settings.length_tolerance_s)
         except RetryableProviderError:
@@ -244,7 +294,7 @@ async def modify_video_segment(clip: Path, segment: Segment, settings: ModifySet
         index=segment.index,
         clip=str(stored),
         paid=True,
-        cost_usd=job.cost_usd,
+        cost_usd=job.cost_usd if job.cost_usd is not None else estimated_cost_usd,
         remaining_credits=job.remaining_credits,
         job_id=job.job_id,
         seconds=time.monotonic() - started,
