@@ -173,6 +173,7 @@ def modify_video(params: ModifyVideoParameters) -> ModifyVideoResult:
         run_key=uuid.uuid4().hex,
         refresh=params.refresh,
         max_cost_usd=params.max_cost_usd,
+        concurrency=concurrency,
         reference_frame=str(_reference_frame(source, work_dir)) if first_frame and backend.name == "local" else None,
     )
     progress_id = create_progress_artifact(
@@ -225,7 +226,10 @@ def modify_video(params: ModifyVideoParameters) -> ModifyVideoResult:
 def _run_segments(
     plan, info, settings: ModifySettings, max_dimension, concurrency: int, progress_id, modify_task, estimates
 ):
-    """Runs extract → modify → conform for every segment, ``concurrency`` at a time.
+    """Runs extract → modify → conform for every segment, with ``concurrency`` paid calls in flight.
+
+    The workers are more than the paid calls (which the modify task bounds itself), so that
+    extracting and conforming go on while calls wait on the service.
 
     Returns:
         Per-segment rows for the report, the conformed clips by index, and failure lines.
@@ -233,7 +237,7 @@ def _run_segments(
     rows: dict[int, dict] = {}
     conformed: dict[int, str] = {}
     failures: list[str] = []
-    with ThreadPoolTaskRunner(max_workers=concurrency) as runner:
+    with ThreadPoolTaskRunner(max_workers=concurrency + (os.cpu_count() or 2)) as runner:
         final_futures = {}
         for segment in plan.segments:
             extracted = runner.submit(

@@ -50,6 +50,12 @@ class RunLedger:
         self._lock = threading.Lock()
         self._stopped: dict[str, str] = {}
         self._committed: dict[str, float] = {}
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+
+    def call_slots(self, run_key: str, concurrency: int) -> threading.BoundedSemaphore:
+        """The run's semaphore bounding its paid calls in flight to ``concurrency``."""
+        with self._lock:
+            return self._slots.setdefault(run_key, threading.BoundedSemaphore(concurrency))
 
     def stop(self, run_key: str, reason: str) -> None:
         """Marks the run so that none of its segments is sent any more."""
@@ -99,6 +105,7 @@ class ModifySettings(BaseModel):
     reference_frame: str | None = None
     length_tolerance_s: float | None = None
     max_cost_usd: float | None = None
+    concurrency: int = Field(default=4, description="Paid calls of the run in flight at once.")
 
 
 class ModifiedSegment(BaseModel):
@@ -250,13 +257,20 @@ async def modify_video_segment(
     with store.lock(key):
         if not settings.refresh and (hit := store.get(key)):
             return reused(hit)
-        _ledger.reserve(settings.run_key, estimated_cost_usd, settings.max_cost_usd)
         request = ModifyRequest(
             clip=clip,
             prompt=settings.prompt,
             mode=settings.mode,
             first_frame=Path(settings.first_frame) if settings.first_frame else None,
         )
+        slots = _ledger.call_slots(settings.run_key, settings.concurrency)
+        # Waiting for a slot in a helper thread keeps this task's event loop free.
+        await asyncio.to_thread(slots.acquire)
+        try:
+            _ledger.reserve(settings.run_key, estimated_cost_usd, settings.max_cost_usd)
+        except BaseException:
+            slots.release()
+            raise
         try:
             returned, job = await _call_service(settings, segment, request, key, store)
         except InsufficientCreditsError as error:
@@ -271,6 +285,8 @@ async def modify_video_segment(
             if not isinstance(error, SubmitOutcomeUnknownError):
                 _ledger.settle(settings.run_key, estimated_cost_usd, 0.0)
             raise
+        finally:
+            slots.release()
         _ledger.settle(settings.run_key, estimated_cost_usd, job.cost_usd if job.cost_usd is not None else estimated_cost_usd)
         try:
             check_returned_clip(returned, segment, settings.length_tolerance_s)
