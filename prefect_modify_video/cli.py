@@ -100,11 +100,27 @@ def _parameters(args: argparse.Namespace):
     )
 
 
+def _show_progress() -> None:
+    """Draws segment progress on stderr: a bar on a terminal (Prefect's own lines quieter), lines elsewhere."""
+    import logging
+
+    from prefect_modify_video.progress import ProgressHandler
+
+    handler = ProgressHandler()
+    logging.getLogger("prefect.flow_runs").addHandler(handler)
+    if handler.is_terminal and "PREFECT_LOGGING_LEVEL" not in os.environ:
+        for name in ("prefect.flow_runs", "prefect.task_runs"):
+            for prefect_handler in logging.getLogger(name).handlers:
+                if prefect_handler is not handler:
+                    prefect_handler.setLevel(logging.WARNING)
+
+
 def _run(args: argparse.Namespace) -> int:
     from prefect_modify_video.flows.modify_video import check_inputs, modify_video
 
     params = _parameters(args)
     check_inputs(params)
+    _show_progress()
     result = modify_video(params)
     print(f"output: {result.output}")
     print(

@@ -110,3 +110,33 @@ def test_a_missing_key_names_the_variable_and_the_block(sample_video, tmp_path, 
     assert done.returncode == 2
     assert "FAL_KEY" in done.stderr and "FalCredentials" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere(sample_video, tmp_path):
+    import pty
+
+    args = ["run", str(sample_video), "--max-segment-seconds", "3", "--store", str(tmp_path / "store")]
+    piped = cli(*args, "--output", str(tmp_path / "piped.mp4"))
+    assert piped.returncode == 0, piped.stderr[-2000:]
+    assert "progress: 3/3 segments (3 paid, 0 reused, 0 failed)" in piped.stderr
+
+    leader, follower = pty.openpty()
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "prefect_modify_video.cli", *args, "--output", str(tmp_path / "tty.mp4")],
+        stdin=follower, stdout=follower, stderr=follower, env=env,
+    )
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    assert process.wait(timeout=300) == 0
+    text = shown.decode(errors="replace")
+    assert "█" in text and "\r[" in text
+    assert "3/3 segments (0 paid, 3 reused, 0 failed)" in text

@@ -23,6 +23,7 @@ from prefect_modify_video.media.edit import check_output_path, service_size
 from prefect_modify_video.media.ffmpeg import run_ffmpeg, sha256_of_file
 from prefect_modify_video.media.plan import SegmentPlan
 from prefect_modify_video.media.probe import VideoInfo, check_image, probe_video
+from prefect_modify_video.progress import PROGRESS_RECORD_KEY, SegmentProgress
 from prefect_modify_video.providers.base import ModifyBackend
 from prefect_modify_video.store import ResultStore
 from prefect_modify_video.tasks import (
@@ -258,19 +259,21 @@ def _run_segments(
                 parameters={"modified": modified, "info": info, "segment": segment, "work_dir": settings.work_dir},
             )
             final_futures[final] = (segment, modified)
-        done = 0
+        progress = SegmentProgress(total=len(plan.segments))
         for future in as_completed(list(final_futures)):
             segment, modified = final_futures[future]
-            done += 1
             try:
                 result: ModifiedSegment = modified.result()
                 conformed[segment.index] = str(future.result())
                 rows[segment.index] = {**result.model_dump(), "state": "done"}
+                progress.record(paid=result.paid)
             except Exception as error:  # noqa: BLE001 - each failure is reported in the flow's error
                 kind = type(error).__name__
                 rows[segment.index] = {"index": segment.index, "state": f"failed: {kind}", "paid": None}
                 failures.append(f"segment {segment.name} ({segment.start_s:.2f}-{segment.end_s:.2f} s): {kind}: {error}")
-            update_progress_artifact(progress_id, progress=100.0 * done / len(plan.segments))
+                progress.record(paid=None)
+            update_progress_artifact(progress_id, progress=progress.percent, description=progress.describe())
+            get_run_logger().info("progress: %s", progress.describe(), extra={PROGRESS_RECORD_KEY: progress})
     failures.sort()
     if any("InsufficientCreditsError" in line for line in failures):
         failures.insert(0, "the account ran out of credits: add credits, then re-run the same parameters")
