@@ -216,3 +216,27 @@ def test_sample_video_of_other_sizes(tmp_path):
     path = make_sample_video(tmp_path / "s.mp4", seconds=2, width=160, height=90, fps=24, scenes=2)
     info = probe_video(path)
     assert (info.frames, info.width, info.height, info.frame_rate) == (48, 160, 90, "24/1")
+
+
+def test_extract_meets_the_upload_cap_or_says_what_to_do(sample_video, tmp_path):
+    info = probe_video(sample_video)
+    segment = plan_segments(info.frames, info.frame_rate, 30).segments[0]
+    best = extract_segment(info, segment, tmp_path / "best.mp4").stat().st_size
+    capped = extract_segment(info, segment, tmp_path / "capped.mp4", max_bytes=best // 2)
+    assert capped.stat().st_size <= best // 2
+    assert probe_video(capped).frames == segment.frames
+    with pytest.raises(InvalidInputError, match="shorter --max-segment-seconds"):
+        extract_segment(info, segment, tmp_path / "tiny.mp4", max_bytes=1000)
+    assert not (tmp_path / "tiny.mp4").exists()
+
+
+def test_video_that_is_not_the_first_stream(tmp_path):
+    source = tmp_path / "audio_first.mkv"
+    run_ffmpeg([
+        "-f", "lavfi", "-i", "sine=duration=2", "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=25:duration=2",
+        "-map", "0:a", "-map", "1:v", "-c:v", "libx264", "-c:a", "aac", "-y", str(source),
+    ])
+    info = probe_video(source)
+    assert info.video_index == 1 and info.frames == 50
+    segment = plan_segments(info.frames, info.frame_rate, 30).segments[0]
+    assert probe_video(extract_segment(info, segment, tmp_path / "x.mp4")).frames == 50

@@ -187,7 +187,8 @@ def modify_video(params: ModifyVideoParameters) -> ModifyVideoResult:
         )
         estimates = {s.index: backend.estimate_cost_usd(s.duration_s, width, height) for s in plan.segments}
         rows, conformed, failures = _run_segments(
-            plan, info, settings, backend.max_dimension, concurrency, progress_id, modify_task, estimates
+            plan, info, settings, backend.max_dimension, backend.max_upload_bytes, concurrency, progress_id,
+            modify_task, estimates,
         )
         cost = sum(r.get("cost_usd") or 0.0 for r in rows if r.get("paid"))
         paid = sum(1 for r in rows if r.get("paid"))
@@ -225,7 +226,7 @@ def modify_video(params: ModifyVideoParameters) -> ModifyVideoResult:
 
 
 def _run_segments(
-    plan, info, settings: ModifySettings, max_dimension, concurrency: int, progress_id, modify_task, estimates
+    plan, info, settings: ModifySettings, max_dimension, max_bytes, concurrency: int, progress_id, modify_task, estimates
 ):
     """Runs extract → modify → conform for every segment, with ``concurrency`` paid calls in flight.
 
@@ -243,7 +244,13 @@ def _run_segments(
         for segment in plan.segments:
             extracted = runner.submit(
                 extract_video_segment,
-                parameters={"info": info, "segment": segment, "work_dir": settings.work_dir, "max_dimension": max_dimension},
+                parameters={
+                    "info": info,
+                    "segment": segment,
+                    "work_dir": settings.work_dir,
+                    "max_dimension": max_dimension,
+                    "max_bytes": max_bytes,
+                },
             )
             modified = runner.submit(
                 modify_task,

@@ -67,21 +67,30 @@ def track_timescale(frame_rate: Fraction) -> int:
     return frame_rate.numerator * math.ceil(10_000 / frame_rate.numerator)
 
 
+# Quality steps tried in turn when an extracted clip is over the service's upload cap.
+EXTRACT_CRF_STEPS = (16, 22, 28, 34)
+
+
 def extract_segment(
     info: VideoInfo,
     segment: Segment,
     destination: Path,
     *,
     max_dimension: int | None = None,
+    max_bytes: int | None = None,
 ) -> Path:
     """Cuts ``segment`` out of the source, frame-exact, as a clip a service accepts.
 
     The clip is re-encoded (not stream-copied, so it starts on the exact frame), at the
     source's constant frame rate, upright (rotation baked in), with square pixels, an even
-    size no larger than ``max_dimension`` on its longest side, and without audio.
+    size no larger than ``max_dimension`` on its longest side, and without audio. A clip over
+    ``max_bytes`` is encoded again at lower quality until it fits.
 
     Returns:
         ``destination``.
+
+    Raises:
+        InvalidInputError: the clip is over ``max_bytes`` even at the lowest quality step.
     """
     rate = Fraction(info.frame_rate)
     width, height = service_size(info, max_dimension)
@@ -89,20 +98,29 @@ def extract_segment(
     # the fps filter rounds its timestamp to zero.
     start = max(0.0, float((segment.first_frame - Fraction(1, 4)) / rate))
     stream = (
-        ffmpeg.input(info.path, ss=f"{start:.6f}")
-        .video.filter("fps", fps=info.frame_rate)
+        ffmpeg.input(info.path, ss=f"{start:.6f}")[str(info.video_index)]
+        .filter("fps", fps=info.frame_rate)
         .filter("scale", width, height, flags="bicubic")
         .filter("setsar", "1")
         .filter("tpad", stop_mode="clone", stop=segment.frames)
     )
-    args = stream.output(
-        "out.mp4",
-        an=None,
-        r=info.frame_rate,
-        **{"frames:v": segment.frames, "movflags": "+faststart"},
-        **EXTRACT_ENCODE,
-    ).get_args()
-    return _write(args[:-1], destination)
+    for crf in EXTRACT_CRF_STEPS:
+        args = stream.output(
+            "out.mp4",
+            an=None,
+            r=info.frame_rate,
+            **{"frames:v": segment.frames, "movflags": "+faststart"},
+            **{**EXTRACT_ENCODE, "crf": crf},
+        ).get_args()
+        _write(args[:-1], destination)
+        if max_bytes is None or destination.stat().st_size <= max_bytes:
+            return destination
+    size = destination.stat().st_size
+    destination.unlink(missing_ok=True)
+    raise InvalidInputError(
+        f"{info.path}: segment {segment.name} is {size / 1e6:.0f} MB even at low quality, over the service's "
+        f"{max_bytes / 1e6:.0f} MB cap; use a shorter --max-segment-seconds"
+    )
 
 
 def conform_clip(clip: Path, info: VideoInfo, segment: Segment, destination: Path) -> Path:

@@ -45,6 +45,7 @@ class VideoInfo(BaseModel):
     display_height: int = Field(description="Stored height after rotation (upright).")
     pix_fmt: str = Field(default="", description="Pixel format of the video stream.")
     video_codec: str = Field(description="Codec of the video stream.")
+    video_index: int = Field(default=0, description="Index of the video stream in the container.")
     audio_streams: list[AudioStreamInfo] = Field(default_factory=list, description="Audio streams.")
 
     @property
@@ -203,6 +204,7 @@ def probe_video(path: str | Path) -> VideoInfo:
         display_height=display_height,
         pix_fmt=video.get("pix_fmt") or "",
         video_codec=video.get("codec_name") or "",
+        video_index=int(video["index"]),
         audio_streams=audio,
     )
 

@@ -60,13 +60,16 @@ def plan_video_segments(info: VideoInfo, max_segment_seconds: float) -> SegmentP
     task_run_name="extract-{segment.index:05d}",
     cache_policy=NO_CACHE,
 )
-def extract_video_segment(info: VideoInfo, segment: Segment, work_dir: str, max_dimension: int | None) -> Path:
-    """Extracts one segment to ``<work_dir>/extract/<name>.mp4``.
+def extract_video_segment(
+    info: VideoInfo, segment: Segment, work_dir: str, max_dimension: int | None, max_bytes: int | None = None
+) -> Path:
+    """Extracts one segment to ``<work_dir>/extract/<name>.mp4``, within the service's size caps.
 
     Returns:
         The path of the extracted clip.
     """
-    return extract_segment(info, segment, Path(work_dir) / "extract" / f"{segment.name}.mp4", max_dimension=max_dimension)
+    destination = Path(work_dir) / "extract" / f"{segment.name}.mp4"
+    return extract_segment(info, segment, destination, max_dimension=max_dimension, max_bytes=max_bytes)
 
 
 @task(
