@@ -12,6 +12,7 @@ import prefect_modify_video.blocks  # noqa: F401  (registers the blocks)
 from prefect_modify_video.blocks import (
     FalCredentials,
     LumaCredentials,
+    ModifyVideoPreset,
     ReplicateCredentials,
     SegmindCredentials,
     credentials_block_for,
@@ -35,9 +36,9 @@ def find_module_blocks() -> list[type[Block]]:
     )
 
 
-def test_the_four_credentials_blocks_are_registered():
+def test_the_credentials_and_preset_blocks_are_registered():
     assert find_module_blocks() == [
-        FalCredentials, LumaCredentials, ReplicateCredentials, SegmindCredentials
+        FalCredentials, LumaCredentials, ModifyVideoPreset, ReplicateCredentials, SegmindCredentials
     ]
 
 

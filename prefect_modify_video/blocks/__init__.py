@@ -1,4 +1,4 @@
-"""Blocks of prefect-modify-video: one credentials block per modify-video service."""
+"""Blocks of prefect-modify-video: one credentials block per service, and saved parameter presets."""
 
 from prefect_modify_video.blocks.credentials import (
     FalCredentials,
@@ -7,10 +7,12 @@ from prefect_modify_video.blocks.credentials import (
     SegmindCredentials,
     credentials_block_for,
 )
+from prefect_modify_video.blocks.presets import ModifyVideoPreset
 
 __all__ = [
     "FalCredentials",
     "LumaCredentials",
+    "ModifyVideoPreset",
     "ReplicateCredentials",
     "SegmindCredentials",
     "credentials_block_for",

@@ -1,0 +1,375 @@
+"""The ``modify-video-batch`` flow: many videos, each restyled by the ``modify-video`` flow as a child run.
+
+Each video runs in a task of the batch (``restyle-video-NNN``) that fetches the source when it
+is a URL or a ``block://`` reference, calls ``modify_video`` (a subflow: a child run of the
+batch run, with its own segments, artifacts and state) and delivers the output. At most
+``max_concurrent_videos`` run at once. A video that fails fails alone: the others finish, then
+the batch ends Failed with one line per failed video. A table artifact lists every video.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel, Field, create_model, model_validator
+
+from prefect_modify_video.errors import InvalidInputError, ModifyVideoError
+from prefect_modify_video.flows.modify_video import modify_video
+from prefect_modify_video.flows.parameters import ModifyVideoParameters
+from prefect_modify_video.media.edit import default_output_path
+from prefect_modify_video.sources import (
+    DEFAULT_MAX_BYTES,
+    deliver_output,
+    fetch_source,
+    is_remote,
+    join_location,
+    list_videos,
+    location_name,
+    sibling_location,
+)
+
+# Parameters of one video that the batch sets per video (or, for the first frame, not at all:
+# a restyled first frame belongs to one video).
+PER_VIDEO_FIELDS = frozenset({"source", "output", "first_frame", "preset"})
+
+BatchSettings = create_model(
+    "BatchSettings",
+    __doc__=(
+        "Settings shared by every video of a batch: the modify-video parameters without source, output and "
+        "first frame."
+    ),
+    **{
+        name: (field.annotation, field)
+        for name, field in ModifyVideoParameters.model_fields.items()
+        if name not in PER_VIDEO_FIELDS
+    },
+)
+"""A pydantic model with every field of ``ModifyVideoParameters`` except the per-video ones."""
+
+
+class BatchParameters(BaseModel):
+    """Which videos, where their outputs go, the settings they share, and how many run at once."""
+
+    sources: list[str] = Field(
+        default_factory=list,
+        title="Sources",
+        description="Videos to restyle: local paths, http(s) URLs or block://<block-type-slug>/<block-name>/<path>.",
+    )
+    folder: str | None = Field(
+        default=None,
+        title="Folder",
+        description=(
+            "A local folder or a block:// folder (block://local-file-system/my-videos/in/): every video file in it "
+            "is restyled too (by extension; hidden files and earlier outputs *.modified.* are skipped)."
+        ),
+    )
+    recursive: bool = Field(default=False, description="Whether the folder's sub-folders are searched too.")
+    output_folder: str | None = Field(
+        default=None,
+        title="Output folder",
+        description=(
+            "Local folder or block:// folder for the outputs, named <stem>.modified.<ext>. Empty: beside each "
+            "source (a URL source then needs an output folder)."
+        ),
+    )
+    preset: str | None = Field(
+        default=None,
+        title="Preset",
+        description="Name of a saved Modify Video Preset block; the settings given here override it.",
+    )
+    settings: BatchSettings = Field(  # type: ignore[valid-type]
+        default_factory=BatchSettings,
+        title="Settings",
+        description="Prompt, mode, backend and the other settings every video shares.",
+    )
+    max_concurrent_videos: int = Field(
+        default=2,
+        ge=1,
+        le=32,
+        title="Videos at once",
+        description=(
+            "Videos restyled at the same time. Each runs up to its own concurrency of paid calls, so the "
+            "service sees up to this many times that."
+        ),
+    )
+    max_source_bytes: int = Field(
+        default=DEFAULT_MAX_BYTES, ge=1, description="Largest source file downloaded (10 GiB by default)."
+    )
+    work_dir: str | None = Field(
+        default=None,
+        description="Folder for downloaded sources and outputs on their way to a block; the system's temp folder when empty.",
+    )
+
+    @model_validator(mode="after")
+    def _has_videos(self) -> "BatchParameters":
+        if not self.sources and not self.folder:
+            raise ValueError("give sources, a folder, or both")
+        return self
+
+
+class BatchVideoResult(BaseModel):
+    """What happened to one video of a batch."""
+
+    source: str = Field(description="The source as given.")
+    output: str | None = Field(default=None, description="Where the output is (local path or block reference).")
+    state: str = Field(description="Completed or Failed.")
+    segments: int | None = None
+    frames: int | None = None
+    billed_calls: int | None = None
+    reused_segments: int | None = None
+    cost_usd: float | None = None
+    seconds: float | None = None
+    error: str | None = Field(default=None, description="Why it failed: the error's type and first line.")
+
+
+class BatchResult(BaseModel):
+    """Every video of a batch, in the order given."""
+
+    videos: list[BatchVideoResult]
+
+    @property
+    def failed(self) -> list[BatchVideoResult]:
+        """The videos that failed."""
+        return [v for v in self.videos if v.state != "Completed"]
+
+
+class BatchFailedError(ModifyVideoError):
+    """Raised at the end of a batch in which some videos failed; the message lists them."""
+
+
+def batch_sources(params: BatchParameters) -> list[str]:
+    """The batch's sources: those given, then the folder's videos, each once, in that order."""
+    sources = [s.strip() for s in params.sources if s.strip()]
+    if params.folder:
+        sources += list_videos(params.folder, recursive=params.recursive)
+    seen: set[str] = set()
+    return [s for s in sources if not (s in seen or seen.add(s))]
+
+
+def output_names(sources: list[str]) -> list[str]:
+    """``<stem>.modified<ext>`` for each source, made unique (``-2``, ``-3``...) among the batch."""
+    names: list[str] = []
+    used: set[str] = set()
+    for index, source in enumerate(sources):
+        name = default_output_path(Path(location_name(source) or f"video-{index:03d}.mp4")).name
+        stem, _, extension = name.rpartition(".modified")
+        candidate, k = name, 2
+        while candidate.lower() in used:
+            candidate = f"{stem}-{k}.modified{extension}"
+            k += 1
+        used.add(candidate.lower())
+        names.append(candidate)
+    return names
+
+
+def output_location(source: str, name: str, output_folder: str | None) -> str | None:
+    """Where a video's output goes: in the output folder, else beside a block source, else ``None``
+    (modify_video's default beside a local source).
+
+    Raises:
+        InvalidInputError: a URL source and no output folder.
+    """
+    if output_folder:
+        return join_location(output_folder, name)
+    if is_remote(source):
+        return sibling_location(source, name)
+    return None
+
+
+def _error_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".strip()
+
+
+@task(
+    name="restyle-video",
+    description="Fetches one source, restyles it with the modify-video flow (a child run), delivers the output.",
+    task_run_name="video-{index:03d}",
+    cache_policy=NO_CACHE,
+)
+def restyle_batch_video(
+    index: int,
+    source: str,
+    output_name: str,
+    output_folder: str | None,
+    settings: dict[str, Any],
+    explicitly_set: list[str],
+    preset: Any,
+    work_root: str,
+    max_source_bytes: int,
+) -> BatchVideoResult:
+    """Runs one video of a batch; raises whatever made it fail.
+
+    Args:
+        index: Position of the video in the batch.
+        source: Local path, URL or ``block://`` reference.
+        output_name: File name of the output.
+        output_folder: The batch's output folder (``None``: beside the source).
+        settings: The shared settings, as given (``exclude_unset``).
+        explicitly_set: Names of the settings the batch set, which a preset does not override.
+        preset: The loaded ``ModifyVideoPreset``, or ``None``.
+        work_root: The batch's work folder; this video uses ``<work_root>/<index>``.
+        max_source_bytes: Largest download accepted.
+    """
+    logger = get_run_logger()
+    started = time.monotonic()
+    work = Path(work_root) / f"{index:03d}"
+    try:
+        destination = output_location(source, output_name, output_folder)
+        local_source = fetch_source(source, work / "source", max_bytes=max_source_bytes)
+        if is_remote(source):
+            logger.info("%s: fetched to %s", source, local_source)
+        deliver = destination is not None and is_remote(destination)
+        local_output = str(work / "output" / output_name) if deliver else destination
+        params = ModifyVideoParameters(source=str(local_source), output=local_output, **settings)
+        if preset is not None:
+            params = preset.apply(params, explicitly_set={*explicitly_set, "source", "output"})
+        if params.first_frame and is_remote(params.first_frame):  # a preset's first frame may be a URL or block
+            first_frame = fetch_source(params.first_frame, work / "first-frame", kind="image")
+            params = params.model_copy(update={"first_frame": str(first_frame)})
+        result = modify_video(params)
+        location = deliver_output(Path(result.output), destination) if deliver else result.output
+        if deliver:
+            Path(result.output).unlink(missing_ok=True)
+            logger.info("%s: output delivered to %s", source, location)
+        return BatchVideoResult(
+            source=source,
+            output=location,
+            state="Completed",
+            segments=result.segments,
+            frames=result.frames,
+            billed_calls=result.billed_calls,
+            reused_segments=result.reused_segments,
+            cost_usd=result.cost_usd,
+            seconds=time.monotonic() - started,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@flow(name="modify-video-batch", description="Restyles many videos, each as a child modify-video run.")
+def modify_video_batch(params: BatchParameters) -> BatchResult:
+    """Restyles every video of a list and/or a folder, ``max_concurrent_videos`` at a time.
+
+    URL and ``block://`` sources are downloaded first; outputs for a ``block://`` folder are
+    written through the block. Each video's ``modify-video`` run is a child of this run. A video
+    that fails does not stop the others; the batch then ends Failed, listing them.
+
+    Args:
+        params: Sources, output folder, shared settings and preset, concurrency.
+
+    Returns:
+        One result per video, in order (when every video was restyled).
+
+    Raises:
+        BatchFailedError: some videos failed (after the others finished); one line per video.
+        InvalidInputError: the folder, preset or sources cannot be used at all.
+
+    Example:
+        ```python
+        from prefect_modify_video.flows.batch import BatchParameters, modify_video_batch
+
+        modify_video_batch(BatchParameters(
+            folder="block://remote-file-system/s3-videos/in/",
+            output_folder="block://remote-file-system/s3-videos/out/",
+            preset="colour-grading",
+        ))
+        ```
+    """
+    logger = get_run_logger()
+    sources = batch_sources(params)
+    if not sources:
+        raise InvalidInputError(f"{params.folder}: no video files found; check the folder and the file extensions")
+    preset = None
+    if params.preset:
+        from prefect_modify_video.blocks.presets import load_preset
+
+        preset = load_preset(params.preset)
+        logger.info("preset %s fills: %s", params.preset,
+                    ", ".join(preset.applied_fields(params.settings)) or "nothing (all set here)")
+    names = output_names(sources)
+    settings = params.settings.model_dump(exclude_unset=True)
+    explicitly_set = sorted(params.settings.model_fields_set)
+    logger.info("%d videos, %d at a time", len(sources), params.max_concurrent_videos)
+
+    if params.work_dir:
+        Path(params.work_dir).expanduser().mkdir(parents=True, exist_ok=True)
+    work_root = Path(tempfile.mkdtemp(
+        prefix="modify-video-batch-", dir=str(Path(params.work_dir).expanduser()) if params.work_dir else None
+    ))
+    results: list[BatchVideoResult] = []
+    try:
+        with ThreadPoolTaskRunner(max_workers=params.max_concurrent_videos) as runner:
+            futures = [
+                runner.submit(
+                    restyle_batch_video,
+                    parameters={
+                        "index": index,
+                        "source": source,
+                        "output_name": names[index],
+                        "output_folder": params.output_folder,
+                        "settings": settings,
+                        "explicitly_set": explicitly_set,
+                        "preset": preset,
+                        "work_root": str(work_root),
+                        "max_source_bytes": params.max_source_bytes,
+                    },
+                )
+                for index, source in enumerate(sources)
+            ]
+            for source, future in zip(sources, futures):
+                try:
+                    results.append(future.result())
+                except Exception as error:  # noqa: BLE001 - one video's failure is reported, not raised
+                    logger.error("%s: failed: %s", source, _error_line(error))
+                    results.append(BatchVideoResult(source=source, state="Failed", error=_error_line(error)))
+    finally:
+        shutil.rmtree(work_root, ignore_errors=True)
+
+    _report(results)
+    failed = [r for r in results if r.state != "Completed"]
+    if failed:
+        raise BatchFailedError(
+            f"{len(failed)} of {len(results)} videos failed (the others are done; a re-run pays only for "
+            "what is not stored):\n" + "\n".join(f"{r.source}: {r.error}" for r in failed)
+        )
+    return BatchResult(videos=results)
+
+
+def _report(results: list[BatchVideoResult]) -> None:
+    table = [
+        {
+            "source": r.source,
+            "output": r.output,
+            "state": r.state,
+            "segments": r.segments,
+            "billed_calls": r.billed_calls,
+            "reused_segments": r.reused_segments,
+            "cost_usd": None if r.cost_usd is None else round(r.cost_usd, 4),
+            "seconds": None if r.seconds is None else round(r.seconds, 1),
+            "error": r.error,
+        }
+        for r in results
+    ]
+    create_table_artifact(table=table, key="modify-video-batch", description="Videos of the batch.")
+    done = [r for r in results if r.state == "Completed"]
+    lines = [
+        "# Modify video batch",
+        "",
+        f"- **Videos**: {len(results)} ({len(done)} done, {len(results) - len(done)} failed)",
+        f"- **Paid calls**: {sum(r.billed_calls or 0 for r in done)}",
+        f"- **Cost**: ${sum(r.cost_usd or 0.0 for r in done):.2f}",
+    ]
+    failed = [r for r in results if r.state != "Completed"]
+    if failed:
+        lines += ["", "## Failed", "", *[f"- `{r.source}`: {r.error}" for r in failed]]
+    create_markdown_artifact(markdown="\n".join(lines), key="modify-video-batch-summary", description="Batch summary.")

@@ -1,0 +1,528 @@
+"""The ``modify-video-preview`` flow: one short excerpt through several modes, side by side, with costs.
+
+It cuts an excerpt of the source (the first 5 s by default), sends it once per mode
+(concurrently, through the same paid-call task and result store as ``modify-video``), conforms
+each answer to the source's frame rate and size, and writes:
+
+- ``<stem>.preview.png``: a contact sheet, one row of tiles, left to right: the source, then
+  each mode in the order given; each tile is the excerpt's middle frame. Tiles carry their
+  name when ffmpeg has ``drawtext`` and a font is found; the order holds either way.
+- ``<stem>.preview.mp4``: the same tiles as moving video in a grid (row by row, same order),
+  with the source's audio for the excerpt;
+- artifacts: a table per mode (paid or reused, cost of the preview, estimated cost of the full
+  render) and a markdown summary.
+
+**Choosing a mode afterwards does not pay again** for the excerpt when the excerpt *is* the full
+run's first segment: it starts at 0 and has as many frames as the first segment of the plan that
+``modify-video`` makes with the same backend and ``max_segment_seconds``. Give ``end_s`` empty
+to get exactly that excerpt (or an ``end_s`` that falls on the same frame count). The excerpt is
+then cut by the same extract task with the same arguments, so it is the same bytes, and sent
+with the same prompt, mode, first-frame image, backend and model, so the paid result is stored
+under the key the full run looks up (with the same ``store_dir``). Any other excerpt (a later
+start, another length, another ``max_segment_seconds`` or backend) is paid for by the preview
+only. The default excerpt (5 s) is usually cheaper overall than the first segment, which may be
+up to the service's cap (10–30 s) long, for every mode previewed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from fractions import Fraction
+from pathlib import Path
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.logging import get_run_logger
+from pydantic import BaseModel, Field, field_validator
+
+from prefect_modify_video.errors import InvalidInputError, ModifyVideoError
+from prefect_modify_video.flows.modify_video import create_checked_backend, estimate_cost_usd
+from prefect_modify_video.flows.parameters import BackendSpec, ModifyVideoParameters
+from prefect_modify_video.media.edit import conform_clip, service_size
+from prefect_modify_video.media.ffmpeg import atomic_destination, run_ffmpeg, sha256_of_file
+from prefect_modify_video.media.plan import MIN_SEGMENT_SECONDS, Segment, SegmentPlan, max_frames_under
+from prefect_modify_video.media.probe import VideoInfo, check_image
+from prefect_modify_video.providers.base import Mode
+from prefect_modify_video.sources import (
+    deliver_output,
+    fetch_source,
+    is_remote,
+    is_url,
+    join_location,
+    location_name,
+    sibling_location,
+)
+from prefect_modify_video.store import ResultStore
+from prefect_modify_video.tasks import (
+    conform_modified_segment,
+    extract_video_segment,
+    modify_video_segment,
+    plan_video_segments,
+    probe_source_video,
+)
+from prefect_modify_video.tasks.modify import ModifiedSegment, ModifySettings
+
+DEFAULT_PREVIEW_MODES: tuple[Mode, ...] = ("adhere_3", "flex_1", "flex_3", "reimagine_1")
+DEFAULT_EXCERPT_SECONDS = 5.0
+MAX_TILE_WIDTH = 480
+# Where a font for the tile labels may be; PREFECT_MODIFY_VIDEO_FONT overrides.
+FONT_CANDIDATES = (
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    "/System/Library/Fonts/Supplemental/Arial.ttf",
+    "/Library/Fonts/Arial.ttf",
+)
+# Characters that would need escaping inside a filter graph; a font path holding one is not used.
+_FILTER_SPECIALS = set("\\':,;[]")
+
+
+class PreviewParameters(BaseModel):
+    """What to preview: the source, the look, the modes to compare and the excerpt."""
+
+    source: str = Field(
+        title="Source video", description="Local path, http(s) URL or block://<block-type-slug>/<block-name>/<path>."
+    )
+    prompt: str = Field(default="", title="Prompt", description="The look to give the video.")
+    first_frame: str | None = Field(
+        default=None,
+        title="First frame",
+        description="A restyled version of the video's first frame: path, URL or block:// reference.",
+    )
+    modes: list[Mode] = Field(
+        default_factory=lambda: list(DEFAULT_PREVIEW_MODES),
+        min_length=1,
+        title="Modes",
+        description="The modes to compare, in the order the tiles show them (after the source).",
+    )
+    backend: BackendSpec = Field(default_factory=BackendSpec, title="Backend", description="The service to use.")
+    start_s: float = Field(default=0.0, ge=0, title="Excerpt start (s)", description="Where the excerpt starts.")
+    end_s: float | None = Field(
+        default=DEFAULT_EXCERPT_SECONDS,
+        title="Excerpt end (s)",
+        description=(
+            "Where the excerpt ends (5 s by default). Empty: the end of the full run's first segment; the "
+            "excerpt is then that segment and the chosen mode's result is reused by the full run."
+        ),
+    )
+    max_segment_seconds: float | None = Field(
+        default=None,
+        ge=2,
+        title="Longest segment (s)",
+        description="As for the full run: it decides the full run's first segment and the cost estimate.",
+    )
+    store_dir: str | None = Field(
+        default=None,
+        title="Result store",
+        description="Folder of paid results; the full run must use the same one to reuse the preview.",
+    )
+    output_folder: str | None = Field(
+        default=None,
+        title="Output folder",
+        description="Local or block:// folder for the contact sheet and grid video; beside the source when empty.",
+    )
+    preset: str | None = Field(
+        default=None,
+        title="Preset",
+        description="Name of a saved Modify Video Preset block: fills prompt, first frame, backend and segment length.",
+    )
+    max_cost_usd: float | None = Field(
+        default=None, ge=0, title="Budget (USD)", description="No paid call of the preview may take it past this."
+    )
+
+    @field_validator("modes")
+    @classmethod
+    def _unique_modes(cls, modes: list[str]) -> list[str]:
+        return list(dict.fromkeys(modes))
+
+
+class PreviewModeResult(BaseModel):
+    """One mode of a preview."""
+
+    mode: str
+    state: str = Field(description="Completed or Failed.")
+    paid: bool | None = Field(default=None, description="Paid in this preview (False: found in the store).")
+    cost_usd: float = Field(default=0.0, description="What this preview paid for the mode.")
+    full_render_estimate_usd: float = Field(description="Estimated cost of the full render in this mode.")
+    full_render_remaining_usd: float = Field(
+        description="The same, less the first segment when the preview already paid for it."
+    )
+    error: str | None = None
+
+
+class PreviewResult(BaseModel):
+    """What a preview wrote and what it cost."""
+
+    contact_sheet: str = Field(description="Location of the contact sheet PNG.")
+    grid_video: str = Field(description="Location of the grid video.")
+    tile_order: list[str] = Field(description="Tiles left to right (and row by row in the grid).")
+    excerpt_start_s: float
+    excerpt_end_s: float
+    excerpt_frames: int
+    reusable_by_full_run: bool = Field(description="Whether the excerpt is the full run's first segment.")
+    billed_calls: int
+    preview_cost_usd: float
+    modes: list[PreviewModeResult]
+
+
+class PreviewFailedError(ModifyVideoError):
+    """Raised when some modes of a preview failed; the others are in the contact sheet and grid."""
+
+
+def choose_excerpt(
+    info: VideoInfo, plan: SegmentPlan, start_s: float, end_s: float | None, cap_s: float
+) -> tuple[Segment, bool]:
+    """The excerpt as a segment, and whether it is the full run's first segment.
+
+    Raises:
+        InvalidInputError: the excerpt is empty, shorter than 1 s, or not under the service's cap.
+    """
+    rate = Fraction(info.frame_rate)
+    first = plan.segments[0]
+    if end_s is None and start_s == 0:
+        return first, True
+    start_frame = round(Fraction(start_s).limit_denominator(100000) * rate)
+    if end_s is None:
+        end_frame = start_frame + first.frames
+    else:
+        end_frame = round(Fraction(end_s).limit_denominator(100000) * rate)
+    end_frame = min(end_frame, info.frames)
+    if start_frame == 0 and end_frame == first.end_frame:
+        return first, True
+    frames = end_frame - start_frame
+    if frames <= 0 or start_frame >= info.frames:
+        raise InvalidInputError(
+            f"{info.path}: the excerpt {start_s:g}-{end_s} s holds no frame of the {info.duration_s:.2f} s video; "
+            "choose start_s and end_s inside it"
+        )
+    if frames / rate < MIN_SEGMENT_SECONDS and frames < info.frames:
+        raise InvalidInputError(f"{info.path}: the excerpt is {float(frames / rate):.2f} s; make it at least 1 s")
+    if frames > max_frames_under(cap_s, rate):
+        raise InvalidInputError(
+            f"{info.path}: the excerpt is {float(frames / rate):.2f} s, not under the {cap_s:g} s a call takes; "
+            "choose a shorter excerpt"
+        )
+    segment = Segment(
+        index=0, first_frame=start_frame, end_frame=end_frame,
+        start_s=float(start_frame / rate), end_s=float(end_frame / rate),
+    )
+    return segment, False
+
+
+def label_font() -> str | None:
+    """A font file for tile labels when ffmpeg has ``drawtext``, else ``None`` (tiles unlabelled)."""
+    try:
+        filters = subprocess.run(["ffmpeg", "-hide_banner", "-filters"], capture_output=True, text=True, check=False)
+    except OSError:
+        return None
+    if " drawtext " not in filters.stdout:
+        return None
+    candidates = [os.environ.get("PREFECT_MODIFY_VIDEO_FONT", "")]
+    if shutil.which("fc-match"):
+        found = subprocess.run(["fc-match", "-f", "%{file}", "sans:bold"], capture_output=True, text=True, check=False)
+        candidates.append(found.stdout.strip() if found.returncode == 0 else "")
+    candidates += FONT_CANDIDATES
+    return next((c for c in candidates if c and Path(c).is_file() and not _FILTER_SPECIALS & set(c)), None)
+
+
+def _tile_size(info: VideoInfo) -> tuple[int, int]:
+    width, height = info.output_width, info.output_height
+    if width > MAX_TILE_WIDTH:
+        height, width = round(height * MAX_TILE_WIDTH / width), MAX_TILE_WIDTH
+    return width - width % 2, max(2, height - height % 2)
+
+
+
+
+def _tile_chain(index: int, label: str, width: int, height: int, font: str | None, extra: str = "") -> str:
+    chain = f"[{index}:v]{extra}scale={width}:{height}:flags=bicubic,setsar=1"
+    if font:
+        size = max(10, height // 12)
+        chain += (
+            f",drawtext=fontfile='{font}':text='{label}'"
+            f":x={size // 2}:y={size // 2}:fontsize={size}:fontcolor=white:box=1:boxcolor=black@0.6:boxborderw={size // 4}"
+        )
+    return chain + f"[t{index}]"
+
+
+def write_contact_sheet(clips: list[Path], labels: list[str], frame: int, tile: tuple[int, int],
+                        destination: Path, font: str | None) -> Path:
+    """One row of tiles: frame ``frame`` of each clip, left to right in the order given."""
+    width, height = tile
+    args: list[str] = []
+    for clip in clips:
+        args += ["-i", str(clip)]
+    chains = [
+        _tile_chain(i, label, width, height, font, extra=f"trim=start_frame={frame}:end_frame={frame + 1},")
+        for i, label in enumerate(labels)
+    ]
+    graph = ";".join(chains) + ";" + "".join(f"[t{i}]" for i in range(len(clips))) + f"hstack=inputs={len(clips)}[out]"
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = atomic_destination(destination)
+    try:
+        run_ffmpeg([*args, "-filter_complex", graph, "-map", "[out]", "-frames:v", "1", "-y", str(partial)])
+        os.replace(partial, destination)
+    finally:
+        partial.unlink(missing_ok=True)
+    return destination
+
+
+def grid_shape(tiles: int) -> tuple[int, int]:
+    """Columns and rows of the grid video for ``tiles`` tiles (as square as can be, filled row by row)."""
+    columns = math.ceil(math.sqrt(tiles))
+    return columns, math.ceil(tiles / columns)
+
+
+def write_grid_video(clips: list[Path], labels: list[str], info: VideoInfo, segment: Segment,
+                     tile: tuple[int, int], destination: Path, font: str | None) -> Path:
+    """The clips as a grid (row by row, in order) with the source's first audio stream for the excerpt."""
+    width, height = tile
+    columns, rows = grid_shape(len(clips))
+    args: list[str] = []
+    for clip in clips:
+        args += ["-i", str(clip)]
+    chains = [_tile_chain(i, label, width, height, font) for i, label in enumerate(labels)]
+    blanks = columns * rows - len(clips)
+    chains += [f"color=c=black:s={width}x{height}:r={info.frame_rate}[b{k}]" for k in range(blanks)]
+    inputs = "".join(f"[t{i}]" for i in range(len(clips))) + "".join(f"[b{k}]" for k in range(blanks))
+    layout = "|".join(f"{(k % columns) * width}_{(k // columns) * height}" for k in range(columns * rows))
+    graph = ";".join(chains) + f";{inputs}xstack=inputs={columns * rows}:layout={layout}:shortest=1[out]"
+    audio = bool(info.audio_streams)
+    if audio:
+        args += ["-ss", f"{segment.start_s:.6f}", "-t", f"{segment.duration_s:.6f}", "-i", info.path]
+    args += ["-filter_complex", graph, "-map", "[out]"]
+    if audio:
+        args += ["-map", f"{len(clips)}:a:0", "-c:a", "aac", "-b:a", "128k"]
+    args += [
+        "-r", info.frame_rate, "-frames:v", str(segment.frames),
+        "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", "-movflags", "+faststart",
+    ]
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = atomic_destination(destination)
+    try:
+        run_ffmpeg([*args, "-y", str(partial)])
+        os.replace(partial, destination)
+    finally:
+        partial.unlink(missing_ok=True)
+    return destination
+
+
+def _destination(params: PreviewParameters, name: str) -> str:
+    if params.output_folder:
+        return join_location(params.output_folder, name)
+    if is_url(params.source):
+        raise InvalidInputError(
+            f"{location_name(params.source) or 'the URL source'}: a preview of a URL source needs an output_folder "
+            "(local or block://...)"
+        )
+    return sibling_location(params.source, name)
+
+
+def _reference_frame(source: str, work_dir: Path) -> Path:
+    """The source's first frame as a PNG, as ``modify-video`` gives the local backend."""
+    destination = work_dir / "reference.png"
+    run_ffmpeg(["-i", source, "-frames:v", "1", "-y", str(destination)])
+    return destination
+
+
+@flow(name="modify-video-preview", description="Restyles a short excerpt in several modes, side by side, with costs.")
+def preview_modes(params: PreviewParameters) -> PreviewResult:
+    """Previews several modes on one excerpt: contact sheet, grid video, and the cost of each full render.
+
+    See the module's documentation for when the full run reuses the preview's paid call.
+
+    Args:
+        params: Source, prompt, first frame, backend, modes and excerpt.
+
+    Returns:
+        Where the contact sheet and grid video are, and each mode's costs.
+
+    Raises:
+        InvalidInputError: the source, first frame, excerpt or output location cannot be used.
+        PreviewFailedError: some modes failed (the others are in the outputs).
+
+    Example:
+        ```python
+        from prefect_modify_video.flows.preview import PreviewParameters, preview_modes
+
+        result = preview_modes(PreviewParameters(source="film.mp4", prompt="watercolour painting", end_s=None))
+        print(result.contact_sheet, [(m.mode, m.full_render_estimate_usd) for m in result.modes])
+        ```
+    """
+    logger = get_run_logger()
+    if params.preset:
+        from prefect_modify_video.blocks.presets import load_preset
+
+        params = load_preset(params.preset).apply(params)
+    stem = Path(location_name(params.source) or "source").stem
+    sheet_destination = _destination(params, f"{stem}.preview.png")
+    grid_destination = _destination(params, f"{stem}.preview.mp4")
+
+    work = Path(tempfile.mkdtemp(prefix="modify-video-preview-"))
+    try:
+        source = str(fetch_source(params.source, work / "source"))
+        first_frame = None
+        if params.first_frame:
+            first_frame = str(check_image(fetch_source(params.first_frame, work / "first-frame", kind="image")))
+        info = probe_source_video(source)
+        # The same checks as the full run (a key, an upload store when the service needs one).
+        backend = create_checked_backend(ModifyVideoParameters(source=source, backend=params.backend))
+        cap = min(params.max_segment_seconds or backend.max_segment_seconds, backend.max_segment_seconds)
+        plan = plan_video_segments(info, cap)
+        segment, reusable = choose_excerpt(info, plan, params.start_s, params.end_s, cap)
+        width, height = service_size(info, backend.max_dimension)
+        call_estimate = backend.estimate_cost_usd(segment.duration_s, width, height)
+        full_estimate = estimate_cost_usd(backend, plan, width, height)
+        first_estimate = backend.estimate_cost_usd(plan.segments[0].duration_s, width, height)
+        logger.info(
+            "excerpt %.3f-%.3f s (%d frames)%s; %d modes at about $%.2f each",
+            segment.start_s, segment.end_s, segment.frames,
+            ", the full run's first segment" if reusable else "", len(params.modes), call_estimate,
+        )
+
+        store = ResultStore(params.store_dir)
+        run_key = uuid.uuid4().hex
+        reference = (
+            str(_reference_frame(source, work)) if first_frame and backend.name == "local" else None
+        )
+        extracted = extract_video_segment(
+            info=info, segment=segment, work_dir=str(work), max_dimension=backend.max_dimension,
+            max_bytes=backend.max_upload_bytes,
+        )
+        futures = {}
+        for mode in params.modes:
+            settings = ModifySettings(
+                prompt=params.prompt,
+                mode=mode,
+                first_frame=first_frame,
+                first_frame_sha256=sha256_of_file(Path(first_frame)) if first_frame else None,
+                backend=params.backend,
+                store_dir=str(store.root),
+                work_dir=str(work / "modes" / mode),
+                run_key=run_key,
+                max_cost_usd=params.max_cost_usd,
+                concurrency=backend.max_concurrency,
+                reference_frame=reference,
+            )
+            modified = modify_video_segment.submit(
+                clip=extracted, segment=segment, settings=settings, estimated_cost_usd=call_estimate
+            )
+            conformed = conform_modified_segment.submit(
+                modified=modified, info=info, segment=segment, work_dir=str(work / "modes" / mode)
+            )
+            futures[mode] = (modified, conformed)
+        source_tile = conform_clip(Path(extracted), info, segment, work / "source-tile.mp4")
+
+        rows: list[PreviewModeResult] = []
+        clips, labels = [source_tile], ["source"]
+        for mode, (modified, conformed) in futures.items():
+            try:
+                result: ModifiedSegment = modified.result()
+                clips.append(Path(conformed.result()))
+                labels.append(mode)
+                cost = (result.cost_usd or 0.0) if result.paid else 0.0
+                stored = reusable  # the result now sits under the full run's first-segment key
+                rows.append(PreviewModeResult(
+                    mode=mode, state="Completed", paid=result.paid, cost_usd=cost,
+                    full_render_estimate_usd=full_estimate,
+                    full_render_remaining_usd=max(0.0, full_estimate - first_estimate) if stored else full_estimate,
+                ))
+            except Exception as error:  # noqa: BLE001 - one mode's failure is reported, the others shown
+                first_line = (str(error).strip().splitlines() or [""])[0]
+                logger.error("mode %s failed: %s: %s", mode, type(error).__name__, first_line)
+                rows.append(PreviewModeResult(
+                    mode=mode, state="Failed", full_render_estimate_usd=full_estimate,
+                    full_render_remaining_usd=full_estimate, error=f"{type(error).__name__}: {first_line}",
+                ))
+
+        font = label_font()
+        if font is None:
+            logger.info("no drawtext or font: tiles are unlabelled; order left to right: %s", ", ".join(labels))
+        tile = _tile_size(info)
+        outputs = work / "outputs"
+        sheet = write_contact_sheet(clips, labels, segment.frames // 2, tile, outputs / f"{stem}.preview.png", font)
+        grid = write_grid_video(clips, labels, info, segment, tile, outputs / f"{stem}.preview.mp4", font)
+        sheet_location = _place(sheet, sheet_destination)
+        grid_location = _place(grid, grid_destination)
+
+        billed = sum(1 for r in rows if r.paid)
+        preview_cost = sum(r.cost_usd for r in rows)
+        _report(params, segment, reusable, rows, labels, sheet_location, grid_location, billed, preview_cost,
+                call_estimate)
+        failed = [r for r in rows if r.state != "Completed"]
+        if failed:
+            raise PreviewFailedError(
+                f"{len(failed)} of {len(rows)} modes failed (the others are in {sheet_location}):\n"
+                + "\n".join(f"{r.mode}: {r.error}" for r in failed)
+            )
+        return PreviewResult(
+            contact_sheet=sheet_location,
+            grid_video=grid_location,
+            tile_order=labels,
+            excerpt_start_s=segment.start_s,
+            excerpt_end_s=segment.end_s,
+            excerpt_frames=segment.frames,
+            reusable_by_full_run=reusable,
+            billed_calls=billed,
+            preview_cost_usd=preview_cost,
+            modes=rows,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _place(local_file: Path, destination: str) -> str:
+    """Moves a finished output to a local destination, or delivers it to a block."""
+    if is_remote(destination):
+        return deliver_output(local_file, destination)
+    target = Path(os.path.expanduser(destination))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = atomic_destination(target)
+    try:
+        shutil.copyfile(local_file, partial)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return str(target)
+
+
+def _report(params, segment, reusable, rows, labels, sheet, grid, billed, preview_cost, call_estimate) -> None:
+    table = [
+        {
+            "mode": r.mode,
+            "state": r.state,
+            "paid_in_preview": r.paid,
+            "preview_cost_usd": round(r.cost_usd, 4),
+            "full_render_estimate_usd": round(r.full_render_estimate_usd, 4),
+            "full_render_after_preview_usd": round(r.full_render_remaining_usd, 4),
+            "error": r.error,
+        }
+        for r in rows
+    ]
+    create_table_artifact(table=table, key="modify-video-preview-modes", description="Modes of the preview and their costs.")
+    lines = [
+        "# Modify video preview",
+        "",
+        f"- **Source**: `{params.source}`",
+        f"- **Prompt**: {params.prompt or '(none)'}",
+        f"- **Backend**: {params.backend.name}",
+        f"- **Excerpt**: {segment.start_s:.3f}-{segment.end_s:.3f} s ({segment.frames} frames)"
+        + (" = the full run's first segment: the mode you choose is not paid again for it"
+           if reusable else " (not the full run's first segment: the full run pays for all of it)"),
+        f"- **Contact sheet**: `{sheet}`",
+        f"- **Grid video**: `{grid}`",
+        f"- **Tiles, left to right**: {', '.join(labels)}",
+        f"- **Preview cost**: ${preview_cost:.2f} ({billed} paid calls × about ${call_estimate:.2f})",
+        "",
+        "| mode | full render (est.) | after this preview (est.) |",
+        "|---|---|---|",
+        *[f"| {r.mode} | ${r.full_render_estimate_usd:.2f} | ${r.full_render_remaining_usd:.2f} |" for r in rows],
+    ]
+    create_markdown_artifact(markdown="\n".join(lines), key="modify-video-preview", description="Preview summary.")

@@ -1,0 +1,139 @@
+"""Presets: Prefect's block standards, override semantics, and the four service-guide presets saved as blocks."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from prefect.testing.standard_test_suites import BlockStandardTestSuite
+
+from prefect_modify_video.blocks.presets import (
+    COLOUR_GRADING,
+    CREATIVE_RESTYLING,
+    DEFAULT_PRESETS,
+    SCENE_REPLACEMENT,
+    SUBTLE_ENHANCEMENT,
+    ModifyVideoPreset,
+    load_preset,
+    register_default_presets,
+)
+from prefect_modify_video.errors import InvalidInputError
+from prefect_modify_video.flows.parameters import BackendSpec, ModifyVideoParameters
+from prefect_modify_video.flows.preview import PreviewParameters
+
+
+class TestModifyVideoPresetStandards(BlockStandardTestSuite):
+    @pytest.fixture
+    def block(self):
+        return ModifyVideoPreset
+
+    @pytest.mark.skip(reason="downloads the logo: needs the internet")
+    def test_has_a_valid_image(self, block):
+        """Skipped offline; ``test_has_a_logo_url`` checks what can be checked."""
+
+    def test_has_a_logo_url(self, block):
+        assert str(block._logo_url).startswith("https://")
+
+
+PRESET = ModifyVideoPreset(
+    mode="reimagine_2",
+    prompt="oil painting",
+    first_frame="block://local-file-system/frames/painted.png",
+    backend=BackendSpec(name="segmind", credentials_block="segmind"),
+    max_segment_seconds=8,
+    seam_settings={"concurrency": 3, "not_a_parameter": 1},
+)
+
+
+def test_preset_fills_only_what_the_run_did_not_set():
+    params = ModifyVideoParameters(source="film.mp4", prompt="my own prompt", max_segment_seconds=5)
+    applied = PRESET.apply(params)
+    assert applied.source == "film.mp4"
+    assert applied.prompt == "my own prompt" and applied.max_segment_seconds == 5  # explicit wins
+    assert applied.mode == "reimagine_2"  # the default flex_1 was not set explicitly
+    assert applied.first_frame == "block://local-file-system/frames/painted.png"
+    assert applied.backend == BackendSpec(name="segmind", credentials_block="segmind")
+    assert applied.backend is not PRESET.backend, "the preset's backend is copied, not shared"
+    assert applied.concurrency == 3, "seam_settings keys fill parameters of the same name"
+    assert not hasattr(applied, "not_a_parameter")
+    assert applied.model_fields_set == {
+        "source", "prompt", "max_segment_seconds", "mode", "first_frame", "backend", "concurrency"
+    }
+    assert params.mode == "flex_1", "the given parameters are not changed"
+
+
+def test_explicit_default_values_still_win():
+    # Setting a field to its default value is still setting it.
+    params = ModifyVideoParameters(source="film.mp4", mode="flex_1", prompt="")
+    applied = PRESET.apply(params)
+    assert applied.mode == "flex_1" and applied.prompt == ""
+    assert applied.backend.name == "segmind"
+
+
+def test_explicitly_set_argument_overrides_model_fields_set():
+    params = ModifyVideoParameters(source="film.mp4", mode="adhere_1")
+    applied = PRESET.apply(params, explicitly_set={"source"})
+    assert applied.mode == "reimagine_2"
+    assert PRESET.applied_fields(params) == ["prompt", "first_frame", "backend", "max_segment_seconds", "concurrency"]
+
+
+def test_parameters_from_a_flow_run_dict_keep_what_was_given():
+    # What a deployment run hands the flow: a dict validated into the model.
+    params = ModifyVideoParameters.model_validate({"source": "film.mp4", "mode": "adhere_3"})
+    applied = COLOUR_GRADING.apply(params)
+    assert applied.mode == "adhere_3" and applied.prompt == COLOUR_GRADING.prompt
+
+
+def test_empty_preset_changes_nothing_and_other_models_work():
+    params = ModifyVideoParameters(source="film.mp4")
+    assert ModifyVideoPreset().apply(params) is params
+    preview = PRESET.apply(PreviewParameters(source="film.mp4", end_s=None))
+    assert preview.prompt == "oil painting" and preview.backend.name == "segmind"
+    assert preview.end_s is None and preview.modes == ["adhere_3", "flex_1", "flex_3", "reimagine_1"]
+
+
+def test_invalid_preset_value_is_refused():
+    with pytest.raises(ValueError):
+        ModifyVideoPreset(mode="adhere_9")
+    with pytest.raises(ValueError):
+        ModifyVideoPreset(max_segment_seconds=1)
+
+
+def test_the_four_service_guide_presets():
+    assert {name: preset.mode for name, preset in DEFAULT_PRESETS.items()} == {
+        "scene-replacement": "adhere_2",
+        "creative-restyling": "reimagine_1",
+        "colour-grading": "flex_2",
+        "subtle-enhancement": "adhere_1",
+    }
+    for preset in (SCENE_REPLACEMENT, CREATIVE_RESTYLING, COLOUR_GRADING, SUBTLE_ENHANCEMENT):
+        assert len(preset.prompt) > 20 and preset.notes
+
+
+def test_register_default_presets_saves_loadable_blocks():
+    register_default_presets(overwrite=True)
+    loaded = load_preset("colour-grading")
+    assert loaded.mode == "flex_2" and loaded.prompt == COLOUR_GRADING.prompt
+    assert ModifyVideoPreset.load("scene-replacement").mode == "adhere_2"
+    # Not overwriting keeps a preset the user changed.
+    changed = ModifyVideoPreset.load("subtle-enhancement")
+    changed.prompt = "my own subtle look"
+    changed.save("subtle-enhancement", overwrite=True)
+    assert register_default_presets() == []
+    assert load_preset("subtle-enhancement").prompt == "my own subtle look"
+    assert "subtle-enhancement" in register_default_presets(overwrite=True)
+    assert load_preset("subtle-enhancement").prompt == SUBTLE_ENHANCEMENT.prompt
+    assert SUBTLE_ENHANCEMENT._block_document_id is None, "the constants are not bound to saved documents"
+
+
+def test_a_saved_preset_keeps_its_backend_and_seam_settings():
+    name = f"preset-{uuid.uuid4().hex[:8]}"
+    PRESET.model_copy(deep=True).save(name)
+    loaded = load_preset(name)
+    assert loaded.backend == PRESET.backend and loaded.seam_settings == PRESET.seam_settings
+    assert loaded.max_segment_seconds == 8
+
+
+def test_unknown_preset_is_named():
+    with pytest.raises(InvalidInputError, match="preset 'no-such-preset'.*register_default_presets"):
+        load_preset("no-such-preset")
