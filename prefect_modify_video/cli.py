@@ -29,10 +29,11 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     def add_run_options(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--prompt", default="", help="the look to give the video")
-        command.add_argument("--mode", default="flex_1", help="adhere_1..3, flex_1..3 or reimagine_1..3")
+        command.add_argument("--prompt", help="the look to give the video")
+        command.add_argument("--mode", help="adhere_1..3, flex_1..3 or reimagine_1..3 (default flex_1)")
+        command.add_argument("--preset", help="name of a saved preset block; options given here override it")
         command.add_argument("--first-frame", help="image: a restyled version of the first frame")
-        command.add_argument("--backend", default="local", help="local, segmind, segmind-async, luma, fal, replicate")
+        command.add_argument("--backend", help="local (default), segmind, segmind-async, luma, fal, replicate")
         command.add_argument("--credentials", help="name of a saved credentials block of the backend")
         command.add_argument("--base-url", help="another address for the service (a proxy or test server)")
         command.add_argument("--upload-url", help="HTTP PUT store for services that take media by URL (Luma)")
@@ -77,27 +78,31 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _parameters(args: argparse.Namespace):
+    """The run's parameters from the options the user gave (so a preset fills only the others)."""
     from prefect_modify_video.flows.parameters import BackendSpec, ModifyVideoParameters
 
-    return ModifyVideoParameters(
-        source=args.input,
-        prompt=args.prompt,
-        mode=args.mode,
-        first_frame=args.first_frame,
-        output=args.output,
-        backend=BackendSpec(
-            name=args.backend,
-            credentials_block=args.credentials,
-            base_url=args.base_url,
-            upload_url=args.upload_url,
-            poll_interval_seconds=args.poll_interval_seconds,
-        ),
-        max_segment_seconds=args.max_segment_seconds,
-        concurrency=args.concurrency,
-        store_dir=args.store,
-        refresh=args.refresh,
-        max_cost_usd=args.max_cost_usd,
-    )
+    backend = {
+        "name": args.backend,
+        "credentials_block": args.credentials,
+        "base_url": args.base_url,
+        "upload_url": args.upload_url,
+        "poll_interval_seconds": args.poll_interval_seconds,
+    }
+    given = {
+        "source": args.input,
+        "prompt": args.prompt,
+        "mode": args.mode,
+        "preset": args.preset,
+        "first_frame": args.first_frame,
+        "output": args.output,
+        "backend": BackendSpec(**{k: v for k, v in backend.items() if v is not None}) if args.backend else None,
+        "max_segment_seconds": args.max_segment_seconds,
+        "concurrency": args.concurrency,
+        "store_dir": args.store,
+        "refresh": args.refresh or None,
+        "max_cost_usd": args.max_cost_usd,
+    }
+    return ModifyVideoParameters(**{k: v for k, v in given.items() if v is not None})
 
 
 def _show_progress() -> None:

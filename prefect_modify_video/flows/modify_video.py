@@ -25,6 +25,14 @@ from prefect_modify_video.media.plan import SegmentPlan
 from prefect_modify_video.media.probe import VideoInfo, check_image, probe_video
 from prefect_modify_video.progress import PROGRESS_RECORD_KEY, SegmentProgress
 from prefect_modify_video.providers.base import ModifyBackend
+from prefect_modify_video.sources import (
+    deliver_output,
+    fetch_source,
+    is_block_reference,
+    is_remote,
+    location_name,
+    parse_block_reference,
+)
 from prefect_modify_video.store import ResultStore
 from prefect_modify_video.tasks import (
     conform_modified_segment,
@@ -55,19 +63,24 @@ class SegmentsFailedError(ModifyVideoError):
     """Raised when some segments failed for good; the others are stored and a re-run sends only these."""
 
 
-def check_paths(params: ModifyVideoParameters, info: VideoInfo) -> tuple[Path, str | None]:
-    """Checks the output path and the first frame against the probed source.
-
-    Returns:
-        The output path and the first frame's path (or ``None``).
+def check_paths(info: VideoInfo, output: Path, first_frame: Path | None) -> None:
+    """Checks the (local) output path and first frame against the probed source.
 
     Raises:
         InvalidInputError: naming the path and what to do.
     """
-    output = Path(os.path.expanduser(params.resolved_output()))
     check_output_path(info, output)
-    first_frame = str(check_image(os.path.expanduser(params.first_frame))) if params.first_frame else None
-    return output, first_frame
+    if first_frame is not None:
+        check_image(first_frame)
+
+
+def apply_preset(params: ModifyVideoParameters) -> ModifyVideoParameters:
+    """The parameters with the named preset filling what the run did not set itself."""
+    if not params.preset:
+        return params
+    from prefect_modify_video.blocks.presets import load_preset
+
+    return load_preset(params.preset).apply(params)
 
 
 def create_checked_backend(params: ModifyVideoParameters) -> ModifyBackend:
@@ -85,16 +98,35 @@ def create_checked_backend(params: ModifyVideoParameters) -> ModifyBackend:
     return backend
 
 
-def check_inputs(params: ModifyVideoParameters) -> VideoInfo:
-    """Checks every input of a run before anything starts (used by the CLI for a clear, early error).
+def check_inputs(params: ModifyVideoParameters) -> None:
+    """Checks the inputs of a run before anything starts (used by the CLI for a clear, early error).
+
+    Local files are probed; URLs and ``block://`` references are only checked for form here
+    (the flow fetches them).
 
     Raises:
         InvalidInputError: naming the input and what to do.
     """
-    info = probe_video(os.path.expanduser(params.source))
-    check_paths(params, info)
+    params = apply_preset(params)
+    destination = params.resolved_output()
+    for reference in (params.source, destination, params.first_frame):
+        if reference and is_block_reference(reference):
+            parse_block_reference(reference)
+    if not is_remote(params.source):
+        info = probe_video(os.path.expanduser(params.source))
+        # A remote output is written locally first, then delivered: check it as such a file.
+        local_output = (
+            Path(tempfile.gettempdir()) / "modify-video-check" / location_name(destination)
+            if is_remote(destination)
+            else Path(os.path.expanduser(destination))
+        )
+        first_frame = params.first_frame
+        check_paths(
+            info,
+            local_output,
+            Path(os.path.expanduser(first_frame)) if first_frame and not is_remote(first_frame) else None,
+        )
     create_checked_backend(params)
-    return info
 
 
 def estimate_cost_usd(backend: ModifyBackend, plan: SegmentPlan, width: int, height: int) -> float:
@@ -137,9 +169,25 @@ def modify_video(params: ModifyVideoParameters) -> ModifyVideoResult:
     """
     logger = get_run_logger()
     started = time.monotonic()
-    source = str(Path(os.path.expanduser(params.source)))
+    params = apply_preset(params)
+    destination = params.resolved_output()
+    fetch_dir = Path(tempfile.mkdtemp(prefix="modify-video-fetch-"))
+    try:
+        return _modify_fetched_video(params, destination, fetch_dir, started)
+    finally:
+        shutil.rmtree(fetch_dir, ignore_errors=True)
+
+
+def _modify_fetched_video(
+    params: ModifyVideoParameters, destination: str, fetch_dir: Path, started: float
+) -> ModifyVideoResult:
+    """The flow's body once the source and first frame are local files."""
+    logger = get_run_logger()
+    source = str(fetch_source(params.source, fetch_dir, kind="video"))
+    first_frame = str(fetch_source(params.first_frame, fetch_dir, kind="image")) if params.first_frame else None
+    output = fetch_dir / location_name(destination) if is_remote(destination) else Path(os.path.expanduser(destination))
     info = probe_source_video(source)
-    output, first_frame = check_paths(params, info)
+    check_paths(info, output, Path(first_frame) if first_frame else None)
 
     backend = create_checked_backend(params)
     for warning in backend.prompt_warnings(params.prompt):
@@ -208,11 +256,12 @@ def modify_video(params: ModifyVideoParameters) -> ModifyVideoResult:
                 + "\n".join(failures)
             )
         join_video_segments([conformed[i] for i in sorted(conformed)], info, str(output))
-        summary.update(output=str(output), seconds=time.monotonic() - started)
+        location = deliver_output(output, destination) if is_remote(destination) else str(output)
+        summary.update(output=location, seconds=time.monotonic() - started)
         report_modify_video_run(plan, rows, summary, failures)
-        logger.info("output written to %s", output)
+        logger.info("output written to %s", location)
         return ModifyVideoResult(
-            output=str(output),
+            output=location,
             segments=len(plan.segments),
             frames=info.frames,
             duration_s=plan.duration_s,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -69,7 +68,10 @@ class BackendSpec(BaseModel):
 class ModifyVideoParameters(BaseModel):
     """What to restyle, how, with which service, and where the result goes."""
 
-    source: str = Field(title="Source video", description="Path of the video to restyle.")
+    source: str = Field(
+        title="Source video",
+        description="The video to restyle: a local path, an http(s) URL or block://<block-type-slug>/<block-name>/<path>.",
+    )
     prompt: str = Field(
         default="",
         title="Prompt",
@@ -83,12 +85,17 @@ class ModifyVideoParameters(BaseModel):
     first_frame: str | None = Field(
         default=None,
         title="First frame",
-        description="Path of an image: a restyled version of the video's first frame (recommended).",
+        description="An image (path, URL or block:// reference): a restyled version of the video's first frame (recommended).",
     )
     output: str | None = Field(
         default=None,
         title="Output path",
-        description="Where the restyled video is written; '<source>.modified.<ext>' beside the source when empty.",
+        description="Where the restyled video is written (a local path or block:// reference); '<source>.modified.<ext>' beside the source when empty.",
+    )
+    preset: str | None = Field(
+        default=None,
+        title="Preset",
+        description="Name of a saved Modify Video Preset block; parameters given here override it.",
     )
     backend: BackendSpec = Field(default_factory=BackendSpec, title="Backend", description="The service to use.")
     max_segment_seconds: float | None = Field(
@@ -124,9 +131,16 @@ class ModifyVideoParameters(BaseModel):
     refresh: bool = Field(default=False, description="Pay for every segment again instead of reusing stored results.")
 
     def resolved_output(self) -> str:
-        """The output path, defaulting to ``<stem>.modified<ext>`` beside the source."""
+        """The output location, defaulting to ``<stem>.modified<ext>`` beside the source.
+
+        Raises:
+            InvalidInputError: the source is a URL and no output is given.
+        """
         from pathlib import Path
 
         from prefect_modify_video.media.edit import default_output_path
+        from prefect_modify_video.sources import location_name, sibling_location
 
-        return self.output or str(default_output_path(Path(os.path.expanduser(self.source))))
+        if self.output:
+            return self.output
+        return sibling_location(self.source, default_output_path(Path(location_name(self.source))).name)
