@@ -4,6 +4,8 @@ It is a stdlib ``ThreadingHTTPServer`` on 127.0.0.1 in a daemon thread, like htt
 ``TestServer``: clients under test point their ``base_url`` at ``server.base_url`` and talk
 real HTTP to it. The clip it returns is made by ffmpeg from the uploaded one (hue turned,
 channels graded warm), at 24 fps, without audio, H.264 yuv420p, the input's size and length.
+With ``drift`` above 0 each answer also gets its own colour cast and brightness, as real
+answers do (``drift_filter``), so joins show seams to correct.
 
 Routes (all on one server; the same paths as the real services)::
 
@@ -59,10 +61,12 @@ import collections
 import email.parser
 import email.policy
 import enum
+import hashlib
 import json
 import logging
 import math
 import os
+import random
 import re
 import socket
 import subprocess
@@ -109,6 +113,11 @@ DEFAULT_CREDITS: dict[str, float] = {
 
 VIDEO_FILTER = "hue=h=90:s=1.5,colorchannelmixer=rr=1:gg=0.8:bb=0.6"
 """The visible change the fake applies: hue turned 90°, then a warm grade (moves grey too)."""
+
+DRIFT_CHANNEL_GAIN = 0.08
+"""At ``drift=1`` each channel's gain is 1 ± 0.04..0.08 (sign and size random per answer)."""
+DRIFT_BRIGHTNESS = 0.04
+"""At ``drift=1`` the brightness moves by ± 0.02..0.04 of the full range (about 5-10 levels)."""
 
 _FFMPEG = os.environ.get("PREFECT_MODIFY_VIDEO_FFMPEG", "ffmpeg")
 _FFPROBE = os.environ.get("PREFECT_MODIFY_VIDEO_FFPROBE", "ffprobe")
@@ -256,11 +265,40 @@ class RenderError(RuntimeError):
     """Raised when ffmpeg cannot make a clip from the uploaded bytes."""
 
 
+def drift_filter(video: bytes, drift: float, seed: int = 0) -> str | None:
+    """The colour cast one answer gets: an ffmpeg filter, or ``None`` when ``drift`` is 0.
+
+    Each channel's gain moves by ``drift * DRIFT_CHANNEL_GAIN`` times a random sign and a
+    random size in 0.5..1, and the brightness by ``drift * DRIFT_BRIGHTNESS`` the same way,
+    so every answer drifts visibly but each its own way. The draw depends only on ``seed``
+    and the uploaded bytes: the same segment gets the same cast again, whatever the order in
+    which concurrent calls arrive.
+
+    Args:
+        video: The uploaded clip.
+        drift: Size of the drift; 0 gives none, 1 is a clearly visible cast.
+        seed: Seed combined with the clip's content.
+    """
+    if drift <= 0:
+        return None
+    digest = hashlib.sha256(f"{seed}:".encode() + hashlib.sha256(video).digest()).digest()
+    draw = random.Random(digest)
+
+    def amount(scale: float) -> float:
+        return draw.choice((-1.0, 1.0)) * draw.uniform(0.5, 1.0) * scale * drift
+
+    red, green, blue = (1 + amount(DRIFT_CHANNEL_GAIN) for _ in range(3))
+    brightness = amount(DRIFT_BRIGHTNESS)
+    return f"colorchannelmixer=rr={red:.4f}:gg={green:.4f}:bb={blue:.4f},eq=brightness={brightness:.4f}"
+
+
 def render_modified_clip(
     video: bytes,
     *,
     output_size: tuple[int, int] | None = None,
     length_factor: float = 1.0,
+    drift: float = 0.0,
+    drift_seed: int = 0,
 ) -> bytes:
     """Makes the fake service's answer: a colour-changed 24 fps silent H.264 MP4.
 
@@ -268,6 +306,8 @@ def render_modified_clip(
         video: The uploaded clip.
         output_size: ``(width, height)`` of the answer; ``None`` keeps the input's size.
         length_factor: Length of the answer relative to the input (1.0: the same).
+        drift: Size of this answer's own colour cast (``drift_filter``); 0 adds none.
+        drift_seed: Seed of the cast.
 
     Returns:
         The MP4 bytes.
@@ -280,6 +320,9 @@ def render_modified_clip(
         target = Path(tmp) / "out.mp4"
         source.write_bytes(video)
         filters = ["fps=24", VIDEO_FILTER]
+        cast = drift_filter(video, drift, drift_seed)
+        if cast is not None:
+            filters.append(cast)
         if output_size is not None:
             filters.append(f"scale={int(output_size[0])}:{int(output_size[1])},setsar=1")
         args = [_FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", str(source)]
@@ -384,6 +427,9 @@ class FakeModifyServer:
         replicate_max_wait_seconds: Longest hold of a Replicate ``Prefer: wait``.
         credits: Starting balance per provider (missing ones use ``DEFAULT_CREDITS``).
         costs: Cost of a billed call per provider (missing ones use ``DEFAULT_COSTS``).
+        drift: Size of each answer's own colour cast and brightness (``drift_filter``); 0
+            (the default) answers every clip with the same look.
+        drift_seed: Seed of the casts; with the same seed a segment gets the same cast.
     """
 
     def __init__(
@@ -400,6 +446,8 @@ class FakeModifyServer:
         replicate_max_wait_seconds: float = 60.0,
         credits: Mapping[str, float] | None = None,
         costs: Mapping[str, float] | None = None,
+        drift: float = 0.0,
+        drift_seed: int = 0,
     ):
         self.host = host
         self.port = port
@@ -410,6 +458,8 @@ class FakeModifyServer:
         self.rate_limit_reset_seconds = rate_limit_reset_seconds
         self.timeout_seconds = timeout_seconds
         self.replicate_max_wait_seconds = replicate_max_wait_seconds
+        self.drift = drift
+        self.drift_seed = drift_seed
         self.costs = {**DEFAULT_COSTS, **(costs or {})}
         self.initial_credits = {**DEFAULT_CREDITS, **(credits or {})}
         self._lock = threading.Lock()
@@ -704,7 +754,11 @@ class FakeModifyServer:
                 factor = fault.factor if fault and fault.kind is FaultKind.WRONG_LENGTH else 1.0
                 try:
                     clip = render_modified_clip(
-                        video, output_size=self.output_size, length_factor=factor
+                        video,
+                        output_size=self.output_size,
+                        length_factor=factor,
+                        drift=self.drift,
+                        drift_seed=self.drift_seed,
                     )
                 except RenderError:
                     self._fail(job, "invalid", "the input video could not be decoded")
@@ -1214,6 +1268,8 @@ class _Handler(BaseHTTPRequestHandler):
                 create.video,
                 output_size=fake.output_size,
                 length_factor=fault.factor if kind is FaultKind.WRONG_LENGTH else 1.0,
+                drift=fake.drift,
+                drift_seed=fake.drift_seed,
             )
         except RenderError:
             self._json(400, {"error": "video_url could not be decoded as a video"})

@@ -1,0 +1,528 @@
+"""Colour anchoring: taking out the colour drift between segments restyled one by one.
+
+A generative service restyles each segment on its own, so each answer comes back with its own
+small colour cast and brightness. Anchoring gives every segment one per-channel gain and offset
+in YUV (a ``ColourTransfer``) that brings it in line with its neighbours, and applies it with a
+weight that may fall from 1 at a seam to ``strength`` inside the segment.
+
+The rule (``plan_anchors``), segment by segment, in order:
+
+* **Segment 0** is the anchor: unchanged (or, given the statistics of a restyled first-frame
+  image, its first frames are brought to them).
+* **A segment starting inside a shot** (``cut_before=False``): its first frames are brought to
+  the last frames of segment ``i - 1`` as anchored, moved by the change the source itself makes
+  between those frames (when source statistics are given). The transfer is applied at weight 1
+  on the first frame, falling linearly to ``strength`` over ``ramp_frames`` (and rising again to
+  1 over the last ``ramp_frames`` when the next seam is inside a shot too).
+* **A segment starting on a cut**: its content differs from the previous one, so matching
+  statistics across the seam would erase real differences. Instead the segment's whole-clip
+  relation to its source is brought to segment 0's: the target is segment 0's (anchored)
+  source-to-output transfer applied to this segment's source statistics; the transfer is applied
+  at ``cut_strength``. Without source statistics such a segment is left as it is.
+
+Why it reduces an in-shot seam's jump: with the transfer at weight 1 at the seam and no values
+clipped, the mean of segment ``i``'s first frames becomes exactly the target, the anchored mean
+of segment ``i - 1``'s last frames plus the source's own change; the service's cast on
+segment ``i`` is gone from the seam whatever it was, and what is left is the picture's real
+change across a few frames. The standard deviations are matched the same way (gains limited
+to ``GAIN_RANGE``). Each link matches the previous segment as anchored, so along a long shot
+in many segments the services' casts do not add up: only each link's small measuring error
+(the picture's change over a few frames that the source does not explain) does.
+
+Measured (tests/test_seams.py, tests/test_fake_drift.py): one shot in two segments whose
+answers came back with different casts shows a seam ratio (``seams.measure_seams``) of 17.4;
+anchored, 0.74 (0.36 with source statistics). With the fake server's ``drift=1`` (seeds 0-2):
+7.2-34 before, 0.89-1.16 after. ``apply_anchor`` costs what a plain re-encode with the same
+settings costs (10 s of 1080p on 2 cores: 25.5 s against 27.5 s); statistics take 2.6 s.
+
+One transfer per segment, never re-estimated per frame (that would flicker). Statistics are
+read at a small size (``STATISTICS_SIZE``): means do not depend on it, and every comparison
+uses the same size. ``apply_anchor`` re-encodes with the conform step's exact codec settings,
+so anchored and conformed clips still join by stream copy.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal, NamedTuple, Sequence
+
+import numpy as np
+
+from prefect_modify_video.errors import FfmpegError, InvalidInputError
+from prefect_modify_video.media.edit import CONFORM_ENCODE, track_timescale
+from prefect_modify_video.media.ffmpeg import FFMPEG, FFPROBE, atomic_destination, run_ffmpeg
+from prefect_modify_video.media.looks import ColourTransfer
+from prefect_modify_video.media.probe import probe_video
+from prefect_modify_video.media.scenes import iter_raw_frames
+from prefect_modify_video.media.seams import read_frames, yuv420p_planes
+
+STATISTICS_SIZE = (160, 90)
+"""Frames are scaled to this (area average, aspect ignored) before their statistics are taken."""
+WINDOW_FRAMES = 8
+"""Frames at each end of a clip whose statistics stand for the picture at a seam."""
+GAIN_RANGE = (0.67, 1.5)
+"""Drift corrections are small: gains outside this range are clipped."""
+STYLE_GAIN_RANGE = (0.25, 4.0)
+"""A source-to-output relation may be a strong look (as ``looks.fit_colour_transfer`` allows)."""
+MIN_SPREAD = 2.0
+"""Standard deviations are floored at this before dividing, so flat pictures get a gain of 1."""
+RAMP_FRAMES = 30
+"""Default length of the ramp from weight 1 at an in-shot seam to ``strength``."""
+
+IDENTITY = ColourTransfer(gain=(1.0, 1.0, 1.0), offset=(0.0, 0.0, 0.0))
+
+
+class YuvStatistics(NamedTuple):
+    """Mean and standard deviation of the Y, U and V planes of some frames (0-255 scale)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+
+@dataclass(frozen=True)
+class ClipStatistics:
+    """Statistics of one clip, from one decode.
+
+    Attributes:
+        first: Statistics of the first ``window`` frames.
+        last: Statistics of the last ``window`` frames.
+        whole: Statistics of every frame.
+        frames: Number of frames decoded.
+        window: Frames in ``first`` and ``last``.
+    """
+
+    first: YuvStatistics
+    last: YuvStatistics
+    whole: YuvStatistics
+    frames: int
+    window: int
+
+
+@dataclass(frozen=True)
+class AnchorStep:
+    """What ``apply_anchor`` does to one segment.
+
+    Attributes:
+        index: Segment index.
+        transfer: The segment's one transfer.
+        strength: Weight of the transfer inside the segment.
+        ramp_start: Whether the weight starts at 1 (the seam before is inside a shot).
+        ramp_end: Whether the weight ends at 1 (the seam after is inside a shot).
+        ramp_frames: Frames over which the weight goes from 1 to ``strength``.
+        reason: ``anchor``, ``first frame``, ``seam`` (matched to the previous segment),
+            ``cut`` (matched to segment 0's look) or ``unchanged``.
+    """
+
+    index: int
+    transfer: ColourTransfer
+    strength: float
+    ramp_start: bool
+    ramp_end: bool
+    ramp_frames: int
+    reason: str
+
+    @property
+    def is_identity(self) -> bool:
+        """Whether applying it changes nothing (the clip may be used as it is)."""
+        return self.transfer == IDENTITY
+
+
+# ----------------------------------------------------------------- statistics
+
+
+class _Accumulator:
+    """Running sums of pixel values and their squares per plane."""
+
+    def __init__(self) -> None:
+        self.sums = np.zeros(3)
+        self.squares = np.zeros(3)
+        self.pixels = np.zeros(3)
+
+    def add(self, frames: np.ndarray) -> None:
+        for channel, plane in enumerate(yuv420p_planes(frames, STATISTICS_SIZE)):
+            values = plane.astype(np.float64)
+            self.sums[channel] += values.sum()
+            self.squares[channel] += np.square(values).sum()
+            self.pixels[channel] += values.size
+
+    def statistics(self) -> YuvStatistics:
+        pixels = np.maximum(self.pixels, 1)
+        mean = self.sums / pixels
+        return YuvStatistics(mean, np.sqrt(np.maximum(self.squares / pixels - mean**2, 0.0)))
+
+
+def frames_statistics(frames: np.ndarray) -> YuvStatistics:
+    """Statistics of raw yuv420p frames of ``STATISTICS_SIZE`` (array (frames, bytes))."""
+    accumulator = _Accumulator()
+    accumulator.add(frames)
+    return accumulator.statistics()
+
+
+def _decode_args(path: str | Path, *, count: int | None = None) -> list[str]:
+    width, height = STATISTICS_SIZE
+    args = ["-i", str(path), "-map", "0:v:0", "-an", "-sn", "-dn"]
+    args += ["-vf", f"scale={width}:{height}:flags=area,format=yuv420p", "-fps_mode", "passthrough"]
+    if count is not None:
+        args += ["-frames:v", str(count)]
+    return [*args, "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"]
+
+
+def _frame_bytes() -> int:
+    width, height = STATISTICS_SIZE
+    return width * height * 3 // 2
+
+
+def clip_statistics(
+    path: str | Path,
+    *,
+    which: Literal["first", "last", "all"] = "first",
+    frames: int = WINDOW_FRAMES,
+) -> YuvStatistics:
+    """Mean and standard deviation of Y, U and V over the first or last ``frames`` frames, or all.
+
+    Works on an image too (``which="first"``, e.g. a restyled first frame).
+
+    Args:
+        path: A video (or an image for ``first``).
+        which: ``first``, ``last`` or ``all`` frames.
+        frames: Frames in the window (ignored for ``all``).
+
+    Returns:
+        ``(mean, std)``, each an array of 3.
+    """
+    if which == "first":
+        raw = run_ffmpeg(_decode_args(path, count=frames))
+        chunk = np.frombuffer(raw, dtype=np.uint8)
+        return frames_statistics(chunk[: len(chunk) - len(chunk) % _frame_bytes()].reshape(-1, _frame_bytes()))
+    if which == "last":
+        info = probe_video(path)
+        window = read_frames(
+            path, max(0, info.frames - frames), frames, frame_rate=info.frame_rate, size=STATISTICS_SIZE
+        )
+        return frames_statistics(window)
+    if which == "all":
+        accumulator = _Accumulator()
+        for batch in iter_raw_frames(_decode_args(path), _frame_bytes()):
+            accumulator.add(batch)
+        return accumulator.statistics()
+    raise InvalidInputError(f"clip_statistics: which must be first, last or all, not {which!r}")
+
+
+def segment_statistics(path: str | Path, *, window: int = WINDOW_FRAMES) -> ClipStatistics:
+    """First-window, last-window and whole-clip statistics of a clip, from one decode.
+
+    Args:
+        path: A conformed clip (or an extracted source segment).
+        window: Frames at each end.
+
+    Returns:
+        The clip's statistics.
+    """
+    accumulator = _Accumulator()
+    first: np.ndarray | None = None
+    tail = np.zeros((0, _frame_bytes()), dtype=np.uint8)
+    count = 0
+    for batch in iter_raw_frames(_decode_args(path), _frame_bytes()):
+        accumulator.add(batch)
+        if first is None or len(first) < window:
+            first = batch[:window] if first is None else np.concatenate([first, batch[: window - len(first)]])
+        tail = np.concatenate([tail, batch])[-window:]
+        count += len(batch)
+    if count == 0 or first is None:
+        raise InvalidInputError(f"{path}: no frames to take statistics of")
+    return ClipStatistics(
+        first=frames_statistics(first),
+        last=frames_statistics(tail),
+        whole=accumulator.statistics(),
+        frames=count,
+        window=window,
+    )
+
+
+# ----------------------------------------------------------------- transfers
+
+
+def fit_anchor(
+    segment_stats: YuvStatistics | tuple[np.ndarray, np.ndarray],
+    anchor_stats: YuvStatistics | tuple[np.ndarray, np.ndarray],
+    *,
+    gain_range: tuple[float, float] = GAIN_RANGE,
+) -> ColourTransfer:
+    """The per-channel gain and offset that move ``segment_stats`` to ``anchor_stats``.
+
+    gain = anchor std / segment std (both floored at ``MIN_SPREAD``, then clipped to
+    ``gain_range``); offset = anchor mean - gain * segment mean. So the segment's mean lands
+    exactly on the anchor's, and its spread as near as the gain limits allow.
+
+    Args:
+        segment_stats: ``(mean, std)`` of the frames to correct.
+        anchor_stats: ``(mean, std)`` they should have.
+        gain_range: Lowest and highest gain.
+
+    Returns:
+        The transfer (``ColourTransfer`` of ``media.looks``).
+    """
+    segment_mean, segment_std = (np.asarray(v, dtype=np.float64) for v in segment_stats)
+    anchor_mean, anchor_std = (np.asarray(v, dtype=np.float64) for v in anchor_stats)
+    gain = np.clip(np.maximum(anchor_std, MIN_SPREAD) / np.maximum(segment_std, MIN_SPREAD), *gain_range)
+    offset = anchor_mean - gain * segment_mean
+    return ColourTransfer(gain=tuple(float(g) for g in gain), offset=tuple(float(o) for o in offset))
+
+
+def weighted(transfer: ColourTransfer, weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """Gain and offset of ``transfer`` at ``weight`` (0: none, 1: full), as ``ColourTransfer.filter`` does."""
+    gain = 1 + weight * (np.asarray(transfer.gain) - 1)
+    return gain, weight * np.asarray(transfer.offset)
+
+
+def transfer_statistics(stats: YuvStatistics, transfer: ColourTransfer, weight: float = 1.0) -> YuvStatistics:
+    """The statistics frames would have after ``transfer`` at ``weight`` (values clipped at 0/255 aside)."""
+    gain, offset = weighted(transfer, weight)
+    return YuvStatistics(gain * np.asarray(stats.mean) + offset, np.abs(gain) * np.asarray(stats.std))
+
+
+def anchor_weights(
+    frames: int,
+    *,
+    strength: float = 1.0,
+    ramp_frames: int = RAMP_FRAMES,
+    ramp_start: bool = False,
+    ramp_end: bool = False,
+) -> np.ndarray:
+    """Weight of the transfer on each frame: ``strength``, rising linearly to 1 at a ramped end.
+
+    With ``ramp_start`` the first frame has weight 1 and frame ``ramp_frames`` has
+    ``strength``; ``ramp_end`` mirrors that at the last frame.
+    """
+    strength = float(np.clip(strength, 0.0, 1.0))
+    weights = np.full(frames, strength)
+    index = np.arange(frames)
+    # A ramp of 0 or 1 frame gives weight 1 to the end frame only.
+    span = max(1, ramp_frames)
+    if ramp_start:
+        weights = np.maximum(weights, 1 - (1 - strength) * np.minimum(1.0, index / span))
+    if ramp_end:
+        weights = np.maximum(weights, 1 - (1 - strength) * np.minimum(1.0, (frames - 1 - index) / span))
+    return weights
+
+
+def _source_change(
+    target: YuvStatistics, source_before: YuvStatistics, source_after: YuvStatistics
+) -> YuvStatistics:
+    """``target`` moved by the change the source makes from ``source_before`` to ``source_after``."""
+    before_std = np.maximum(np.asarray(source_before.std), MIN_SPREAD)
+    scale = np.clip(np.maximum(np.asarray(target.std), MIN_SPREAD) / before_std, *STYLE_GAIN_RANGE)
+    mean = np.asarray(target.mean) + scale * (np.asarray(source_after.mean) - np.asarray(source_before.mean))
+    spread = np.clip(np.maximum(np.asarray(source_after.std), MIN_SPREAD) / before_std, *GAIN_RANGE)
+    return YuvStatistics(mean, np.asarray(target.std) * spread)
+
+
+def plan_anchors(
+    outputs: Sequence[ClipStatistics],
+    cut_before: Sequence[bool],
+    sources: Sequence[ClipStatistics] | None = None,
+    *,
+    anchor: YuvStatistics | None = None,
+    strength: float = 1.0,
+    cut_strength: float = 0.5,
+    ramp_frames: int = RAMP_FRAMES,
+) -> list[AnchorStep]:
+    """Chooses each segment's transfer by the rule in the module docstring (pure).
+
+    Args:
+        outputs: ``segment_statistics`` of each conformed answer, in order.
+        cut_before: ``segment.cut_before`` of each segment (the first one's is ignored).
+        sources: ``segment_statistics`` of each segment's source frames (the extracted clips),
+            or ``None``: then in-shot seams are matched without allowing for the source's own
+            change, and segments after a cut are left as they are.
+        anchor: Statistics segment 0's first frames should have (e.g. ``clip_statistics`` of
+            the restyled first-frame image); ``None`` keeps segment 0 as it is.
+        strength: Weight inside a segment that starts inside a shot (1 holds the whole segment
+            to the anchor; less keeps more of the answer's own colours away from the seams).
+        cut_strength: Weight of the look correction of a segment that starts on a cut.
+        ramp_frames: Frames over which the weight goes from 1 at an in-shot seam to ``strength``.
+
+    Returns:
+        One ``AnchorStep`` per segment.
+    """
+    if len(cut_before) != len(outputs) or (sources is not None and len(sources) != len(outputs)):
+        raise InvalidInputError("plan_anchors: outputs, cut_before and sources must have one entry per segment")
+    steps: list[AnchorStep] = []
+    previous_last: YuvStatistics | None = None
+    style: ColourTransfer | None = None
+    count = len(outputs)
+    for index, output in enumerate(outputs):
+        ramp_end = index + 1 < count and not cut_before[index + 1]
+        ramp_start = False
+        if index == 0:
+            transfer, weight, reason = IDENTITY, 1.0, "anchor"
+            if anchor is not None:
+                transfer, weight, reason = fit_anchor(output.first, anchor), strength, "first frame"
+        elif not cut_before[index]:
+            assert previous_last is not None
+            target = previous_last
+            if sources is not None:
+                target = _source_change(previous_last, sources[index - 1].last, sources[index].first)
+            transfer, weight, reason = fit_anchor(output.first, target), strength, "seam"
+            ramp_start = True
+        elif sources is not None and style is not None:
+            target = transfer_statistics(sources[index].whole, style)
+            transfer, weight, reason = fit_anchor(output.whole, target), cut_strength, "cut"
+        else:
+            transfer, weight, reason = IDENTITY, 1.0, "unchanged"
+        weights = anchor_weights(
+            output.frames, strength=weight, ramp_frames=ramp_frames, ramp_start=ramp_start, ramp_end=ramp_end
+        )
+        # The next segment is matched to this one's last frames as they will be at the seam.
+        previous_last = transfer_statistics(output.last, transfer, float(weights[-1]))
+        if index == 0 and sources is not None:
+            anchored_whole = transfer_statistics(output.whole, transfer, float(weights.mean()))
+            style = fit_anchor(sources[0].whole, anchored_whole, gain_range=STYLE_GAIN_RANGE)
+        steps.append(
+            AnchorStep(
+                index=index,
+                transfer=transfer,
+                strength=weight,
+                ramp_start=ramp_start,
+                ramp_end=ramp_end,
+                ramp_frames=ramp_frames,
+                reason=reason,
+            )
+        )
+    return steps
+
+
+# ----------------------------------------------------------------- applying
+
+
+def _colour_tags(path: Path) -> list[str]:
+    """Output options that keep a clip's colour description (range, matrix, transfer, primaries)."""
+    output = run_ffmpeg(
+        [
+            "-v", "error", "-select_streams", "v:0",
+            "-show_entries", "stream=color_range,color_space,color_transfer,color_primaries",
+            "-of", "default=noprint_wrappers=1", str(path),
+        ],
+        program=FFPROBE,
+    ).decode(errors="replace")
+    options = {"color_range": "-color_range", "color_space": "-colorspace",
+               "color_transfer": "-color_trc", "color_primaries": "-color_primaries"}
+    tags: list[str] = []
+    for line in output.splitlines():
+        key, _, value = line.partition("=")
+        if key in options and value and value not in ("unknown", "reserved"):
+            tags += [options[key], value]
+    return tags
+
+
+def _luts(transfer: ColourTransfer, weight: float) -> list[np.ndarray]:
+    gain, offset = weighted(transfer, weight)
+    values = np.arange(256, dtype=np.float64)
+    return [np.clip(np.rint(values * g + o), 0, 255).astype(np.uint8) for g, o in zip(gain, offset)]
+
+
+def apply_anchor(
+    clip: str | Path,
+    destination: str | Path,
+    transfer: ColourTransfer,
+    *,
+    strength: float = 1.0,
+    ramp_frames: int = RAMP_FRAMES,
+    ramp_start: bool = False,
+    ramp_end: bool = False,
+    frame_rate: str | Fraction | None = None,
+    encode: dict | None = None,
+) -> Path:
+    """Applies one transfer to every frame of a conformed clip, weighted per frame, and re-encodes it.
+
+    Frames are decoded to yuv420p through a pipe; on each, Y, U and V go through the
+    transfer's gain and offset at that frame's weight (``anchor_weights``), as lookup tables.
+    The clip is re-encoded with ``CONFORM_ENCODE``, the same frame rate, MP4 track timescale,
+    sample aspect ratio and colour description, and the same number of frames, so it joins
+    with conformed clips by stream copy. Written atomically.
+
+    Args:
+        clip: A conformed clip.
+        destination: The anchored clip (MP4).
+        transfer: The segment's transfer (``AnchorStep.transfer``).
+        strength: Weight inside the clip.
+        ramp_frames: Frames of each ramp.
+        ramp_start: Weight 1 on the first frame, falling to ``strength``.
+        ramp_end: Weight 1 on the last frame, rising from ``strength``.
+        frame_rate: The output rate; defaults to the clip's.
+        encode: Codec settings; defaults to ``CONFORM_ENCODE`` (change only together with conform).
+
+    Returns:
+        ``destination``.
+
+    Raises:
+        FfmpegError: decoding or encoding failed.
+    """
+    clip, destination = Path(clip), Path(destination)
+    info = probe_video(clip)
+    rate = Fraction(frame_rate if frame_rate is not None else info.frame_rate)
+    width, height = info.display_width, info.display_height
+    luma = width * height
+    chroma = ((width + 1) // 2) * ((height + 1) // 2)
+    frame_bytes = luma + 2 * chroma
+    weights = anchor_weights(
+        info.frames, strength=strength, ramp_frames=ramp_frames, ramp_start=ramp_start, ramp_end=ramp_end
+    )
+    settings = {**CONFORM_ENCODE, **(encode or {})}
+    rate_text = f"{rate.numerator}/{rate.denominator}"
+    decode = [
+        FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(clip),
+        "-map", "0:v:0", "-an", "-sn", "-dn", "-fps_mode", "passthrough",
+        "-f", "rawvideo", "-pix_fmt", "yuv420p", "-",
+    ]
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = atomic_destination(destination)
+    encode_args = [
+        FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error",
+        "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}", "-framerate", rate_text, "-i", "-",
+        "-vf", f"setsar={info.sample_aspect_ratio.replace(':', '/')}", "-an",
+        *[item for key, value in settings.items() for item in (f"-{key}", str(value))],
+        *_colour_tags(clip),
+        "-r", rate_text, "-video_track_timescale", str(track_timescale(rate)),
+        "-frames:v", str(info.frames), "-y", str(partial),
+    ]
+    with tempfile.TemporaryFile() as decode_log, tempfile.TemporaryFile() as encode_log:
+        decoder = subprocess.Popen(decode, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=decode_log)
+        encoder = subprocess.Popen(encode_args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=encode_log)
+        assert decoder.stdout is not None and encoder.stdin is not None
+        written = 0
+        try:
+            while len(raw := decoder.stdout.read(frame_bytes)) == frame_bytes:
+                frame = np.frombuffer(raw, dtype=np.uint8)
+                lut_y, lut_u, lut_v = _luts(transfer, float(weights[min(written, len(weights) - 1)]))
+                encoder.stdin.write(lut_y[frame[:luma]].tobytes())
+                encoder.stdin.write(lut_u[frame[luma : luma + chroma]].tobytes())
+                encoder.stdin.write(lut_v[frame[luma + chroma :]].tobytes())
+                written += 1
+        except BrokenPipeError:
+            pass  # the encoder stopped early; its status and log say why
+        finally:
+            decoder.stdout.close()
+            try:
+                encoder.stdin.close()
+            except BrokenPipeError:
+                pass
+            statuses = [(decode, decoder.wait(), decode_log), (encode_args, encoder.wait(), encode_log)]
+        for command, status, log in statuses:
+            if status != 0:
+                partial.unlink(missing_ok=True)
+                log.seek(0)
+                raise FfmpegError(command, status, log.read().decode(errors="replace"))
+    if written == 0:
+        partial.unlink(missing_ok=True)
+        raise FfmpegError(decode, 0, f"{clip}: no frames decoded")
+    try:
+        os.replace(partial, destination)
+    finally:
+        partial.unlink(missing_ok=True)
+    return destination

@@ -1,0 +1,293 @@
+"""Measuring how visible each seam of a joined output is, and a contact sheet to look at them.
+
+A seam at frame ``k`` joins frame ``k - 1`` of one segment to frame ``k`` of the next. Its
+metric compares the output's jump in mean Y, U and V across it (ffmpeg ``signalstats``'
+YAVG/UAVG/VAVG, computed in numpy) with what the jump may legitimately be: the source's own
+jump at the same frame (large on a cut) and the output's usual frame-to-frame jump around it
+(large in fast motion). Only the frames around each seam are decoded, by seeking.
+"""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from prefect_modify_video.errors import InvalidInputError
+from prefect_modify_video.media.ffmpeg import atomic_destination, run_ffmpeg
+from prefect_modify_video.media.probe import VideoInfo, probe_video
+
+SEAM_THRESHOLD = 1.5
+# A change of mean level smaller than this (on the 0-255 scale) is taken as invisible, so
+# seams in still, clean pictures are not judged by ratios of rounding noise.
+MIN_VISIBLE_JUMP = 0.5
+# Frames measured for the neighbouring jumps, on each side of a seam.
+NEIGHBOUR_FRAMES = 3
+# Frames are measured at most this wide; the mean of a plane barely changes with area scaling.
+MEASURE_WIDTH = 320
+
+# Contact sheet layout, in pixels.
+FRAME_GAP = 2
+SEAM_GAP = 16
+ROW_GAP = 4
+BACKGROUND = (32, 32, 32)
+SEAM_MARK = (255, 0, 0)
+
+
+class SeamMetric(BaseModel, frozen=True):
+    """How visible one seam is: the output's jump against the jumps it may have.
+
+    Jumps are absolute differences of plane means between frame ``frame - 1`` and ``frame``,
+    as (Y, U, V) on the 0-255 scale.
+    """
+
+    frame: int = Field(description="First frame after the seam (frame k; the jump is from k-1 to k).")
+    on_cut: bool = Field(description="Whether the seam falls on a shot cut of the source.")
+    output_jump: tuple[float, float, float] = Field(description="The output's jump across the seam.")
+    source_jump: tuple[float, float, float] = Field(description="The source's jump at the same frame.")
+    neighbour_jump: tuple[float, float, float] = Field(
+        description="Median of the output's jumps at the frames around the seam, the seam excluded."
+    )
+    ratio: float = Field(
+        description="Largest over Y, U, V of output jump / max(source jump, neighbour jump, MIN_VISIBLE_JUMP)."
+    )
+    threshold: float = Field(description="Largest ratio that passes.")
+    passed: bool = Field(description="Whether ratio <= threshold.")
+
+
+def measure_size(info: VideoInfo, max_width: int = MEASURE_WIDTH) -> tuple[int, int]:
+    """Even frame size at which a video's frames are read for measuring: upright, at most ``max_width`` wide."""
+    width, height = info.display_width, info.display_height
+    if width > max_width:
+        height = height * max_width / width
+        width = max_width
+    return max(2, int(width) - int(width) % 2), max(2, int(round(height)) - int(round(height)) % 2)
+
+
+def read_frames(
+    path: str | Path,
+    first: int,
+    count: int,
+    *,
+    frame_rate: str | Fraction,
+    size: tuple[int, int],
+    pix_fmt: str = "yuv420p",
+) -> np.ndarray:
+    """Reads ``count`` frames from frame ``first`` on, by seeking, as raw bytes per frame.
+
+    Frames are numbered at ``frame_rate`` as the pipeline's extract step numbers them (a
+    quarter-frame early seek, then the ``fps`` filter), so index ``k`` is the plan's frame ``k``.
+    A read past the end returns fewer frames.
+
+    Args:
+        path: The video.
+        first: First frame wanted.
+        count: Number of frames wanted.
+        frame_rate: The rate frames are numbered at.
+        size: ``(width, height)`` the frames are scaled to (area average).
+        pix_fmt: Raw pixel format, ``yuv420p`` or ``rgb24``.
+
+    Returns:
+        ``uint8`` array of shape (frames, bytes per frame).
+    """
+    rate = Fraction(frame_rate)
+    width, height = size
+    frame_bytes = {"yuv420p": width * height * 3 // 2, "rgb24": width * height * 3}[pix_fmt]
+    args: list[str] = []
+    if first > 0:
+        args += ["-ss", f"{float((first - Fraction(1, 4)) / rate):.6f}"]
+    args += [
+        "-i", str(path), "-map", "0:v:0", "-an", "-sn", "-dn",
+        "-vf", f"fps={rate.numerator}/{rate.denominator},scale={width}:{height}:flags=area,format={pix_fmt}",
+        "-frames:v", str(count), "-f", "rawvideo", "-pix_fmt", pix_fmt, "-",
+    ]
+    raw = run_ffmpeg(args)
+    whole = len(raw) - len(raw) % frame_bytes
+    return np.frombuffer(raw[:whole], dtype=np.uint8).reshape(-1, frame_bytes)
+
+
+def yuv420p_planes(frames: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Splits raw yuv420p frames (frames, bytes) into Y, U and V arrays (frames, pixels)."""
+    width, height = size
+    luma = width * height
+    chroma = luma // 4
+    return frames[:, :luma], frames[:, luma : luma + chroma], frames[:, luma + chroma : luma + 2 * chroma]
+
+
+def plane_means(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Mean Y, U and V of each raw yuv420p frame: array (frames, 3)."""
+    return np.stack([plane.mean(axis=1) for plane in yuv420p_planes(frames, size)], axis=1)
+
+
+def _vector(values: np.ndarray) -> tuple[float, float, float]:
+    return (float(values[0]), float(values[1]), float(values[2]))
+
+
+def measure_seams(
+    source: str | Path,
+    output: str | Path,
+    seams: Sequence[int],
+    *,
+    on_cut: Sequence[bool] | None = None,
+    threshold: float = SEAM_THRESHOLD,
+    neighbours: int = NEIGHBOUR_FRAMES,
+    min_jump: float = MIN_VISIBLE_JUMP,
+) -> list[SeamMetric]:
+    """Measures each seam of ``output`` against the same frames of ``source``.
+
+    Both videos must have the same frames at the same rate (the pipeline's output does).
+    About ``2 * neighbours + 2`` frames are decoded around each seam, in each video.
+
+    Args:
+        source: The source video.
+        output: The joined output.
+        seams: First frame of each segment after the first (``segment.first_frame``).
+        on_cut: Whether each seam is on a cut (``segment.cut_before``); all ``False`` if omitted.
+        threshold: Largest ratio that passes.
+        neighbours: Frames on each side whose jumps make the neighbour jump.
+        min_jump: Smallest jump a ratio is taken against (an invisible change).
+
+    Returns:
+        One metric per seam, in the order given.
+
+    Raises:
+        InvalidInputError: a seam outside 1..frames-1, or ``on_cut`` of another length.
+    """
+    on_cut = list(on_cut) if on_cut is not None else [False] * len(seams)
+    if len(on_cut) != len(seams):
+        raise InvalidInputError("measure_seams: on_cut must have one value per seam")
+    if not seams:
+        return []
+    source_info = probe_video(source)
+    output_info = probe_video(output)
+    total = min(source_info.frames, output_info.frames)
+    size = measure_size(output_info)
+    metrics = []
+    for seam, cut in zip(seams, on_cut):
+        if not 0 < seam < total:
+            raise InvalidInputError(f"measure_seams: seam frame {seam} is not inside 1..{total - 1}")
+        first = max(0, seam - 1 - neighbours)
+        count = min(total, seam + neighbours + 1) - first
+        means = {}
+        for name, path, info in (("source", source, source_info), ("output", output, output_info)):
+            frames = read_frames(path, first, count, frame_rate=info.frame_rate, size=size)
+            means[name] = plane_means(frames, size)
+        # jumps[j] is the jump into frame first + j + 1.
+        output_jumps = np.abs(np.diff(means["output"], axis=0))
+        source_jumps = np.abs(np.diff(means["source"], axis=0))
+        at = seam - first - 1
+        output_jump = output_jumps[at]
+        source_jump = source_jumps[at] if at < len(source_jumps) else np.zeros(3)
+        around = np.delete(output_jumps, at, axis=0)
+        neighbour_jump = np.median(around, axis=0) if len(around) else np.zeros(3)
+        allowed = np.maximum(np.maximum(source_jump, neighbour_jump), min_jump)
+        ratio = float((output_jump / allowed).max())
+        metrics.append(
+            SeamMetric(
+                frame=seam,
+                on_cut=bool(cut),
+                output_jump=_vector(output_jump),
+                source_jump=_vector(source_jump),
+                neighbour_jump=_vector(neighbour_jump),
+                ratio=ratio,
+                threshold=threshold,
+                passed=ratio <= threshold,
+            )
+        )
+    return metrics
+
+
+def contact_sheet_size(seams: int, *, frames_each_side: int = 1, thumb_size: tuple[int, int]) -> tuple[int, int]:
+    """``(width, height)`` in pixels of a contact sheet of ``seams`` seams with thumbnails of ``thumb_size``."""
+    thumb_width, thumb_height = thumb_size
+    per_seam = 2 * frames_each_side * thumb_width + (2 * frames_each_side - 1) * FRAME_GAP
+    return seams * per_seam + (seams - 1) * SEAM_GAP, 2 * thumb_height + ROW_GAP
+
+
+def thumbnail_size(info: VideoInfo, thumb_width: int) -> tuple[int, int]:
+    """Even thumbnail size ``thumb_width`` wide with the video's display aspect ratio."""
+    numerator, _, denominator = info.sample_aspect_ratio.partition(":")
+    sar = Fraction(int(numerator), int(denominator or 1)) if numerator.isdigit() and int(numerator) else Fraction(1)
+    display_width = info.display_width * (float(sar) if info.rotation not in (90, 270) else 1.0)
+    display_height = info.display_height * (float(sar) if info.rotation in (90, 270) else 1.0)
+    height = thumb_width * display_height / display_width
+    width = thumb_width - thumb_width % 2
+    return max(2, width), max(2, int(round(height / 2)) * 2)
+
+
+def write_contact_sheet(
+    source: str | Path,
+    output: str | Path,
+    seams: Sequence[int],
+    destination_png: str | Path,
+    *,
+    frames_each_side: int = 1,
+    thumb_width: int = 160,
+) -> Path | None:
+    """Writes a PNG of the frames around each seam: source row above, output row below.
+
+    Each seam gets one group of columns, frames ``k - frames_each_side`` to
+    ``k + frames_each_side - 1``; the gap just before frame ``k`` is red. The size is
+    ``contact_sheet_size(len(seams), frames_each_side=..., thumb_size=thumbnail_size(output, thumb_width))``.
+    The picture is assembled in numpy and encoded by ffmpeg, written atomically.
+
+    Args:
+        source: The source video.
+        output: The joined output (same frames at the same rate).
+        seams: First frame of each segment after the first.
+        destination_png: Where the PNG goes.
+        frames_each_side: Frames shown on each side of a seam.
+        thumb_width: Width of one thumbnail in pixels.
+
+    Returns:
+        ``destination_png``, or ``None`` when there are no seams (nothing is written then).
+    """
+    if not seams:
+        return None
+    if frames_each_side < 1 or thumb_width < 2:
+        raise InvalidInputError("write_contact_sheet: frames_each_side must be >= 1 and thumb_width >= 2")
+    destination = Path(destination_png)
+    source_info = probe_video(source)
+    output_info = probe_video(output)
+    thumb_width, thumb_height = thumbnail_size(output_info, thumb_width)
+    width, height = contact_sheet_size(
+        len(seams), frames_each_side=frames_each_side, thumb_size=(thumb_width, thumb_height)
+    )
+    sheet = np.empty((height, width, 3), dtype=np.uint8)
+    sheet[:] = BACKGROUND
+    per_frame = thumb_width + FRAME_GAP
+    per_seam = 2 * frames_each_side * thumb_width + (2 * frames_each_side - 1) * FRAME_GAP + SEAM_GAP
+    shown = 2 * frames_each_side
+    for column, seam in enumerate(seams):
+        first = max(0, seam - frames_each_side)
+        left = column * per_seam
+        mark = left + frames_each_side * per_frame - FRAME_GAP
+        sheet[:, mark : mark + FRAME_GAP] = SEAM_MARK
+        for row, (path, info) in enumerate(((source, source_info), (output, output_info))):
+            frames = read_frames(
+                path, first, shown, frame_rate=info.frame_rate, size=(thumb_width, thumb_height), pix_fmt="rgb24"
+            ).reshape(-1, thumb_height, thumb_width, 3)
+            top = row * (thumb_height + ROW_GAP)
+            # A seam near the start shows fewer frames before it; keep frame k under the mark.
+            offset = frames_each_side - (seam - first)
+            for index, frame in enumerate(frames[: shown - offset]):
+                x = left + (index + offset) * per_frame
+                sheet[top : top + thumb_height, x : x + thumb_width] = frame
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = atomic_destination(destination)
+    try:
+        run_ffmpeg(
+            [
+                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-i", "-",
+                "-frames:v", "1", "-update", "1", "-f", "image2", "-c:v", "png", "-y", str(partial),
+            ],
+            input_bytes=sheet.tobytes(),
+        )
+        os.replace(partial, destination)
+    finally:
+        partial.unlink(missing_ok=True)
+    return destination

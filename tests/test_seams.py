@@ -1,0 +1,307 @@
+"""Seam metrics, the contact sheet and colour anchoring, on real ffmpeg-made videos."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from prefect_modify_video.errors import InvalidInputError
+from prefect_modify_video.media.anchor import (
+    IDENTITY,
+    ClipStatistics,
+    YuvStatistics,
+    anchor_weights,
+    apply_anchor,
+    clip_statistics,
+    fit_anchor,
+    plan_anchors,
+    segment_statistics,
+    transfer_statistics,
+)
+from prefect_modify_video.media.edit import conform_clip, extract_segment, join_segments
+from prefect_modify_video.media.ffmpeg import FFPROBE, run_ffmpeg
+from prefect_modify_video.media.looks import ColourTransfer
+from prefect_modify_video.media.plan import plan_segments
+from prefect_modify_video.media.probe import probe_video
+from prefect_modify_video.media.seams import (
+    contact_sheet_size,
+    measure_seams,
+    plane_means,
+    read_frames,
+    write_contact_sheet,
+)
+
+# What the "service" does to every segment (its style), and the casts two answers came back with.
+STYLE = "colorchannelmixer=rr=1:gg=0.9:bb=0.8"
+DRIFTED = [STYLE, f"{STYLE},colorchannelmixer=rr=0.88:gg=1.04:bb=1.1,eq=brightness=0.04"]
+
+
+@pytest.fixture(scope="module")
+def shot(tmp_path_factory) -> Path:
+    """4 s, 320x180, 30 fps, one shot (120 frames)."""
+    path = tmp_path_factory.mktemp("seams") / "shot.mp4"
+    run_ffmpeg([
+        "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30:duration=4",
+        "-pix_fmt", "yuv420p", "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-y", str(path),
+    ])  # fmt: skip
+    return path
+
+
+def restyle(info, segments, workdir: Path, filters: list[str | None]) -> tuple[list[Path], list[Path]]:
+    """Extracts each segment, "restyles" it with its filter at 24 fps as a service would, conforms it back."""
+    extracted, conformed = [], []
+    for segment, look in zip(segments, filters):
+        clip = extract_segment(info, segment, workdir / f"x{segment.name}.mp4")
+        answer = workdir / f"a{segment.name}.mp4"
+        vf = "fps=24" + (f",{look}" if look else "")
+        run_ffmpeg(["-i", str(clip), "-vf", vf, "-c:v", "libx264", "-preset", "ultrafast", "-y", str(answer)])
+        extracted.append(clip)
+        conformed.append(conform_clip(answer, info, segment, workdir / f"c{segment.name}.mp4"))
+    return extracted, conformed
+
+
+@pytest.fixture(scope="module")
+def drifted(shot, tmp_path_factory):
+    """The shot in two segments, the second answer with another cast, conformed and joined as they are."""
+    workdir = tmp_path_factory.mktemp("drifted")
+    info = probe_video(shot)
+    plan = plan_segments(info.frames, info.frame_rate, 2.5)
+    assert [s.first_frame for s in plan.segments] == [0, 60]
+    extracted, conformed = restyle(info, plan.segments, workdir, DRIFTED)
+    joined = join_segments(conformed, info, workdir / "naive.mp4")
+    return {"info": info, "plan": plan, "extracted": extracted, "conformed": conformed, "joined": joined}
+
+
+# ----------------------------------------------------------------- seam metrics
+
+
+def test_seeking_reads_the_same_frames_as_a_full_decode(sample_video):
+    info = probe_video(sample_video)
+    size = (64, 36)
+    raw = run_ffmpeg(
+        ["-i", str(sample_video), "-vf", "scale=64:36:flags=area", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"]
+    )
+    every = np.frombuffer(raw, dtype=np.uint8).reshape(info.frames, -1)
+    for first in (0, 1, 44, 45, 89, 90, 177):
+        frames = read_frames(sample_video, first, 3, frame_rate=info.frame_rate, size=size)
+        assert np.array_equal(frames, every[first : first + 3]), first
+
+
+def test_untouched_video_has_invisible_seams(shot, tmp_path):
+    info = probe_video(shot)
+    plan = plan_segments(info.frames, info.frame_rate, 2.0)
+    _, conformed = restyle(info, plan.segments, tmp_path, [None] * len(plan.segments))
+    joined = join_segments(conformed, info, tmp_path / "joined.mp4")
+    seams = [s.first_frame for s in plan.segments[1:]]
+    metrics = measure_seams(shot, joined, seams)
+    assert [m.frame for m in metrics] == seams == [40, 80]
+    assert all(m.passed and m.ratio <= 1.0 for m in metrics), metrics
+
+
+def test_differently_tinted_halves_show_a_seam(shot, drifted):
+    (metric,) = measure_seams(shot, drifted["joined"], [60], threshold=1.5)
+    assert not metric.passed and metric.ratio > 5
+    assert max(metric.output_jump) > 5 and max(metric.source_jump) < 1
+    assert metric.on_cut is False and metric.threshold == 1.5
+    assert json.loads(metric.model_dump_json())["frame"] == 60
+
+
+def test_a_seam_on_a_cut_is_judged_against_the_source_jump(sample_video):
+    metrics = measure_seams(sample_video, sample_video, [45, 90, 135], on_cut=[True, True, True])
+    assert all(m.on_cut and m.passed and m.ratio == pytest.approx(1.0) for m in metrics)
+    assert all(max(m.source_jump) > 5 for m in metrics)
+
+
+def test_seam_arguments_are_checked(sample_video):
+    assert measure_seams(sample_video, sample_video, []) == []
+    with pytest.raises(InvalidInputError, match="one value per seam"):
+        measure_seams(sample_video, sample_video, [45], on_cut=[True, False])
+    with pytest.raises(InvalidInputError, match="not inside"):
+        measure_seams(sample_video, sample_video, [180])
+
+
+# ----------------------------------------------------------------- contact sheet
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    out = run_ffmpeg(
+        ["-v", "error", "-show_entries", "stream=width,height", "-of", "json", str(path)], program=FFPROBE
+    )
+    stream = json.loads(out)["streams"][0]
+    return stream["width"], stream["height"]
+
+
+def test_contact_sheet_has_the_documented_size_and_marks_each_seam(sample_video, drifted, tmp_path):
+    destination = tmp_path / "sheets" / "seams.png"
+    written = write_contact_sheet(sample_video, sample_video, [45, 90, 135], destination, thumb_width=96)
+    assert written == destination
+    assert png_size(destination) == contact_sheet_size(3, frames_each_side=1, thumb_size=(96, 54)) == (614, 112)
+    pixels = np.frombuffer(
+        run_ffmpeg(["-i", str(destination), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]), dtype=np.uint8
+    ).reshape(112, 614, 3)
+    assert (pixels[:, 96:98] == [255, 0, 0]).all()  # the red mark between frames 44 and 45
+    assert not list(destination.parent.glob(".*partial*"))
+
+    two = write_contact_sheet(drifted["info"].path, drifted["joined"], [60], tmp_path / "two.png", frames_each_side=2)
+    assert png_size(two) == contact_sheet_size(1, frames_each_side=2, thumb_size=(160, 90)) == (646, 184)
+
+
+def test_contact_sheet_of_no_seams_writes_nothing(sample_video, tmp_path):
+    assert write_contact_sheet(sample_video, sample_video, [], tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
+
+
+# ----------------------------------------------------------------- anchoring, pure parts
+
+
+def stats(mean, std) -> YuvStatistics:
+    return YuvStatistics(np.array(mean, dtype=float), np.array(std, dtype=float))
+
+
+def clip(first, last, whole=None, frames=60) -> ClipStatistics:
+    return ClipStatistics(first=first, last=last, whole=whole or first, frames=frames, window=8)
+
+
+def test_fit_anchor_moves_statistics_exactly_and_clips_gains():
+    segment, anchor = stats([100, 120, 140], [40, 10, 10]), stats([110, 125, 130], [44, 11, 9])
+    transfer = fit_anchor(segment, anchor)
+    moved = transfer_statistics(segment, transfer)
+    assert np.allclose(moved.mean, anchor.mean) and np.allclose(moved.std, anchor.std)
+    wild = fit_anchor(stats([100] * 3, [10] * 3), stats([100] * 3, [100, 1, 10]))
+    assert wild.gain == pytest.approx((1.5, 0.67, 1.0))
+    flat = fit_anchor(stats([16, 128, 128], [0, 0, 0]), stats([20, 128, 128], [0.5, 0, 0]))
+    assert flat.gain == (1.0, 1.0, 1.0) and flat.offset == pytest.approx((4.0, 0.0, 0.0))
+
+
+def test_anchor_weights_ramp_from_one_at_in_shot_seams():
+    assert np.allclose(anchor_weights(5, strength=0.5), [0.5] * 5)
+    assert np.allclose(anchor_weights(6, strength=0.5, ramp_frames=2, ramp_start=True), [1, 0.75, 0.5, 0.5, 0.5, 0.5])
+    assert np.allclose(anchor_weights(6, strength=0.5, ramp_frames=2, ramp_end=True), [0.5, 0.5, 0.5, 0.5, 0.75, 1])
+    both = anchor_weights(4, strength=0.0, ramp_frames=4, ramp_start=True, ramp_end=True)
+    assert np.allclose(both, [1, 0.75, 0.75, 1])
+    assert np.allclose(anchor_weights(3, strength=0.2, ramp_frames=0, ramp_start=True), [1, 0.2, 0.2])
+
+
+def test_plan_anchors_matches_an_in_shot_seam_to_the_previous_segment():
+    # Segment 1 came back 12 levels brighter and with a U cast: its transfer takes exactly that out.
+    previous = clip(stats([100, 120, 130], [30, 8, 8]), stats([102, 121, 131], [31, 8, 8]))
+    drifted = clip(stats([114, 126, 131], [31, 8, 8]), stats([113, 126, 131], [31, 8, 8]))
+    steps = plan_anchors([previous, drifted], [False, False], ramp_frames=10)
+    assert steps[0].transfer == IDENTITY and steps[0].reason == "anchor" and steps[0].ramp_end
+    assert steps[1].reason == "seam" and steps[1].ramp_start and not steps[1].ramp_end
+    fixed = transfer_statistics(drifted.first, steps[1].transfer)
+    assert np.allclose(fixed.mean, previous.last.mean) and np.allclose(fixed.std, previous.last.std)
+
+
+def test_plan_anchors_allows_for_the_source_changing_across_the_seam():
+    # The source gets 6 levels brighter across the seam; the answers, drift aside, double contrast.
+    source_last, source_first = stats([100, 128, 128], [20, 5, 5]), stats([106, 128, 128], [20, 5, 5])
+    previous = clip(stats([100, 128, 128], [40, 5, 5]), stats([100, 128, 128], [40, 5, 5]))
+    drifted = clip(stats([130, 128, 128], [40, 5, 5]), stats([130, 128, 128], [40, 5, 5]))
+    sources = [clip(source_last, source_last), clip(source_first, source_first)]
+    steps = plan_anchors([previous, drifted], [False, False], sources)
+    fixed = transfer_statistics(drifted.first, steps[1].transfer)
+    assert fixed.mean[0] == pytest.approx(100 + 2 * 6)
+
+
+def test_plan_anchors_brings_a_new_shot_to_the_first_segments_look():
+    def look(source: YuvStatistics, gain, offset) -> YuvStatistics:
+        return transfer_statistics(source, ColourTransfer(gain=gain, offset=offset))
+
+    style = ((1.1, 0.9, 0.8), (5.0, 10.0, 20.0))
+    sources = [
+        clip(stats([90, 120, 135], [30, 8, 9]), stats([90, 120, 135], [30, 8, 9])),
+        clip(stats([60, 140, 110], [20, 12, 6]), stats([60, 140, 110], [20, 12, 6])),
+    ]
+    outputs = [clip(look(s.first, *style), look(s.last, *style)) for s in sources]
+    # The second answer drifted: brighter and bluer than the style.
+    drift = ColourTransfer(gain=(1.05, 1.0, 1.0), offset=(8.0, 6.0, -3.0))
+    outputs[1] = clip(transfer_statistics(outputs[1].first, drift), transfer_statistics(outputs[1].last, drift))
+    steps = plan_anchors(outputs, [False, True], sources, cut_strength=1.0)
+    assert steps[1].reason == "cut" and not steps[1].ramp_start
+    fixed = transfer_statistics(outputs[1].whole, steps[1].transfer)
+    wanted = look(sources[1].whole, *style)
+    assert np.allclose(fixed.mean, wanted.mean) and np.allclose(fixed.std, wanted.std)
+    # Without the sources a new shot is left as it came.
+    assert plan_anchors(outputs, [False, True])[1].transfer == IDENTITY
+
+
+def test_plan_anchors_can_bring_the_first_segment_to_a_first_frame_image():
+    output = clip(stats([100, 128, 128], [30, 5, 5]), stats([100, 128, 128], [30, 5, 5]))
+    image = stats([110, 120, 140], [33, 6, 5])
+    (step,) = plan_anchors([output], [False], anchor=image, strength=0.8)
+    assert step.reason == "first frame" and step.strength == 0.8
+    assert np.allclose(transfer_statistics(output.first, step.transfer).mean, image.mean)
+
+
+# ----------------------------------------------------------------- anchoring real clips
+
+
+def test_clip_statistics_of_an_image_and_of_clip_ends(first_frame_image, drifted):
+    mean, std = clip_statistics(first_frame_image)
+    # 0xd08030 in BT.601 limited range: Y 138.6, U 81.0, V 168.9.
+    assert mean == pytest.approx([138.6, 81.0, 168.9], abs=1) and std.max() < 1
+    joined = drifted["joined"]
+    first, last = clip_statistics(joined, which="first"), clip_statistics(joined, which="last")
+    whole = clip_statistics(joined, which="all")
+    assert abs(first.mean[0] - last.mean[0]) > 5  # the second half is brighter
+    assert min(first.mean[0], last.mean[0]) < whole.mean[0] < max(first.mean[0], last.mean[0])
+    together = segment_statistics(joined)
+    assert together.frames == 120
+    assert np.allclose(together.first.mean, first.mean) and np.allclose(together.last.mean, last.mean)
+    assert np.allclose(together.whole.mean, whole.mean) and np.allclose(together.whole.std, whole.std)
+    with pytest.raises(InvalidInputError):
+        clip_statistics(joined, which="middle")
+
+
+@pytest.mark.parametrize("with_sources", [False, True])
+def test_anchoring_removes_the_seam_of_a_drifted_answer(shot, drifted, tmp_path, with_sources):
+    info, plan = drifted["info"], drifted["plan"]
+    (before,) = measure_seams(shot, drifted["joined"], [60])
+    assert before.ratio > 1.5
+
+    outputs = [segment_statistics(c) for c in drifted["conformed"]]
+    sources = [segment_statistics(c) for c in drifted["extracted"]] if with_sources else None
+    steps = plan_anchors(outputs, [s.cut_before for s in plan.segments], sources)
+    assert [s.reason for s in steps] == ["anchor", "seam"]
+    anchored = [
+        conformed if step.is_identity else apply_anchor(
+            conformed, tmp_path / f"anchored{step.index}.mp4", step.transfer,
+            strength=step.strength, ramp_frames=step.ramp_frames,
+            ramp_start=step.ramp_start, ramp_end=step.ramp_end,
+        )
+        for conformed, step in zip(drifted["conformed"], steps)
+    ]  # fmt: skip
+    # The anchored clip keeps the conformed clip's frames, rate and MP4 timescale...
+    for original, new in zip(drifted["conformed"], anchored):
+        a, b = probe_video(original), probe_video(new)
+        assert (b.frames, b.frame_rate, b.width, b.height, b.sample_aspect_ratio) == (
+            a.frames, a.frame_rate, a.width, a.height, a.sample_aspect_ratio
+        )
+    # ...so it joins with them by stream copy and decodes cleanly.
+    joined = join_segments(anchored, info, tmp_path / "anchored.mp4")
+    assert probe_video(joined).frames == info.frames
+    assert run_ffmpeg(["-v", "error", "-i", str(joined), "-f", "null", "-"]) == b""
+    assert not list(tmp_path.glob(".*partial*"))
+
+    (after,) = measure_seams(shot, joined, [60])
+    assert after.passed and after.ratio <= 1.5, after
+
+
+def test_apply_anchor_weights_each_frame(drifted, tmp_path):
+    conformed = drifted["conformed"][0]
+    lift = ColourTransfer(gain=(1.0, 1.0, 1.0), offset=(20.0, 0.0, 0.0))
+    out = apply_anchor(conformed, tmp_path / "lifted.mp4", lift, strength=0.0, ramp_frames=20, ramp_start=True)
+    info = probe_video(conformed)
+    size = (160, 90)
+    before = plane_means(read_frames(conformed, 0, 60, frame_rate=info.frame_rate, size=size), size)
+    after = plane_means(read_frames(out, 0, 60, frame_rate=info.frame_rate, size=size), size)
+    lift_y = after[:, 0] - before[:, 0]
+    # Weight 1 on the first frame (+20), 0.5 at frame 10, 0 from frame 20 on; chroma untouched.
+    assert lift_y[0] == pytest.approx(20, abs=1.5)
+    assert lift_y[10] == pytest.approx(10, abs=1.5)
+    assert np.abs(lift_y[20:]).max() < 1.0
+    assert np.abs(after[:, 1:] - before[:, 1:]).max() < 1.0
