@@ -152,14 +152,14 @@ def _plan(args: argparse.Namespace) -> int:
     from prefect_modify_video.flows.modify_video import estimate_cost_usd
     from prefect_modify_video.flows.parameters import BackendSpec
     from prefect_modify_video.media.edit import service_size
-    from prefect_modify_video.media.plan import plan_segments
     from prefect_modify_video.media.probe import probe_video
+    from prefect_modify_video.media.scenes import plan_video
 
     info = probe_video(args.input)
     # Planning makes no request, so it needs no key.
     backend = BackendSpec(name=args.backend).create(api_key="plan-makes-no-request")
     cap = min(args.max_segment_seconds or backend.max_segment_seconds, backend.max_segment_seconds)
-    plan = plan_segments(info.frames, info.frame_rate, cap)
+    plan = plan_video(info, cap)
     width, height = service_size(info, backend.max_dimension)
     estimate = estimate_cost_usd(backend, plan, width, height)
     report = {
@@ -175,7 +175,11 @@ def _plan(args: argparse.Namespace) -> int:
         print(json.dumps(report))
     else:
         for s in plan.segments:
-            print(f"{s.name}  {s.start_s:9.3f}-{s.end_s:9.3f} s  frames {s.first_frame}-{s.end_frame - 1} ({s.frames})")
+            seam = "cut" if s.cut_before else ("start" if s.index == 0 else "in-shot")
+            print(
+                f"{s.name}  {s.start_s:9.3f}-{s.end_s:9.3f} s  frames {s.first_frame}-{s.end_frame - 1} "
+                f"({s.frames})  seam before: {seam}"
+            )
         print(
             f"{len(plan.segments)} segments, {plan.duration_s:.2f} billed seconds at {width}x{height}, "
             f"estimated ${estimate:.2f} on {backend.name}"

@@ -32,7 +32,8 @@ def test_run_prints_json_on_its_last_line(sample_video, tmp_path):
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["output"] == str(out)
-    assert result["segments"] == 3 and result["billed_calls"] == 3  # 6 s strictly under 3 s each
+    # Four 1.5 s shots: two together would be 3 s, not under the 3 s cap, so one segment each.
+    assert result["segments"] == 4 and result["billed_calls"] == 4
     assert result["frames"] == probe_video(sample_video).frames == probe_video(out).frames
     assert result["duration_s"] == pytest.approx(6.0)
     assert audio_md5(out) == audio_md5(sample_video)
@@ -42,7 +43,8 @@ def test_probe_and_plan_print_json(sample_video):
     probed = json.loads(cli("probe", str(sample_video), "--json").stdout)
     assert probed["frames"] == 180 and probed["frame_rate"] == "30/1"
     planned = json.loads(cli("plan", str(sample_video), "--max-segment-seconds", "2.5", "--json").stdout)
-    assert [s["frames"] for s in planned["segments"]] == [60, 60, 60]
+    assert [s["frames"] for s in planned["segments"]] == [45, 45, 45, 45]
+    assert [s["cut_before"] for s in planned["segments"]] == [False, True, True, True]
     assert planned["estimated_cost_usd"] == 0
 
 
@@ -118,7 +120,7 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere(sample_video, tmp_p
     args = ["run", str(sample_video), "--max-segment-seconds", "3", "--store", str(tmp_path / "store")]
     piped = cli(*args, "--output", str(tmp_path / "piped.mp4"))
     assert piped.returncode == 0, piped.stderr[-2000:]
-    assert "progress: 3/3 segments (3 paid, 0 reused, 0 failed)" in piped.stderr
+    assert "progress: 4/4 segments (4 paid, 0 reused, 0 failed)" in piped.stderr
 
     leader, follower = pty.openpty()
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
@@ -139,4 +141,4 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere(sample_video, tmp_p
     assert process.wait(timeout=300) == 0
     text = shown.decode(errors="replace")
     assert "█" in text and "\r[" in text
-    assert "3/3 segments (0 paid, 3 reused, 0 failed)" in text
+    assert "4/4 segments (0 paid, 4 reused, 0 failed)" in text

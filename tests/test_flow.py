@@ -36,7 +36,8 @@ def test_output_matches_the_source_in_everything_but_the_look(sample_video, tmp_
     before = sha256_of_file(sample_video)
     result = modify_video(params(sample_video, tmp_path, store_dir))
     source, out = probe_video(sample_video), probe_video(result.output)
-    assert result.segments == 3 and result.billed_calls == 3 and result.reused_segments == 0
+    # Seams on the sample's three cuts: one 1.5 s shot per segment.
+    assert result.segments == 4 and result.billed_calls == 4 and result.reused_segments == 0
     assert out.frames == source.frames == result.frames
     assert out.frame_rate == source.frame_rate
     assert (out.width, out.height) == (source.width, source.height)
@@ -45,23 +46,27 @@ def test_output_matches_the_source_in_everything_but_the_look(sample_video, tmp_
     assert saturation(read_frames(result.output)) < 3 < 40 < saturation(read_frames(sample_video))
     assert sha256_of_file(sample_video) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "work files left behind"
-    assert {"modify-video-segments", "modify-video-summary", "modify-video-progress"} <= asyncio.run(_artifact_keys())
+    assert {
+        "modify-video-segments", "modify-video-summary", "modify-video-progress", "modify-video-seams"
+    } <= asyncio.run(_artifact_keys())
+    sheet = tmp_path / "out.seams.png"
+    assert sheet.is_file() and sheet.stat().st_size > 1000  # the seam contact sheet, beside the output
 
 
 def test_a_second_run_pays_for_nothing(sample_video, tmp_path, store_dir):
     first = modify_video(params(sample_video, tmp_path, store_dir, output=str(tmp_path / "a.mp4")))
     second = modify_video(params(sample_video, tmp_path, store_dir, output=str(tmp_path / "b.mp4")))
-    assert first.billed_calls == 3
-    assert second.billed_calls == 0 and second.reused_segments == 3
+    assert first.billed_calls == 4
+    assert second.billed_calls == 0 and second.reused_segments == 4
     assert probe_video(second.output).frames == probe_video(sample_video).frames
     refreshed = modify_video(params(sample_video, tmp_path, store_dir, output=str(tmp_path / "c.mp4"), refresh=True))
-    assert refreshed.billed_calls == 3
+    assert refreshed.billed_calls == 4
 
 
 def test_another_prompt_is_another_paid_call(sample_video, tmp_path, store_dir):
     modify_video(params(sample_video, tmp_path, store_dir, output=str(tmp_path / "a.mp4")))
     other = modify_video(params(sample_video, tmp_path, store_dir, output=str(tmp_path / "b.mp4"), prompt="warm"))
-    assert other.billed_calls == 3
+    assert other.billed_calls == 4
 
 
 def test_first_frame_colour_transfer_through_the_flow(sample_video, tmp_path, store_dir, first_frame_image):

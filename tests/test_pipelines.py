@@ -63,7 +63,7 @@ def test_a_preset_fills_what_the_run_did_not_set(sample_video, tmp_path):
             source=str(sample_video), preset="test-noir", output=str(tmp_path / "a.mp4"), store_dir=str(tmp_path / "s")
         )
     )
-    assert result.segments == 3  # the preset's 3 s cap on a 6 s video
+    assert result.segments == 4  # the preset's 3 s cap: the four 1.5 s shots cannot pair under it
     assert saturation(read_frames(result.output)) < 3
     overridden = modify_video(
         ModifyVideoParameters(

@@ -32,6 +32,7 @@ from prefect_modify_video.sources import (
     is_remote,
     location_name,
     parse_block_reference,
+    sibling_location,
 )
 from prefect_modify_video.store import ResultStore
 from prefect_modify_video.tasks import (
@@ -43,6 +44,7 @@ from prefect_modify_video.tasks import (
     probe_source_video,
     report_modify_video_run,
 )
+from prefect_modify_video.tasks.seams import anchor_segment_colours, report_video_seams
 from prefect_modify_video.tasks.modify import ModifiedSegment, ModifySettings
 
 
@@ -234,7 +236,7 @@ def _modify_fetched_video(
             retry_delay_seconds=exponential_backoff(params.retry_delay_seconds) if params.retry_delay_seconds else 0,
         )
         estimates = {s.index: backend.estimate_cost_usd(s.duration_s, width, height) for s in plan.segments}
-        rows, conformed, failures = _run_segments(
+        rows, extracted, conformed, failures = _run_segments(
             plan, info, settings, backend.max_dimension, backend.max_upload_bytes, concurrency, progress_id,
             modify_task, estimates,
         )
@@ -255,9 +257,23 @@ def _modify_fetched_video(
                 f"{len(plan.segments) - len(failures)} are stored and a re-run sends only these:\n"
                 + "\n".join(failures)
             )
+        anchor = params.anchor_colours if params.anchor_colours is not None else backend.name != "local"
+        if anchor and len(plan.segments) > 1:
+            conformed = anchor_segment_colours(plan, info, extracted, conformed, str(work_dir))
         join_video_segments([conformed[i] for i in sorted(conformed)], info, str(output))
+        sheet_path = output.with_name(f"{output.stem}.seams.png")
+        seams, sheet = report_video_seams(source, str(output), plan, str(sheet_path), params.seam_threshold)
         location = deliver_output(output, destination) if is_remote(destination) else str(output)
-        summary.update(output=location, seconds=time.monotonic() - started)
+        if sheet and is_remote(destination):
+            sheet = deliver_output(Path(sheet), sibling_location(destination, sheet_path.name))
+        summary.update(
+            output=location,
+            seconds=time.monotonic() - started,
+            contact_sheet=sheet,
+            seams_flagged=[m.frame for m in seams if not m.passed],
+            seams=len(seams),
+            anchored=anchor,
+        )
         report_modify_video_run(plan, rows, summary, failures)
         logger.info("output written to %s", location)
         return ModifyVideoResult(
@@ -287,6 +303,7 @@ def _run_segments(
     """
     rows: dict[int, dict] = {}
     conformed: dict[int, str] = {}
+    extracted_clips: dict[int, str] = {}
     failures: list[str] = []
     with ThreadPoolTaskRunner(max_workers=concurrency + (os.cpu_count() or 2)) as runner:
         final_futures = {}
@@ -314,13 +331,14 @@ def _run_segments(
                 conform_modified_segment,
                 parameters={"modified": modified, "info": info, "segment": segment, "work_dir": settings.work_dir},
             )
-            final_futures[final] = (segment, modified)
+            final_futures[final] = (segment, extracted, modified)
         progress = SegmentProgress(total=len(plan.segments))
         for future in as_completed(list(final_futures)):
-            segment, modified = final_futures[future]
+            segment, extracted, modified = final_futures[future]
             try:
                 result: ModifiedSegment = modified.result()
                 conformed[segment.index] = str(future.result())
+                extracted_clips[segment.index] = str(extracted.result())
                 rows[segment.index] = {**result.model_dump(), "state": "done"}
                 progress.record(paid=result.paid)
             except Exception as error:  # noqa: BLE001 - each failure is reported in the flow's error
@@ -333,4 +351,4 @@ def _run_segments(
     failures.sort()
     if any("InsufficientCreditsError" in line for line in failures):
         failures.insert(0, "the account ran out of credits: add credits, then re-run the same parameters")
-    return list(rows.values()), conformed, failures
+    return list(rows.values()), extracted_clips, conformed, failures

@@ -122,6 +122,14 @@ class ModifyVideoParameters(BaseModel):
         title="Budget (USD)",
         description="Refuse to start when the estimate is above it, and send no call that would pass it.",
     )
+    anchor_colours: bool | None = Field(
+        default=None,
+        title="Anchor colours across segments",
+        description="Correct each answer's colour drift toward its neighbours; on for services, off for the local backend when empty.",
+    )
+    seam_threshold: float = Field(
+        default=1.5, gt=0, description="A seam whose jump is above this many times the source's own is flagged."
+    )
     segment_retries: int = Field(
         default=3, ge=0, le=10, description="Tries after the first for a segment that failed with a retryable error."
     )

@@ -51,6 +51,7 @@ import numpy as np
 
 from prefect_modify_video.errors import FfmpegError, InvalidInputError
 from prefect_modify_video.media.ffmpeg import FFMPEG
+from prefect_modify_video.media.probe import VideoInfo
 from prefect_modify_video.media.plan import MIN_SEGMENT_SECONDS, Segment, SegmentPlan, max_frames_under
 
 # Defaults of the adaptive cut rule; see the module docstring for the margins they leave.
@@ -427,3 +428,18 @@ def plan_segments_on_cuts(
         max_segment_seconds=max_segment_seconds,
         segments=segments,
     )
+
+
+def plan_video(info: VideoInfo, max_segment_seconds: float) -> SegmentPlan:
+    """Plans a probed video's segments with seams on its shot cuts first (one small decode).
+
+    Args:
+        info: The probed source.
+        max_segment_seconds: The cap every segment stays strictly under.
+
+    Returns:
+        The plan; ``cut_before`` marks the seams that fall on a cut.
+    """
+    differences = frame_differences(info.path, frame_rate=info.frame_rate)
+    cuts = cuts_from_differences(differences)
+    return plan_segments_on_cuts(info.frames, info.frame_rate, max_segment_seconds, cuts, differences)

@@ -12,7 +12,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from prefect_modify_video.media.edit import conform_clip, extract_segment, join_segments
-from prefect_modify_video.media.plan import Segment, SegmentPlan, plan_segments
+from prefect_modify_video.media.plan import Segment, SegmentPlan
+from prefect_modify_video.media.scenes import plan_video
 from prefect_modify_video.media.probe import VideoInfo, probe_video
 from prefect_modify_video.tasks.modify import ModifiedSegment
 
@@ -40,9 +41,13 @@ def probe_source_video(source: str) -> VideoInfo:
     return probe_video(source)
 
 
-@task(name="plan-segments", description="Splits the video into segments under the service's cap.", cache_policy=NO_CACHE)
+@task(
+    name="plan-segments",
+    description="Splits the video into segments under the service's cap, with seams on shot cuts first.",
+    cache_policy=NO_CACHE,
+)
 def plan_video_segments(info: VideoInfo, max_segment_seconds: float) -> SegmentPlan:
-    """Plans the segments of a probed video.
+    """Plans the segments of a probed video: whole shots packed under the cap, long shots split at low motion.
 
     Args:
         info: The probed source.
@@ -51,7 +56,7 @@ def plan_video_segments(info: VideoInfo, max_segment_seconds: float) -> SegmentP
     Returns:
         The segment plan.
     """
-    return plan_segments(info.frames, info.frame_rate, max_segment_seconds)
+    return plan_video(info, max_segment_seconds)
 
 
 @task(

@@ -46,6 +46,14 @@ def report_modify_video_run(plan: SegmentPlan, rows: list[dict], summary: dict, 
         + (f", credits left: {summary['remaining_credits']}" if summary.get("remaining_credits") is not None else ""),
         f"- **Took**: {summary['seconds']:.1f} s",
     ]
+    if summary.get("seams"):
+        flagged = summary.get("seams_flagged") or []
+        lines.append(
+            f"- **Seams**: {summary['seams']}, colours anchored: {'yes' if summary.get('anchored') else 'no'}; "
+            + (f"**{len(flagged)} above the threshold** at frames {flagged}" if flagged else "all within the threshold")
+        )
+        if summary.get("contact_sheet"):
+            lines.append(f"- **Seam contact sheet**: `{summary['contact_sheet']}` (source above, output below)")
     if failures:
         lines += ["", "## Segments that failed", "", *[f"- {line}" for line in failures],
                   "", "Re-run the same parameters: only these segments are sent again."]
