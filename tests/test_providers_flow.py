@@ -6,6 +6,8 @@ class and message when a segment fails for good, and how many calls were billed.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from conftest import audio_md5, read_frames
@@ -184,3 +186,21 @@ def test_luma_without_an_upload_store_is_refused_before_any_work(short_video, tm
     with pytest.raises(InvalidInputError, match="upload_url"):
         run(short_video, tmp_path, server, "luma", spec={"upload_url": None})
     assert server.stats("luma").calls == 0
+
+
+def test_anchoring_hides_a_drifting_service_at_in_shot_seams(tmp_path, server):
+    # One 6 s shot under a 2.5 s cap: three segments, two seams inside the shot.
+    source = make_sample_video(tmp_path / "shot.mp4", seconds=6, width=320, height=180, fps=30, scenes=1)
+    server.drift, server.drift_seed = 1.0, 3
+    try:
+        raw = run(source, tmp_path, server, "fal", output=str(tmp_path / "raw.mp4"), anchor_colours=False)
+        anchored = run(source, tmp_path, server, "fal", output=str(tmp_path / "anchored.mp4"), anchor_colours=True)
+    finally:
+        server.drift = 0.0
+    assert raw.segments == anchored.segments == 3
+    assert anchored.billed_calls == 0  # the second run reuses the stored answers: same drift, corrected
+    assert raw.worst_seam_ratio > 1.5
+    assert anchored.worst_seam_ratio <= 1.5
+    assert anchored.seams_flagged == [] and raw.seams_flagged
+    assert Path(anchored.contact_sheet).is_file()
+    assert_same_shape_and_sound(anchored.output, source)

@@ -58,6 +58,11 @@ class ModifyVideoResult(BaseModel):
     billed_calls: int = Field(description="Paid calls made by this run.")
     reused_segments: int = Field(description="Segments found in the store, not paid again.")
     cost_usd: float = Field(description="Cost of this run's paid calls, as the service reported or estimated.")
+    worst_seam_ratio: float | None = Field(
+        default=None, description="Largest seam jump as a multiple of the source's own (None: one segment)."
+    )
+    seams_flagged: list[int] = Field(default_factory=list, description="Frames of the seams above the threshold.")
+    contact_sheet: str | None = Field(default=None, description="Picture of every seam, source above output.")
     seconds: float = Field(description="Wall time of the run.")
 
 
@@ -285,6 +290,9 @@ def _modify_fetched_video(
             reused_segments=summary["reused"],
             cost_usd=cost,
             seconds=summary["seconds"],
+            worst_seam_ratio=max((m.ratio for m in seams), default=None),
+            seams_flagged=summary["seams_flagged"],
+            contact_sheet=sheet,
         )
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
