@@ -43,6 +43,10 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--concurrency", type=int, help="segments in flight at once")
         command.add_argument("--store", help="folder of stored paid results (default: under PREFECT_HOME)")
         command.add_argument("--max-cost-usd", type=float, help="budget: refuse or stop before passing it")
+        command.add_argument(
+            "--anchor-colours", action=argparse.BooleanOptionalAction, default=None,
+            help="correct colour drift between segments (default: on for services, off for local)",
+        )
         command.add_argument("--refresh", action="store_true", help="pay again instead of reusing stored results")
         command.add_argument("--json", action="store_true", help="print the result as one JSON line at the end")
 
@@ -101,6 +105,7 @@ def _parameters(args: argparse.Namespace):
         "store_dir": args.store,
         "refresh": args.refresh or None,
         "max_cost_usd": args.max_cost_usd,
+        "anchor_colours": args.anchor_colours,
     }
     return ModifyVideoParameters(**{k: v for k, v in given.items() if v is not None})
 
