@@ -154,7 +154,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from prefect_modify_video.flows.modify_video import estimate_cost_usd
+    from prefect_modify_video.flows.modify_video import segment_cost_estimates
     from prefect_modify_video.flows.parameters import BackendSpec
     from prefect_modify_video.media.edit import service_size
     from prefect_modify_video.media.probe import probe_video
@@ -166,7 +166,7 @@ def _plan(args: argparse.Namespace) -> int:
     cap = min(args.max_segment_seconds or backend.max_segment_seconds, backend.max_segment_seconds)
     plan = plan_video(info, cap)
     width, height = service_size(info, backend.max_dimension)
-    estimate = estimate_cost_usd(backend, plan, width, height)
+    estimate = sum(segment_cost_estimates(backend, plan, width, height).values())
     report = {
         "backend": backend.name,
         "segments": [s.model_dump() for s in plan.segments],

@@ -136,9 +136,9 @@ def check_inputs(params: ModifyVideoParameters) -> None:
     create_checked_backend(params)
 
 
-def estimate_cost_usd(backend: ModifyBackend, plan: SegmentPlan, width: int, height: int) -> float:
-    """The backend's list price for every segment of the plan, each billed as one call."""
-    return sum(backend.estimate_cost_usd(s.duration_s, width, height) for s in plan.segments)
+def segment_cost_estimates(backend: ModifyBackend, plan: SegmentPlan, width: int, height: int) -> dict[int, float]:
+    """The backend's list price of each segment of the plan (each is billed as one call), by index."""
+    return {s.index: backend.estimate_cost_usd(s.duration_s, width, height) for s in plan.segments}
 
 
 def _reference_frame(source: str, work_dir: Path) -> Path:
@@ -174,7 +174,6 @@ def modify_video(params: ModifyVideoParameters) -> ModifyVideoResult:
         print(result.output)
         ```
     """
-    logger = get_run_logger()
     started = time.monotonic()
     params = apply_preset(params)
     destination = params.resolved_output()
@@ -203,7 +202,8 @@ def _modify_fetched_video(
     concurrency = params.concurrency or backend.max_concurrency
     plan = plan_video_segments(info, cap)
     width, height = service_size(info, backend.max_dimension)
-    estimate = estimate_cost_usd(backend, plan, width, height)
+    estimates = segment_cost_estimates(backend, plan, width, height)
+    estimate = sum(estimates.values())
     logger.info(
         "%s: %d frames at %s fps -> %d segments under %.1f s, %dx%d to %s, estimated $%.2f",
         source, info.frames, info.frame_rate, len(plan.segments), cap, width, height, backend.name, estimate,
@@ -240,7 +240,6 @@ def _modify_fetched_video(
             retries=params.segment_retries,
             retry_delay_seconds=exponential_backoff(params.retry_delay_seconds) if params.retry_delay_seconds else 0,
         )
-        estimates = {s.index: backend.estimate_cost_usd(s.duration_s, width, height) for s in plan.segments}
         rows, extracted, conformed, failures = _run_segments(
             plan, info, settings, backend.max_dimension, backend.max_upload_bytes, concurrency, progress_id,
             modify_task, estimates,

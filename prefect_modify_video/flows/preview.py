@@ -41,7 +41,7 @@ from prefect.logging import get_run_logger
 from pydantic import BaseModel, Field, field_validator
 
 from prefect_modify_video.errors import InvalidInputError, ModifyVideoError
-from prefect_modify_video.flows.modify_video import create_checked_backend, estimate_cost_usd
+from prefect_modify_video.flows.modify_video import create_checked_backend, segment_cost_estimates
 from prefect_modify_video.flows.parameters import BackendSpec, ModifyVideoParameters
 from prefect_modify_video.media.edit import conform_clip, service_size
 from prefect_modify_video.media.ffmpeg import atomic_destination, run_ffmpeg, sha256_of_file
@@ -379,7 +379,7 @@ def preview_modes(params: PreviewParameters) -> PreviewResult:
         segment, reusable = choose_excerpt(info, plan, params.start_s, params.end_s, cap)
         width, height = service_size(info, backend.max_dimension)
         call_estimate = backend.estimate_cost_usd(segment.duration_s, width, height)
-        full_estimate = estimate_cost_usd(backend, plan, width, height)
+        full_estimate = sum(segment_cost_estimates(backend, plan, width, height).values())
         first_estimate = backend.estimate_cost_usd(plan.segments[0].duration_s, width, height)
         logger.info(
             "excerpt %.3f-%.3f s (%d frames)%s; %d modes at about $%.2f each",
