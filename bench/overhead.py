@@ -1,7 +1,7 @@
 """How much media work the pipeline adds around the paid calls, against one plain transcode.
 
 On a 60 s 1280x720 30 fps source (made if missing), times the pipeline's own media work
-(probe, plan, extract, conform, join; the backend excluded: each extracted clip stands in
+(probe, plan with its cut detection, extract, conform, join; the backend excluded: each extracted clip stands in
 for the service's answer) and one plain ``ffmpeg -i src -c:v libx264`` transcode of the same
 source, in one run, and prints the ratio on its last line.
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from prefect_modify_video.media.edit import conform_clip, extract_segment, join_segments
 from prefect_modify_video.media.ffmpeg import run_ffmpeg
-from prefect_modify_video.media.plan import plan_segments
+from prefect_modify_video.media.scenes import plan_video
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.media.sample import make_sample_video
 
@@ -25,7 +25,7 @@ from prefect_modify_video.media.sample import make_sample_video
 def pipeline_media_work(source: Path, work: Path, segment_seconds: float) -> float:
     started = time.perf_counter()
     info = probe_video(source)
-    plan = plan_segments(info.frames, info.frame_rate, segment_seconds)
+    plan = plan_video(info, segment_seconds)
     conformed = []
     for segment in plan.segments:
         clip = extract_segment(info, segment, work / f"x{segment.name}.mp4")
