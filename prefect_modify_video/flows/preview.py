@@ -44,7 +44,7 @@ from prefect_modify_video.errors import InvalidInputError, ModifyVideoError
 from prefect_modify_video.flows.modify_video import create_checked_backend, segment_cost_estimates
 from prefect_modify_video.flows.parameters import BackendSpec, ModifyVideoParameters
 from prefect_modify_video.media.edit import conform_clip, service_size
-from prefect_modify_video.media.ffmpeg import atomic_destination, run_ffmpeg, sha256_of_file
+from prefect_modify_video.media.ffmpeg import atomic_destination, run_ffmpeg, sha256_of_file, write_with_ffmpeg
 from prefect_modify_video.media.plan import MIN_SEGMENT_SECONDS, Segment, SegmentPlan, max_frames_under
 from prefect_modify_video.media.probe import VideoInfo, check_image
 from prefect_modify_video.providers.base import Mode
@@ -264,14 +264,7 @@ def write_contact_sheet(clips: list[Path], labels: list[str], frame: int, tile: 
         for i, label in enumerate(labels)
     ]
     graph = ";".join(chains) + ";" + "".join(f"[t{i}]" for i in range(len(clips))) + f"hstack=inputs={len(clips)}[out]"
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = atomic_destination(destination)
-    try:
-        run_ffmpeg([*args, "-filter_complex", graph, "-map", "[out]", "-frames:v", "1", "-y", str(partial)])
-        os.replace(partial, destination)
-    finally:
-        partial.unlink(missing_ok=True)
-    return destination
+    return write_with_ffmpeg([*args, "-filter_complex", graph, "-map", "[out]", "-frames:v", "1"], destination)
 
 
 def grid_shape(tiles: int) -> tuple[int, int]:
@@ -304,14 +297,7 @@ def write_grid_video(clips: list[Path], labels: list[str], info: VideoInfo, segm
         "-r", info.frame_rate, "-frames:v", str(segment.frames),
         "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", "-movflags", "+faststart",
     ]
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = atomic_destination(destination)
-    try:
-        run_ffmpeg([*args, "-y", str(partial)])
-        os.replace(partial, destination)
-    finally:
-        partial.unlink(missing_ok=True)
-    return destination
+    return write_with_ffmpeg(args, destination)
 
 
 def _destination(params: PreviewParameters, name: str) -> str:

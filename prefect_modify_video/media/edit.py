@@ -13,7 +13,7 @@ from pathlib import Path
 import ffmpeg
 
 from prefect_modify_video.errors import ClipValidationError, InvalidInputError
-from prefect_modify_video.media.ffmpeg import atomic_destination, run_ffmpeg
+from prefect_modify_video.media.ffmpeg import atomic_destination, write_with_ffmpeg
 from prefect_modify_video.media.plan import Segment
 from prefect_modify_video.media.probe import VideoInfo, probe_video
 
@@ -30,17 +30,6 @@ CONFORM_VERSION = "1"
 MP4_AUDIO_CODECS = {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac", "mp2", "mp1"}
 MP4_EXTENSIONS = {".mp4", ".m4v"}
 OUTPUT_EXTENSIONS = MP4_EXTENSIONS | {".mov", ".mkv"}
-
-
-def _write(stream_args: list[str], destination: Path) -> Path:
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = atomic_destination(destination)
-    try:
-        run_ffmpeg([*stream_args, "-y", str(partial)])
-        os.replace(partial, destination)
-    finally:
-        partial.unlink(missing_ok=True)
-    return destination
 
 
 def _even(value: float) -> int:
@@ -112,7 +101,7 @@ def extract_segment(
             **{"frames:v": segment.frames, "movflags": "+faststart"},
             **{**EXTRACT_ENCODE, "crf": crf},
         ).get_args()
-        _write(args[:-1], destination)
+        write_with_ffmpeg(args[:-1], destination)
         if max_bytes is None or destination.stat().st_size <= max_bytes:
             return destination
     size = destination.stat().st_size
@@ -154,7 +143,7 @@ def conform_clip(clip: Path, info: VideoInfo, segment: Segment, destination: Pat
         **{"frames:v": segment.frames},
         **CONFORM_ENCODE,
     ).get_args()
-    return _write(args[:-1], destination)
+    return write_with_ffmpeg(args[:-1], destination)
 
 
 def check_output_path(info: VideoInfo, output: Path) -> None:
@@ -217,7 +206,7 @@ def join_segments(clips: list[Path], info: VideoInfo, destination: Path) -> Path
     if destination.suffix.lower() in MP4_EXTENSIONS | {".mov"}:
         args += ["-movflags", "+faststart"]
     try:
-        return _write(args, destination)
+        return write_with_ffmpeg(args, destination)
     finally:
         concat_list.unlink(missing_ok=True)
 

@@ -69,3 +69,21 @@ def atomic_destination(destination: Path) -> Path:
     a half-written file under the final name.
     """
     return destination.with_name(f".{destination.stem}.{uuid.uuid4().hex[:8]}.partial{destination.suffix}")
+
+
+def write_with_ffmpeg(args: list[str], destination: Path) -> Path:
+    """Runs ffmpeg with ``args`` writing to a temporary file beside ``destination``, then renames it.
+
+    A crash or an error never leaves a half-written file under the final name.
+
+    Returns:
+        ``destination``.
+    """
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = atomic_destination(destination)
+    try:
+        run_ffmpeg([*args, "-y", str(partial)])
+        os.replace(partial, destination)
+    finally:
+        partial.unlink(missing_ok=True)
+    return destination

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from prefect_modify_video.errors import InvalidInputError
-from prefect_modify_video.media.ffmpeg import atomic_destination, require_ffmpeg, run_ffmpeg
+from prefect_modify_video.media.ffmpeg import require_ffmpeg, write_with_ffmpeg
 
 
 def sample_scene_sources(width: int, height: int, fps: int) -> list[str]:
@@ -67,14 +66,8 @@ def make_sample_video(
     args += ["-filter_complex", filter_graph, "-map", "[v]"]
     if audio:
         args += ["-map", f"{scenes}:a", "-c:a", "aac", "-b:a", "128k"]
-    partial = atomic_destination(destination)
     args += [
         "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-r", str(fps),
-        "-frames:v", str(total_frames), "-movflags", "+faststart", "-y", str(partial),
+        "-frames:v", str(total_frames), "-movflags", "+faststart",
     ]
-    try:
-        run_ffmpeg(args)
-        os.replace(partial, destination)
-    finally:
-        partial.unlink(missing_ok=True)
-    return destination
+    return write_with_ffmpeg(args, destination)

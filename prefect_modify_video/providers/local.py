@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from prefect_modify_video.media.edit import LOCAL_ENCODE
-from prefect_modify_video.media.ffmpeg import atomic_destination, run_ffmpeg
+from prefect_modify_video.media.ffmpeg import write_with_ffmpeg
 from prefect_modify_video.media.looks import (
     LOOKS,
     MODE_STRENGTH,
@@ -80,16 +80,10 @@ class LocalBackend(ModifyBackend):
         choice = choose_looks(request.prompt)
         strength = MODE_STRENGTH[request.mode]
         chain = build_look_filter(choice.looks, strength, self.transfer_for(request.first_frame))
-        partial = atomic_destination(destination)
         args = ["-i", str(request.clip), "-map", "0:v:0", "-vf", chain, "-an"]
         for key, value in LOCAL_ENCODE.items():
             args += [f"-{key}", str(value)]
-        try:
-            run_ffmpeg([*args, "-y", str(partial)])
-            os.replace(partial, destination)
-        finally:
-            partial.unlink(missing_ok=True)
-        return destination
+        return write_with_ffmpeg(args, destination)
 
     async def submit(self, request: ModifyRequest, workdir: Path) -> ModifyJob:
         """Restyles the clip at once and returns a completed job."""
