@@ -13,13 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from prefect_modify_video.errors import InvalidInputError, ProviderServerError
+from prefect_modify_video.errors import InvalidInputError
 from prefect_modify_video.providers.base import JobState, ModifyJob, ModifyRequest
 from prefect_modify_video.providers.http import (
     HttpModifyBackend,
     describe_body,
     failure_error,
-    request_id_of,
 )
 
 FAL_BASE_URL = "https://queue.fal.run"
@@ -100,14 +99,7 @@ class FalBackend(HttpModifyBackend):
             "POST", self.endpoint, what="submit", idempotent=False, json=body
         )
         data = self._json(response, what="submit")
-        job_id = data.get("request_id") if isinstance(data, dict) else None
-        if not job_id:
-            raise ProviderServerError(
-                f"submit: the answer has no request_id: {describe_body(response)}",
-                provider=self.name,
-                status_code=response.status_code,
-                request_id=request_id_of(response),
-            )
+        job_id = self._created_id(response, data, "request_id")
         extra = {
             key: data[key]
             for key in ("status_url", "response_url", "cancel_url")

@@ -669,6 +669,22 @@ class HttpModifyBackend(ModifyBackend):
         """The header carrying the API key."""
         raise NotImplementedError
 
+    def _created_id(self, response: httpx.Response, data: Any, key: str) -> str:
+        """The id a create answer gives under ``key``.
+
+        Raises:
+            ProviderServerError: the answer has none (so the job cannot be polled).
+        """
+        job_id = data.get(key) if isinstance(data, dict) else None
+        if not job_id:
+            raise ProviderServerError(
+                f"submit: the answer has no {key}: {describe_body(response)}",
+                provider=self.name,
+                status_code=response.status_code,
+                request_id=request_id_of(response),
+            )
+        return str(job_id)
+
     # ------------------------------------------------------------------ the chokepoint
 
     async def _send_once(

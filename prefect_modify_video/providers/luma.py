@@ -214,17 +214,10 @@ class LumaBackend(HttpModifyBackend):
             "POST", f"{LUMA_API}/generations/video/modify", what="submit", idempotent=False, json=body
         )
         generation = self._json(response, what="submit")
-        if not isinstance(generation, dict) or not generation.get("id"):
-            raise ProviderServerError(
-                f"submit: the answer has no generation id: {describe_body(response)}",
-                provider=self.name,
-                status_code=response.status_code,
-                request_id=request_id_of(response),
-            )
         job = ModifyJob(
             provider=self.name,
             state=JobState.QUEUED,
-            job_id=str(generation["id"]),
+            job_id=self._created_id(response, generation, "id"),
             request_id=request_id_of(response),
         )
         return self._from_generation(job, generation)

@@ -17,11 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from prefect_modify_video.errors import ProviderServerError
 from prefect_modify_video.providers.base import JobState, ModifyJob, ModifyRequest
 from prefect_modify_video.providers.http import (
     HttpModifyBackend,
-    describe_body,
     failure_error,
     request_id_of,
 )
@@ -99,17 +97,10 @@ class ReplicateBackend(HttpModifyBackend):
             json={"input": inputs},
         )
         prediction = self._json(response, what="submit")
-        if not isinstance(prediction, dict) or not prediction.get("id"):
-            raise ProviderServerError(
-                f"submit: the answer has no prediction id: {describe_body(response)}",
-                provider=self.name,
-                status_code=response.status_code,
-                request_id=request_id_of(response),
-            )
         job = ModifyJob(
             provider=self.name,
             state=JobState.QUEUED,
-            job_id=str(prediction["id"]),
+            job_id=self._created_id(response, prediction, "id"),
             request_id=request_id_of(response),
         )
         return self._from_prediction(job, prediction)

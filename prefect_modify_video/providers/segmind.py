@@ -25,7 +25,6 @@ from typing import Any, ClassVar
 
 import httpx
 
-from prefect_modify_video.errors import ProviderServerError
 from prefect_modify_video.providers.base import JobState, ModifyJob, ModifyRequest
 from prefect_modify_video.providers.http import (
     HttpModifyBackend,
@@ -233,14 +232,7 @@ class SegmindAsyncBackend(_SegmindBase):
             "POST", "/v2/modify-video", what="submit", idempotent=False, **body
         )
         data = self._json(response, what="submit")
-        job_id = data.get("request_id") if isinstance(data, dict) else None
-        if not job_id:
-            raise ProviderServerError(
-                f"submit: the answer has no request_id: {describe_body(response)}",
-                provider=self.name,
-                status_code=response.status_code,
-                request_id=request_id_of(response),
-            )
+        job_id = self._created_id(response, data, "request_id")
         extra = {
             key: data[key]
             for key in ("status_url", "response_url", "poll_url")
