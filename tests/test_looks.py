@@ -63,18 +63,18 @@ def test_each_look_moves_pixels_its_way(sample_video, tmp_path, prompt, check):
     assert check(restyle(sample_video, tmp_path, prompt, "reimagine_3"), source)
 
 
-def test_colour_transfer_moves_toward_the_first_frame(sample_video, tmp_path, first_frame_image, media_dir):
+def test_colour_transfer_moves_toward_the_first_frame(sample_video, tmp_path, first_frame_image):
     from prefect_modify_video.media.ffmpeg import run_ffmpeg
 
     reference = tmp_path / "reference.png"
     run_ffmpeg(["-i", str(sample_video), "-frames:v", "1", "-y", str(reference)])
     target = read_frames(first_frame_image).mean(axis=(0, 1, 2))
-    source = read_frames(sample_video).mean(axis=(0, 1, 2))
-    # "grade" names no look the transfer could be confused with; the default look is mild at adhere_1.
-    result = restyle(
-        sample_video, tmp_path, "grade", "reimagine_3", first_frame=first_frame_image, reference_frame=reference
+    # The same prompt and mode with and without the first frame: only the transfer differs.
+    without = restyle(sample_video, tmp_path / "without", "grade", "flex_2").mean(axis=(0, 1, 2))
+    with_transfer = restyle(
+        sample_video, tmp_path / "with", "grade", "flex_2", first_frame=first_frame_image, reference_frame=reference
     ).mean(axis=(0, 1, 2))
-    assert np.abs(result - target).sum() < 0.6 * np.abs(source - target).sum()
+    assert np.abs(with_transfer - target).sum() < 0.6 * np.abs(without - target).sum()
 
 
 def test_local_backend_warns_about_unknown_words():

@@ -14,7 +14,7 @@ def sample_scene_sources(width: int, height: int, fps: int) -> list[str]:
     return [
         f"testsrc2=size={size}:rate={fps}",
         f"smptehdbars=size={size}:rate={fps},hue=h=t*24",
-        f"gradients=size={size}:rate={fps}:speed=0.03:c0=0x2050d0:c1=0xd08020:c2=0x20a040:nb_colors=3",
+        f"gradients=size={size}:rate={fps}:speed=0.03:c0=0x2050d0:c1=0xd08020:c2=0x20a040:nb_colors=3:seed=1",
         f"testsrc=size={size}:rate={fps},hue=s=0.6",
     ]
 
