@@ -47,6 +47,14 @@ def _parser() -> argparse.ArgumentParser:
             "--anchor-colours", action=argparse.BooleanOptionalAction, default=None,
             help="correct colour drift between segments (default: on for services, off for local)",
         )
+        command.add_argument(
+            "--overlap-frames", type=int,
+            help="frames sent with both segments of an in-shot seam and cross-blended (default: 12, local 0)",
+        )
+        command.add_argument(
+            "--sequential", action="store_true",
+            help="continuity over speed: an in-shot segment waits for the previous one and starts from its answer",
+        )
         command.add_argument("--refresh", action="store_true", help="pay again instead of reusing stored results")
         command.add_argument("--json", action="store_true", help="print the result as one JSON line at the end")
 
@@ -74,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("input")
     plan.add_argument("--backend", default="local")
     plan.add_argument("--max-segment-seconds", type=float)
+    plan.add_argument(
+        "--overlap-frames", type=int, help="frames shared at each in-shot seam (default: 12, local 0)"
+    )
     plan.add_argument("--json", action="store_true")
 
     fake = commands.add_parser("fake-server", help="serve the fake provider APIs on 127.0.0.1 (for tests and demos)")
@@ -106,6 +117,8 @@ def _parameters(args: argparse.Namespace):
         "refresh": args.refresh or None,
         "max_cost_usd": args.max_cost_usd,
         "anchor_colours": args.anchor_colours,
+        "overlap_frames": args.overlap_frames,
+        "sequential": args.sequential or None,
     }
     return ModifyVideoParameters(**{k: v for k, v in given.items() if v is not None})
 
@@ -155,7 +168,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace) -> int:
     from prefect_modify_video.flows.modify_video import segment_cost_estimates
-    from prefect_modify_video.flows.parameters import BackendSpec
+    from prefect_modify_video.flows.parameters import BackendSpec, ModifyVideoParameters
     from prefect_modify_video.media.edit import service_size
     from prefect_modify_video.media.probe import probe_video
     from prefect_modify_video.media.scenes import plan_video
@@ -164,29 +177,40 @@ def _plan(args: argparse.Namespace) -> int:
     # Planning makes no request, so it needs no key.
     backend = BackendSpec(name=args.backend).create(api_key="plan-makes-no-request")
     cap = min(args.max_segment_seconds or backend.max_segment_seconds, backend.max_segment_seconds)
-    plan = plan_video(info, cap)
+    overlap = ModifyVideoParameters(source=args.input, overlap_frames=args.overlap_frames).resolved_overlap_frames(
+        backend.name
+    )
+    plan = plan_video(info, cap, overlap)
     width, height = service_size(info, backend.max_dimension)
-    estimate = sum(segment_cost_estimates(backend, plan, width, height).values())
+    estimates = segment_cost_estimates(backend, plan, width, height)
+    estimate = sum(estimates.values())
+    # What the overlaps add: each segment's price with them less its price without.
+    overlap_cost = estimate - sum(backend.estimate_cost_usd(s.duration_s, width, height) for s in plan.segments)
     report = {
         "backend": backend.name,
         "segments": [s.model_dump() for s in plan.segments],
         "segment_count": len(plan.segments),
-        "billed_seconds": plan.duration_s,
-        "billed_pixels": width * height * sum(round(s.duration_s * 24) for s in plan.segments),
+        "billed_seconds": plan.billed_s,
+        "overlap_frames": overlap,
+        "overlap_seconds": plan.overlap_s,
+        "billed_pixels": width * height * sum(round(s.sent_duration_s * 24) for s in plan.segments),
         "size_sent": [width, height],
         "estimated_cost_usd": round(estimate, 4),
+        "overlap_cost_usd": round(overlap_cost, 4),
     }
     if args.json:
         print(json.dumps(report))
     else:
         for s in plan.segments:
             seam = "cut" if s.cut_before else ("start" if s.index == 0 else "in-shot")
+            overlap_note = f", +{s.overlap_frames} overlap" if s.overlap_frames else ""
             print(
                 f"{s.name}  {s.start_s:9.3f}-{s.end_s:9.3f} s  frames {s.first_frame}-{s.end_frame - 1} "
-                f"({s.frames})  seam before: {seam}"
+                f"({s.frames}{overlap_note})  seam before: {seam}"
             )
         print(
-            f"{len(plan.segments)} segments, {plan.duration_s:.2f} billed seconds at {width}x{height}, "
+            f"{len(plan.segments)} segments, {plan.billed_s:.2f} billed seconds at {width}x{height} "
+            f"({plan.overlap_s:.2f} s of them overlaps, ${overlap_cost:.2f}), "
             f"estimated ${estimate:.2f} on {backend.name}"
         )
     return 0

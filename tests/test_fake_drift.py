@@ -10,9 +10,10 @@ import httpx
 import numpy as np
 import pytest
 
-from prefect_modify_video.media.anchor import apply_anchor, plan_anchors, segment_statistics
+from prefect_modify_video.media.anchor import plan_anchors, segment_statistics
 from prefect_modify_video.media.edit import conform_clip, extract_segment, join_segments
 from prefect_modify_video.media.ffmpeg import run_ffmpeg
+from prefect_modify_video.media.finish import finish_clip
 from prefect_modify_video.media.plan import plan_segments
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.media.seams import measure_seams
@@ -121,9 +122,8 @@ def test_drifting_answers_make_a_seam_that_anchoring_removes(segments, tmp_path)
         [segment_statistics(c) for c in segments["clips"]],
     )
     anchored = [
-        c if step.is_identity else apply_anchor(
-            c, tmp_path / f"n{step.index}.mp4", step.transfer, strength=step.strength,
-            ramp_frames=step.ramp_frames, ramp_start=step.ramp_start, ramp_end=step.ramp_end,
+        c if step.is_identity else finish_clip(
+            c, tmp_path / f"n{step.index}.mp4", transfer=step.transfer, weights=step.weights(probe_video(c).frames)
         )
         for c, step in zip(conformed, steps)
     ]  # fmt: skip

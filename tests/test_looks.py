@@ -9,16 +9,17 @@ import numpy as np
 import pytest
 
 from conftest import read_frames, saturation
+from prefect_modify_video.media.edit import write_frame_image
 from prefect_modify_video.media.looks import choose_looks
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.providers.base import ModifyRequest, run_modify
 from prefect_modify_video.providers.local import LocalBackend
 
 
-def restyle(clip: Path, tmp_path: Path, prompt: str, mode: str, **kwargs) -> np.ndarray:
-    backend = LocalBackend(reference_frame=kwargs.pop("reference_frame", None))
+def restyle(clip: Path, tmp_path: Path, prompt: str, mode: str, **backend_options) -> np.ndarray:
+    backend = LocalBackend(**backend_options)
     destination = tmp_path / f"{mode}-{abs(hash(prompt))}.mp4"
-    request = ModifyRequest(clip=clip, prompt=prompt, mode=mode, **kwargs)
+    request = ModifyRequest(clip=clip, prompt=prompt, mode=mode)
     asyncio.run(run_modify(backend, request, destination, tmp_path / "work"))
     assert probe_video(destination).frames == probe_video(clip).frames
     return read_frames(destination)
@@ -48,6 +49,17 @@ def test_strength_rises_with_mode(sample_video, tmp_path):
     assert 1 < change["adhere_1"] < change["flex_2"] < change["reimagine_3"]
 
 
+def teal_shadows_orange_highlights(f: np.ndarray, s: np.ndarray) -> bool:
+    """Bright pixels turn redder than blue, dark ones bluer than red, and colours get stronger."""
+    warmer = (f[..., 0] - f[..., 2]) - (s[..., 0] - s[..., 2])
+    lightness = s.mean(axis=-1)
+    return bool(
+        warmer[lightness > 150].mean() > 20
+        and warmer[lightness < 60].mean() < -10
+        and saturation(f) > 1.1 * saturation(s)
+    )
+
+
 @pytest.mark.parametrize(
     "prompt, check",
     [
@@ -56,6 +68,7 @@ def test_strength_rises_with_mode(sample_video, tmp_path):
         ("pastel desaturated", lambda f, s: saturation(f) < 0.7 * saturation(s)),
         ("high contrast", lambda f, s: f.mean(axis=-1).std() > 1.1 * s.mean(axis=-1).std()),
         ("vintage with film grain", lambda f, s: saturation(f) < 0.8 * saturation(s)),
+        ("teal and orange", teal_shadows_orange_highlights),
     ],
 )
 def test_each_look_moves_pixels_its_way(sample_video, tmp_path, prompt, check):
@@ -64,15 +77,13 @@ def test_each_look_moves_pixels_its_way(sample_video, tmp_path, prompt, check):
 
 
 def test_colour_transfer_moves_toward_the_first_frame(sample_video, tmp_path, first_frame_image):
-    from prefect_modify_video.media.ffmpeg import run_ffmpeg
-
-    reference = tmp_path / "reference.png"
-    run_ffmpeg(["-i", str(sample_video), "-frames:v", "1", "-y", str(reference)])
+    reference = write_frame_image(sample_video, 0, tmp_path / "reference.png")
     target = read_frames(first_frame_image).mean(axis=(0, 1, 2))
-    # The same prompt and mode with and without the first frame: only the transfer differs.
+    # The same prompt and mode with and without the first frames: only the transfer differs.
     without = restyle(sample_video, tmp_path / "without", "grade", "flex_2").mean(axis=(0, 1, 2))
     with_transfer = restyle(
-        sample_video, tmp_path / "with", "grade", "flex_2", first_frame=first_frame_image, reference_frame=reference
+        sample_video, tmp_path / "with", "grade", "flex_2", reference_frame=reference,
+        styled_first_frame=first_frame_image,
     ).mean(axis=(0, 1, 2))
     assert np.abs(with_transfer - target).sum() < 0.6 * np.abs(without - target).sum()
 

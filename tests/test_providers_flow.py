@@ -14,6 +14,7 @@ from conftest import audio_md5, read_frames
 from prefect_modify_video.flows import BackendSpec, ModifyVideoParameters, SegmentsFailedError, modify_video
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.media.sample import make_sample_video
+from prefect_modify_video.media.scenes import plan_video
 from prefect_modify_video.testing import FakeModifyServer, Fault
 
 SERVICES = {
@@ -188,19 +189,39 @@ def test_luma_without_an_upload_store_is_refused_before_any_work(short_video, tm
     assert server.stats("luma").calls == 0
 
 
-def test_anchoring_hides_a_drifting_service_at_in_shot_seams(tmp_path, server):
+def test_anchoring_and_overlaps_hide_a_drifting_service_at_in_shot_seams(tmp_path, server):
     # One 6 s shot under a 2.5 s cap: three segments, two seams inside the shot.
     source = make_sample_video(tmp_path / "shot.mp4", seconds=6, width=320, height=180, fps=30, scenes=1)
     server.drift, server.drift_seed = 1.0, 3
     try:
-        raw = run(source, tmp_path, server, "fal", output=str(tmp_path / "raw.mp4"), anchor_colours=False)
-        anchored = run(source, tmp_path, server, "fal", output=str(tmp_path / "anchored.mp4"), anchor_colours=True)
+        raw = run(
+            source, tmp_path, server, "fal", output=str(tmp_path / "raw.mp4"), anchor_colours=False, overlap_frames=0
+        )
+        billed_raw = server.stats("fal").billed
+        hidden = run(source, tmp_path, server, "fal", output=str(tmp_path / "hidden.mp4"))
     finally:
         server.drift = 0.0
-    assert raw.segments == anchored.segments == 3
-    assert anchored.billed_calls == 0  # the second run reuses the stored answers: same drift, corrected
-    assert raw.worst_seam_ratio > 1.5
-    assert anchored.worst_seam_ratio <= 1.5
-    assert anchored.seams_flagged == [] and raw.seams_flagged
-    assert Path(anchored.contact_sheet).is_file()
-    assert_same_shape_and_sound(anchored.output, source)
+    assert raw.segments == hidden.segments == 3
+    # Segment 0 (no overlap) is the same clip, reused; the two with an overlap are other clips, paid.
+    assert raw.billed_calls == 3
+    assert (hidden.billed_calls, hidden.reused_segments) == (2, 1) and server.stats("fal").billed - billed_raw == 2
+    assert raw.worst_seam_ratio > 1.5 and len(raw.seams_flagged) == 2
+    assert hidden.worst_seam_ratio <= 1.5 and hidden.seams_flagged == []
+    assert Path(hidden.contact_sheet).is_file()
+    assert_same_shape_and_sound(hidden.output, source)
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+def test_first_frames_sent_with_each_segment(tmp_path, server, first_frame_image, sequential):
+    # Two 3 s shots, each split in two under 2.5 s: seams in a shot, on the cut, in a shot.
+    source = make_sample_video(tmp_path / "two.mp4", seconds=6, width=320, height=180, fps=30, scenes=2)
+    result = run(source, tmp_path, server, "fal", first_frame=str(first_frame_image), sequential=sequential)
+    plan = plan_video(probe_video(source), 2.5, 12)
+    assert [(s.cut_before, s.overlap_frames) for s in plan.segments[1:]] == [(False, 12), (True, 0), (False, 12)]
+    in_shot = 2
+    assert result.billed_calls == len(plan.segments) == 4
+    with_frame = [call for call in server.received("fal") if call.first_frame_bytes]
+    # The run's image is the video's first frame: only segment 0 gets it. The sequential mode
+    # adds the previous answer's frame to every segment that starts inside a shot.
+    assert len(with_frame) == 1 + (in_shot if sequential else 0)
+    assert_same_shape_and_sound(result.output, source)

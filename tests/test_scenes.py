@@ -26,16 +26,22 @@ def shot_bounds(plan) -> list[tuple[int, int, bool]]:
     return [(s.first_frame, s.end_frame, s.cut_before) for s in plan.segments]
 
 
-def check_invariants(plan, total: int, rate: str, cap: float) -> None:
-    """Every frame once, in order, each segment strictly under the cap, indices and times consistent."""
+def check_invariants(plan, total: int, rate: str, cap: float, cuts=()) -> None:
+    """Every frame once, in order, each segment (overlap included) strictly under the cap, overlaps
+    only at in-shot seams and inside the shot, indices and times consistent."""
     segments = plan.segments
     assert segments[0].first_frame == 0 and segments[-1].end_frame == total
     assert [s.index for s in segments] == list(range(len(segments)))
     for left, right in zip(segments, segments[1:]):
         assert left.end_frame == right.first_frame
+        assert right.overlap_frames < left.frames
+        # An overlap never reaches back over a cut.
+        assert not any(right.sent_first_frame < c <= right.first_frame for c in cuts)
+        assert right.overlap_frames == 0 or not right.cut_before
     max_frames = max_frames_under(cap, Fraction(rate))
-    assert all(0 < s.frames <= max_frames and s.duration_s < cap for s in segments)
+    assert all(0 < s.frames <= s.sent_frames <= max_frames and s.sent_duration_s < cap for s in segments)
     assert all(s.start_s == pytest.approx(s.first_frame / Fraction(rate)) for s in segments)
+    assert plan.billed_s == pytest.approx(sum(s.sent_duration_s for s in segments))
 
 
 # ----------------------------------------------------------------- detection on real videos
@@ -152,6 +158,21 @@ def test_split_points_move_to_the_stillest_frame_nearby():
     assert shot_bounds(plan) == [(0, 73, False), (73, 148, False), (148, 230, False), (230, 300, False)]
 
 
+def test_in_shot_seams_overlap_and_long_shots_leave_room_for_it():
+    # A 30 s shot then a 5 s one, cap 10 s (99 frames at 10 fps), 4 frames of overlap.
+    plan = plan_segments_on_cuts(350, "10/1", 10.0, [300], overlap_frames=4)
+    check_invariants(plan, 350, "10/1", 10.0, [300])
+    assert [(s.first_frame, s.end_frame, s.overlap_frames) for s in plan.segments] == [
+        (0, 75, 0), (75, 150, 4), (150, 225, 4), (225, 300, 4), (300, 350, 0)
+    ]
+    assert plan.overlap_s == pytest.approx(1.2) and plan.billed_s == pytest.approx(36.2)
+    # 297 frames fit 3 parts of 99 without overlap; with it, each part after the first needs 4 more.
+    assert len(plan_segments_on_cuts(297, "10/1", 10.0, []).segments) == 3
+    assert len(plan_segments_on_cuts(297, "10/1", 10.0, [], overlap_frames=4).segments) == 4
+    # At most half the shortest segment wanted (1 s = 10 frames here): 5.
+    assert {s.overlap_frames for s in plan_segments_on_cuts(300, "10/1", 10.0, [], overlap_frames=9).segments} == {0, 5}
+
+
 def test_a_split_point_never_pushes_a_part_over_the_cap():
     differences = np.ones(198)
     differences[95] = 0.0  # moving there would make the second part 103 frames > 99
@@ -189,10 +210,12 @@ def test_random_plans_keep_the_invariants(seed):
     total = rng.randint(1, 4000)
     cuts = sorted(rng.sample(range(1, total), min(total - 1, rng.randint(0, 25)))) if total > 1 else []
     differences = np.array([rng.random() for _ in range(total)])
-    plan = plan_segments_on_cuts(total, rate, cap, cuts, differences)
-    check_invariants(plan, total, rate, cap)
-    max_frames = max_frames_under(cap, Fraction(rate))
+    overlap = rng.choice([0, 12, 40])
+    plan = plan_segments_on_cuts(total, rate, cap, cuts, differences, overlap_frames=overlap)
+    check_invariants(plan, total, rate, cap, cuts)
     min_frames = int(np.ceil(Fraction(rate)))
+    # Parts of a long shot leave room for the overlap (at most half of 1 s).
+    max_frames = max_frames_under(cap, Fraction(rate)) - min(overlap, min_frames // 2)
     starts = {s.first_frame for s in plan.segments}
     shots = list(zip([0, *cuts], [*cuts, total]))
     for first, end in shots:

@@ -10,11 +10,9 @@ import pytest
 
 from prefect_modify_video.errors import InvalidInputError
 from prefect_modify_video.media.anchor import (
-    IDENTITY,
     ClipStatistics,
     YuvStatistics,
     anchor_weights,
-    apply_anchor,
     clip_statistics,
     fit_anchor,
     plan_anchors,
@@ -23,6 +21,13 @@ from prefect_modify_video.media.anchor import (
 )
 from prefect_modify_video.media.edit import conform_clip, extract_segment, join_segments
 from prefect_modify_video.media.ffmpeg import FFPROBE, run_ffmpeg
+from prefect_modify_video.media.finish import (
+    IDENTITY,
+    blend_keeping_contrast,
+    blend_weights,
+    finish_clip,
+    read_head,
+)
 from prefect_modify_video.media.looks import ColourTransfer
 from prefect_modify_video.media.plan import plan_segments
 from prefect_modify_video.media.probe import probe_video
@@ -268,10 +273,9 @@ def test_anchoring_removes_the_seam_of_a_drifted_answer(shot, drifted, tmp_path,
     steps = plan_anchors(outputs, [s.cut_before for s in plan.segments], sources)
     assert [s.reason for s in steps] == ["anchor", "seam"]
     anchored = [
-        conformed if step.is_identity else apply_anchor(
-            conformed, tmp_path / f"anchored{step.index}.mp4", step.transfer,
-            strength=step.strength, ramp_frames=step.ramp_frames,
-            ramp_start=step.ramp_start, ramp_end=step.ramp_end,
+        conformed if step.is_identity else finish_clip(
+            conformed, tmp_path / f"anchored{step.index}.mp4", transfer=step.transfer,
+            weights=step.weights(probe_video(conformed).frames),
         )
         for conformed, step in zip(drifted["conformed"], steps)
     ]  # fmt: skip
@@ -291,11 +295,12 @@ def test_anchoring_removes_the_seam_of_a_drifted_answer(shot, drifted, tmp_path,
     assert after.passed and after.ratio <= 1.5, after
 
 
-def test_apply_anchor_weights_each_frame(drifted, tmp_path):
+def test_finish_clip_weights_each_frame(drifted, tmp_path):
     conformed = drifted["conformed"][0]
-    lift = ColourTransfer(gain=(1.0, 1.0, 1.0), offset=(20.0, 0.0, 0.0))
-    out = apply_anchor(conformed, tmp_path / "lifted.mp4", lift, strength=0.0, ramp_frames=20, ramp_start=True)
     info = probe_video(conformed)
+    lift = ColourTransfer(gain=(1.0, 1.0, 1.0), offset=(20.0, 0.0, 0.0))
+    weights = anchor_weights(info.frames, strength=0.0, ramp_frames=20, ramp_start=True)
+    out = finish_clip(conformed, tmp_path / "lifted.mp4", transfer=lift, weights=weights)
     size = (160, 90)
     before = plane_means(read_frames(conformed, 0, 60, frame_rate=info.frame_rate, size=size), size)
     after = plane_means(read_frames(out, 0, 60, frame_rate=info.frame_rate, size=size), size)
@@ -305,3 +310,44 @@ def test_apply_anchor_weights_each_frame(drifted, tmp_path):
     assert lift_y[10] == pytest.approx(10, abs=1.5)
     assert np.abs(lift_y[20:]).max() < 1.0
     assert np.abs(after[:, 1:] - before[:, 1:]).max() < 1.0
+
+
+# ----------------------------------------------------------------- overlaps, cross-blended
+
+
+def test_the_blend_keeps_contrast_where_a_dissolve_greys_out():
+    rng = np.random.default_rng(0)
+    before, after = (rng.integers(30, 226, size=(90, 160), dtype=np.uint8) for _ in range(2))
+    blended = blend_keeping_contrast(before, after, 0.5).astype(float)
+    dissolve = 0.5 * before.astype(float) + 0.5 * after.astype(float)
+    wanted = 0.5 * before.std() + 0.5 * after.std()
+    assert dissolve.std() < 0.75 * wanted  # two unrelated pictures: a plain mix loses ~30 % of the spread
+    assert blended.std() == pytest.approx(wanted, rel=0.02)
+    assert blended.mean() == pytest.approx(dissolve.mean(), abs=0.5)
+    assert np.array_equal(blend_keeping_contrast(before, after, 0.0), before)
+    assert list(blend_weights(3)) == [0.25, 0.5, 0.75]
+
+
+def grey_clip(path: Path, level: int, frames: int) -> Path:
+    run_ffmpeg([
+        "-f", "lavfi", "-i", f"color=c=0x{level:02x}{level:02x}{level:02x}:size=64x36:rate=30",
+        "-frames:v", str(frames), "-pix_fmt", "yuv420p", "-c:v", "libx264", "-crf", "10", "-y", str(path),
+    ])  # fmt: skip
+    return path
+
+
+def test_finish_clip_drops_the_overlap_and_blends_the_next_one_in(tmp_path):
+    dark, light = grey_clip(tmp_path / "dark.mp4", 60, 30), grey_clip(tmp_path / "light.mp4", 180, 30)
+    tail = read_head(light, 6)
+    assert tail.shape == (6, 64 * 36 * 3 // 2)
+    first = finish_clip(dark, tmp_path / "first.mp4", blend_tail=tail)
+    second = finish_clip(light, tmp_path / "second.mp4", drop_frames=6)
+    assert probe_video(first).frames == 30 and probe_video(second).frames == 24
+    size = (64, 36)
+    luma = plane_means(read_frames(first, 0, 30, frame_rate="30/1", size=size), size)[:, 0]
+    # Dark until the blend, then 1/7 .. 6/7 of the way to the light clip's level, rising.
+    assert np.abs(luma[:24] - luma[0]).max() < 1
+    steps = (luma[24:] - luma[0]) / (120 * 219 / 255)  # 60 -> 180 in full range is 103 levels of limited-range Y
+    assert np.allclose(steps, np.arange(1, 7) / 7, atol=0.03), steps
+    with pytest.raises(InvalidInputError):
+        finish_clip(dark, tmp_path / "bad.mp4", drop_frames=28, blend_tail=tail)

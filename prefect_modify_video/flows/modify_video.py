@@ -19,8 +19,8 @@ from pydantic import BaseModel, Field
 
 from prefect_modify_video.errors import BudgetExceededError, InvalidInputError, ModifyVideoError
 from prefect_modify_video.flows.parameters import ModifyVideoParameters
-from prefect_modify_video.media.edit import check_output_path, service_size
-from prefect_modify_video.media.ffmpeg import run_ffmpeg, sha256_of_file
+from prefect_modify_video.media.edit import check_output_path, service_size, write_frame_image
+from prefect_modify_video.media.ffmpeg import sha256_of_file
 from prefect_modify_video.media.plan import SegmentPlan
 from prefect_modify_video.media.probe import VideoInfo, check_image, probe_video
 from prefect_modify_video.progress import PROGRESS_RECORD_KEY, SegmentProgress
@@ -40,11 +40,12 @@ from prefect_modify_video.tasks import (
     extract_video_segment,
     join_video_segments,
     modify_video_segment,
+    neighbour_first_frame,
     plan_video_segments,
     probe_source_video,
     report_modify_video_run,
 )
-from prefect_modify_video.tasks.seams import anchor_segment_colours, report_video_seams
+from prefect_modify_video.tasks.seams import finish_segment_clips, report_video_seams
 from prefect_modify_video.tasks.modify import ModifiedSegment, ModifySettings
 
 
@@ -137,15 +138,8 @@ def check_inputs(params: ModifyVideoParameters) -> None:
 
 
 def segment_cost_estimates(backend: ModifyBackend, plan: SegmentPlan, width: int, height: int) -> dict[int, float]:
-    """The backend's list price of each segment of the plan (each is billed as one call), by index."""
-    return {s.index: backend.estimate_cost_usd(s.duration_s, width, height) for s in plan.segments}
-
-
-def _reference_frame(source: str, work_dir: Path) -> Path:
-    """The source's first frame as a PNG (upright), for the local backend's colour transfer."""
-    destination = work_dir / "reference.png"
-    run_ffmpeg(["-i", source, "-frames:v", "1", "-y", str(destination)])
-    return destination
+    """The backend's list price of each segment of the plan (each is billed as one call, overlap included), by index."""
+    return {s.index: backend.estimate_cost_usd(s.sent_duration_s, width, height) for s in plan.segments}
 
 
 @flow(name="modify-video", description="Restyles a video of any length through a modify-video service.")
@@ -200,13 +194,14 @@ def _modify_fetched_video(
         logger.warning(warning)
     cap = min(params.max_segment_seconds or backend.max_segment_seconds, backend.max_segment_seconds)
     concurrency = params.concurrency or backend.max_concurrency
-    plan = plan_video_segments(info, cap)
+    plan = plan_video_segments(info, cap, params.resolved_overlap_frames(backend.name))
     width, height = service_size(info, backend.max_dimension)
     estimates = segment_cost_estimates(backend, plan, width, height)
     estimate = sum(estimates.values())
     logger.info(
-        "%s: %d frames at %s fps -> %d segments under %.1f s, %dx%d to %s, estimated $%.2f",
-        source, info.frames, info.frame_rate, len(plan.segments), cap, width, height, backend.name, estimate,
+        "%s: %d frames at %s fps -> %d segments under %.1f s (%.2f s of overlaps), %dx%d to %s, estimated $%.2f",
+        source, info.frames, info.frame_rate, len(plan.segments), cap, plan.overlap_s, width, height,
+        backend.name, estimate,
     )
 
     if params.max_cost_usd is not None and estimate > params.max_cost_usd:
@@ -230,7 +225,11 @@ def _modify_fetched_video(
         refresh=params.refresh,
         max_cost_usd=params.max_cost_usd,
         concurrency=concurrency,
-        reference_frame=str(_reference_frame(source, work_dir)) if first_frame and backend.name == "local" else None,
+        reference_frame=(
+            str(write_frame_image(source, 0, work_dir / "reference.png"))
+            if first_frame and backend.name == "local"
+            else None
+        ),
     )
     progress_id = create_progress_artifact(
         progress=0.0, key="modify-video-progress", description=f"Segments done of {len(plan.segments)}."
@@ -241,8 +240,7 @@ def _modify_fetched_video(
             retry_delay_seconds=exponential_backoff(params.retry_delay_seconds) if params.retry_delay_seconds else 0,
         )
         rows, extracted, conformed, failures = _run_segments(
-            plan, info, settings, backend.max_dimension, backend.max_upload_bytes, concurrency, progress_id,
-            modify_task, estimates,
+            plan, info, settings, backend, progress_id, modify_task, estimates, params.sequential
         )
         cost = sum(r.get("cost_usd") or 0.0 for r in rows if r.get("paid"))
         paid = sum(1 for r in rows if r.get("paid"))
@@ -250,6 +248,7 @@ def _modify_fetched_video(
             "output": None, "source": source, "backend": backend.name, "mode": params.mode,
             "segments": len(plan.segments), "paid": paid, "reused": sum(1 for r in rows if r.get("paid") is False),
             "frames": info.frames, "frame_rate": info.frame_rate, "duration_s": plan.duration_s,
+            "billed_s": plan.billed_s, "overlap_s": plan.overlap_s,
             "cost_usd": cost, "remaining_credits": next(
                 (r["remaining_credits"] for r in reversed(rows) if r.get("remaining_credits") is not None), None),
         }
@@ -262,9 +261,8 @@ def _modify_fetched_video(
                 + "\n".join(failures)
             )
         anchor = params.anchor_colours if params.anchor_colours is not None else backend.name != "local"
-        if anchor and len(plan.segments) > 1:
-            conformed = anchor_segment_colours(plan, info, extracted, conformed, str(work_dir))
-        join_video_segments([conformed[i] for i in sorted(conformed)], info, str(output))
+        finished = finish_segment_clips(plan, info, extracted, conformed, str(work_dir), anchor=anchor)
+        join_video_segments(finished, info, str(output))
         sheet_path = output.with_name(f"{output.stem}.seams.png")
         seams, sheet = report_video_seams(source, str(output), plan, str(sheet_path), params.seam_threshold)
         location = deliver_output(output, destination) if is_remote(destination) else str(output)
@@ -298,22 +296,33 @@ def _modify_fetched_video(
 
 
 def _run_segments(
-    plan, info, settings: ModifySettings, max_dimension, max_bytes, concurrency: int, progress_id, modify_task, estimates
+    plan: SegmentPlan,
+    info: VideoInfo,
+    settings: ModifySettings,
+    backend: ModifyBackend,
+    progress_id,
+    modify_task,
+    estimates: dict[int, float],
+    sequential: bool,
 ):
-    """Runs extract → modify → conform for every segment, with ``concurrency`` paid calls in flight.
+    """Runs extract → modify → conform for every segment, with ``settings.concurrency`` paid calls in flight.
 
     The workers are more than the paid calls (which the modify task bounds itself), so that
-    extracting and conforming go on while calls wait on the service.
+    extracting and conforming go on while calls wait on the service. The run's first-frame
+    image goes with the segment at frame 0. In the ``sequential`` mode a segment starting inside
+    a shot waits for the previous one and gets its answer's frame as first frame.
 
     Returns:
-        Per-segment rows for the report, the conformed clips by index, and failure lines.
+        Per-segment rows for the report, the extracted and conformed clips by index, and failure lines.
     """
     rows: dict[int, dict] = {}
     conformed: dict[int, str] = {}
     extracted_clips: dict[int, str] = {}
     failures: list[str] = []
-    with ThreadPoolTaskRunner(max_workers=concurrency + (os.cpu_count() or 2)) as runner:
+    size = service_size(info, backend.max_dimension)
+    with ThreadPoolTaskRunner(max_workers=settings.concurrency + (os.cpu_count() or 2)) as runner:
         final_futures = {}
+        previous_final = None
         for segment in plan.segments:
             extracted = runner.submit(
                 extract_video_segment,
@@ -321,10 +330,22 @@ def _run_segments(
                     "info": info,
                     "segment": segment,
                     "work_dir": settings.work_dir,
-                    "max_dimension": max_dimension,
-                    "max_bytes": max_bytes,
+                    "max_dimension": backend.max_dimension,
+                    "max_bytes": backend.max_upload_bytes,
                 },
             )
+            first_frame = settings.first_frame if segment.index == 0 else None
+            if sequential and segment.index > 0 and not segment.cut_before:
+                first_frame = runner.submit(
+                    neighbour_first_frame,
+                    parameters={
+                        "previous_conformed": previous_final,
+                        "previous": plan.segments[segment.index - 1],
+                        "segment": segment,
+                        "size": size,
+                        "work_dir": settings.work_dir,
+                    },
+                )
             modified = runner.submit(
                 modify_task,
                 parameters={
@@ -332,6 +353,7 @@ def _run_segments(
                     "segment": segment,
                     "settings": settings,
                     "estimated_cost_usd": estimates[segment.index],
+                    "first_frame": first_frame,
                 },
             )
             final = runner.submit(
@@ -339,6 +361,7 @@ def _run_segments(
                 parameters={"modified": modified, "info": info, "segment": segment, "work_dir": settings.work_dir},
             )
             final_futures[final] = (segment, extracted, modified)
+            previous_final = final
         progress = SegmentProgress(total=len(plan.segments))
         for future in as_completed(list(final_futures)):
             segment, extracted, modified = final_futures[future]

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from prefect_modify_video.media.plan import DEFAULT_OVERLAP_FRAMES
 from prefect_modify_video.providers.base import Mode, ModifyBackend
 
 BackendName = Literal["local", "segmind", "segmind-async", "luma", "fal", "replicate"]
@@ -127,6 +128,20 @@ class ModifyVideoParameters(BaseModel):
         title="Anchor colours across segments",
         description="Correct each answer's colour drift toward its neighbours; on for services, off for the local backend when empty.",
     )
+    overlap_frames: int | None = Field(
+        default=None,
+        ge=0,
+        le=60,
+        title="Overlap at in-shot seams (frames)",
+        description="Frames sent with both segments of a seam inside a shot and cross-blended there (billed twice); "
+        "12 for services, 0 for the local backend when empty.",
+    )
+    sequential: bool = Field(
+        default=False,
+        title="Sequential (continuity over speed)",
+        description="Send segments one after another, each starting inside a shot getting the previous answer's "
+        "frame as its first frame; no concurrency.",
+    )
     seam_threshold: float = Field(
         default=1.5, gt=0, description="A seam whose jump is above this many times the source's own is flagged."
     )
@@ -137,6 +152,13 @@ class ModifyVideoParameters(BaseModel):
         default=10.0, ge=0, description="Wait before a segment's first retry; doubled for each further one (with jitter)."
     )
     refresh: bool = Field(default=False, description="Pay for every segment again instead of reusing stored results.")
+
+    def resolved_overlap_frames(self, backend_name: str) -> int:
+        """The overlap to plan with: as given, else ``DEFAULT_OVERLAP_FRAMES`` for a service and 0 for
+        the local backend (its answers are the same on both sides of a seam: nothing to blend)."""
+        if self.overlap_frames is not None:
+            return self.overlap_frames
+        return 0 if backend_name == "local" else DEFAULT_OVERLAP_FRAMES
 
     def resolved_output(self) -> str:
         """The output location, defaulting to ``<stem>.modified<ext>`` beside the source.

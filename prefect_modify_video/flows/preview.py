@@ -43,8 +43,8 @@ from pydantic import BaseModel, Field, field_validator
 from prefect_modify_video.errors import InvalidInputError, ModifyVideoError
 from prefect_modify_video.flows.modify_video import create_checked_backend, segment_cost_estimates
 from prefect_modify_video.flows.parameters import BackendSpec, ModifyVideoParameters
-from prefect_modify_video.media.edit import conform_clip, service_size
-from prefect_modify_video.media.ffmpeg import atomic_destination, run_ffmpeg, sha256_of_file, write_with_ffmpeg
+from prefect_modify_video.media.edit import conform_clip, service_size, write_frame_image
+from prefect_modify_video.media.ffmpeg import atomic_destination, sha256_of_file, write_with_ffmpeg
 from prefect_modify_video.media.plan import MIN_SEGMENT_SECONDS, Segment, SegmentPlan, max_frames_under
 from prefect_modify_video.media.probe import VideoInfo, check_image
 from prefect_modify_video.providers.base import Mode
@@ -311,13 +311,6 @@ def _destination(params: PreviewParameters, name: str) -> str:
     return sibling_location(params.source, name)
 
 
-def _reference_frame(source: str, work_dir: Path) -> Path:
-    """The source's first frame as a PNG, as ``modify-video`` gives the local backend."""
-    destination = work_dir / "reference.png"
-    run_ffmpeg(["-i", source, "-frames:v", "1", "-y", str(destination)])
-    return destination
-
-
 @flow(name="modify-video-preview", description="Restyles a short excerpt in several modes, side by side, with costs.")
 def preview_modes(params: PreviewParameters) -> PreviewResult:
     """Previews several modes on one excerpt: contact sheet, grid video, and the cost of each full render.
@@ -359,9 +352,11 @@ def preview_modes(params: PreviewParameters) -> PreviewResult:
             first_frame = str(check_image(fetch_source(params.first_frame, work / "first-frame", kind="image")))
         info = probe_source_video(source)
         # The same checks as the full run (a key, an upload store when the service needs one).
-        backend = create_checked_backend(ModifyVideoParameters(source=source, backend=params.backend))
+        run_params = ModifyVideoParameters(source=source, backend=params.backend)
+        backend = create_checked_backend(run_params)
         cap = min(params.max_segment_seconds or backend.max_segment_seconds, backend.max_segment_seconds)
-        plan = plan_video_segments(info, cap)
+        # Planned as the full run plans, so an excerpt at frame 0 is its first segment, reused by it.
+        plan = plan_video_segments(info, cap, run_params.resolved_overlap_frames(backend.name))
         segment, reusable = choose_excerpt(info, plan, params.start_s, params.end_s, cap)
         width, height = service_size(info, backend.max_dimension)
         call_estimate = backend.estimate_cost_usd(segment.duration_s, width, height)
@@ -376,7 +371,7 @@ def preview_modes(params: PreviewParameters) -> PreviewResult:
         store = ResultStore(params.store_dir)
         run_key = uuid.uuid4().hex
         reference = (
-            str(_reference_frame(source, work)) if first_frame and backend.name == "local" else None
+            str(write_frame_image(source, 0, work / "reference.png")) if first_frame and backend.name == "local" else None
         )
         extracted = extract_video_segment(
             info=info, segment=segment, work_dir=str(work), max_dimension=backend.max_dimension,
@@ -398,7 +393,8 @@ def preview_modes(params: PreviewParameters) -> PreviewResult:
                 reference_frame=reference,
             )
             modified = modify_video_segment.submit(
-                clip=extracted, segment=segment, settings=settings, estimated_cost_usd=call_estimate
+                clip=extracted, segment=segment, settings=settings, estimated_cost_usd=call_estimate,
+                first_frame=first_frame if segment.first_frame == 0 else None,
             )
             conformed = conform_modified_segment.submit(
                 modified=modified, info=info, segment=segment, work_dir=str(work / "modes" / mode)

@@ -32,30 +32,26 @@ in many segments the services' casts do not add up: only each link's small measu
 Measured (tests/test_seams.py, tests/test_fake_drift.py): one shot in two segments whose
 answers came back with different casts shows a seam ratio (``seams.measure_seams``) of 17.4;
 anchored, 0.74 (0.36 with source statistics). With the fake server's ``drift=1`` (seeds 0-2):
-7.2-34 before, 0.89-1.16 after. ``apply_anchor`` costs what a plain re-encode with the same
-settings costs (10 s of 1080p on 2 cores: 25.5 s against 27.5 s); statistics take 2.6 s.
+7.2-34 before, 0.89-1.16 after. Applying it (``finish.finish_clip``) costs what a plain re-encode
+with the same settings costs (10 s of 1080p on 2 cores: 25.5 s against 27.5 s); statistics take 2.6 s.
 
 One transfer per segment, never re-estimated per frame (that would flicker). Statistics are
 read at a small size (``STATISTICS_SIZE``): means do not depend on it, and every comparison
-uses the same size. ``apply_anchor`` re-encodes with the conform step's exact codec settings,
-so anchored and conformed clips still join by stream copy.
+uses the same size. ``finish.finish_clip`` applies each step (``AnchorStep.weights`` per frame),
+drops a segment's overlap and blends the next one in, in the same single re-encode.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import tempfile
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Literal, NamedTuple, Sequence
 
 import numpy as np
 
-from prefect_modify_video.errors import FfmpegError, InvalidInputError
-from prefect_modify_video.media.edit import CONFORM_ENCODE, track_timescale
-from prefect_modify_video.media.ffmpeg import FFMPEG, FFPROBE, atomic_destination, run_ffmpeg
+from prefect_modify_video.errors import InvalidInputError
+from prefect_modify_video.media.ffmpeg import run_ffmpeg
+from prefect_modify_video.media.finish import IDENTITY
 from prefect_modify_video.media.looks import ColourTransfer
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.media.scenes import iter_raw_frames
@@ -73,8 +69,6 @@ MIN_SPREAD = 2.0
 """Standard deviations are floored at this before dividing, so flat pictures get a gain of 1."""
 RAMP_FRAMES = 30
 """Default length of the ramp from weight 1 at an in-shot seam to ``strength``."""
-
-IDENTITY = ColourTransfer(gain=(1.0, 1.0, 1.0), offset=(0.0, 0.0, 0.0))
 
 
 class YuvStatistics(NamedTuple):
@@ -130,6 +124,16 @@ class AnchorStep:
     def is_identity(self) -> bool:
         """Whether applying it changes nothing (the clip may be used as it is)."""
         return self.transfer == IDENTITY
+
+    def weights(self, frames: int) -> np.ndarray:
+        """Weight of the transfer on each of a clip's ``frames`` frames (``anchor_weights``)."""
+        return anchor_weights(
+            frames,
+            strength=self.strength,
+            ramp_frames=self.ramp_frames,
+            ramp_start=self.ramp_start,
+            ramp_end=self.ramp_end,
+        )
 
 
 # ----------------------------------------------------------------- statistics
@@ -395,134 +399,3 @@ def plan_anchors(
             )
         )
     return steps
-
-
-# ----------------------------------------------------------------- applying
-
-
-def _colour_tags(path: Path) -> list[str]:
-    """Output options that keep a clip's colour description (range, matrix, transfer, primaries)."""
-    output = run_ffmpeg(
-        [
-            "-v", "error", "-select_streams", "v:0",
-            "-show_entries", "stream=color_range,color_space,color_transfer,color_primaries",
-            "-of", "default=noprint_wrappers=1", str(path),
-        ],
-        program=FFPROBE,
-    ).decode(errors="replace")
-    options = {"color_range": "-color_range", "color_space": "-colorspace",
-               "color_transfer": "-color_trc", "color_primaries": "-color_primaries"}
-    tags: list[str] = []
-    for line in output.splitlines():
-        key, _, value = line.partition("=")
-        if key in options and value and value not in ("unknown", "reserved"):
-            tags += [options[key], value]
-    return tags
-
-
-def _luts(transfer: ColourTransfer, weight: float) -> list[np.ndarray]:
-    gain, offset = weighted(transfer, weight)
-    values = np.arange(256, dtype=np.float64)
-    return [np.clip(np.rint(values * g + o), 0, 255).astype(np.uint8) for g, o in zip(gain, offset)]
-
-
-def apply_anchor(
-    clip: str | Path,
-    destination: str | Path,
-    transfer: ColourTransfer,
-    *,
-    strength: float = 1.0,
-    ramp_frames: int = RAMP_FRAMES,
-    ramp_start: bool = False,
-    ramp_end: bool = False,
-    frame_rate: str | Fraction | None = None,
-    encode: dict | None = None,
-) -> Path:
-    """Applies one transfer to every frame of a conformed clip, weighted per frame, and re-encodes it.
-
-    Frames are decoded to yuv420p through a pipe; on each, Y, U and V go through the
-    transfer's gain and offset at that frame's weight (``anchor_weights``), as lookup tables.
-    The clip is re-encoded with ``CONFORM_ENCODE``, the same frame rate, MP4 track timescale,
-    sample aspect ratio and colour description, and the same number of frames, so it joins
-    with conformed clips by stream copy. Written atomically.
-
-    Args:
-        clip: A conformed clip.
-        destination: The anchored clip (MP4).
-        transfer: The segment's transfer (``AnchorStep.transfer``).
-        strength: Weight inside the clip.
-        ramp_frames: Frames of each ramp.
-        ramp_start: Weight 1 on the first frame, falling to ``strength``.
-        ramp_end: Weight 1 on the last frame, rising from ``strength``.
-        frame_rate: The output rate; defaults to the clip's.
-        encode: Codec settings; defaults to ``CONFORM_ENCODE`` (change only together with conform).
-
-    Returns:
-        ``destination``.
-
-    Raises:
-        FfmpegError: decoding or encoding failed.
-    """
-    clip, destination = Path(clip), Path(destination)
-    info = probe_video(clip)
-    rate = Fraction(frame_rate if frame_rate is not None else info.frame_rate)
-    width, height = info.display_width, info.display_height
-    luma = width * height
-    chroma = ((width + 1) // 2) * ((height + 1) // 2)
-    frame_bytes = luma + 2 * chroma
-    weights = anchor_weights(
-        info.frames, strength=strength, ramp_frames=ramp_frames, ramp_start=ramp_start, ramp_end=ramp_end
-    )
-    settings = {**CONFORM_ENCODE, **(encode or {})}
-    rate_text = f"{rate.numerator}/{rate.denominator}"
-    decode = [
-        FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(clip),
-        "-map", "0:v:0", "-an", "-sn", "-dn", "-fps_mode", "passthrough",
-        "-f", "rawvideo", "-pix_fmt", "yuv420p", "-",
-    ]
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = atomic_destination(destination)
-    encode_args = [
-        FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error",
-        "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}", "-framerate", rate_text, "-i", "-",
-        "-vf", f"setsar={info.sample_aspect_ratio.replace(':', '/')}", "-an",
-        *[item for key, value in settings.items() for item in (f"-{key}", str(value))],
-        *_colour_tags(clip),
-        "-r", rate_text, "-video_track_timescale", str(track_timescale(rate)),
-        "-frames:v", str(info.frames), "-y", str(partial),
-    ]
-    with tempfile.TemporaryFile() as decode_log, tempfile.TemporaryFile() as encode_log:
-        decoder = subprocess.Popen(decode, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=decode_log)
-        encoder = subprocess.Popen(encode_args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=encode_log)
-        assert decoder.stdout is not None and encoder.stdin is not None
-        written = 0
-        try:
-            while len(raw := decoder.stdout.read(frame_bytes)) == frame_bytes:
-                frame = np.frombuffer(raw, dtype=np.uint8)
-                lut_y, lut_u, lut_v = _luts(transfer, float(weights[min(written, len(weights) - 1)]))
-                encoder.stdin.write(lut_y[frame[:luma]].tobytes())
-                encoder.stdin.write(lut_u[frame[luma : luma + chroma]].tobytes())
-                encoder.stdin.write(lut_v[frame[luma + chroma :]].tobytes())
-                written += 1
-        except BrokenPipeError:
-            pass  # the encoder stopped early; its status and log say why
-        finally:
-            decoder.stdout.close()
-            try:
-                encoder.stdin.close()
-            except BrokenPipeError:
-                pass
-            statuses = [(decode, decoder.wait(), decode_log), (encode_args, encoder.wait(), encode_log)]
-        for command, status, log in statuses:
-            if status != 0:
-                partial.unlink(missing_ok=True)
-                log.seek(0)
-                raise FfmpegError(command, status, log.read().decode(errors="replace"))
-    if written == 0:
-        partial.unlink(missing_ok=True)
-        raise FfmpegError(decode, 0, f"{clip}: no frames decoded")
-    try:
-        os.replace(partial, destination)
-    finally:
-        partial.unlink(missing_ok=True)
-    return destination

@@ -6,7 +6,6 @@ Every function here writes its output atomically (a temporary file beside it, th
 from __future__ import annotations
 
 import math
-import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -70,6 +69,7 @@ def extract_segment(
 ) -> Path:
     """Cuts ``segment`` out of the source, frame-exact, as a clip a service accepts.
 
+    The clip holds the segment's sent frames: its own plus its overlap before (``Segment.sent_frames``).
     The clip is re-encoded (not stream-copied, so it starts on the exact frame), at the
     source's constant frame rate, upright (rotation baked in), with square pixels, an even
     size no larger than ``max_dimension`` on its longest side, and without audio. A clip over
@@ -85,20 +85,20 @@ def extract_segment(
     width, height = service_size(info, max_dimension)
     # Seek a quarter frame early: the segment's first frame is then the first one kept, and
     # the fps filter rounds its timestamp to zero.
-    start = max(0.0, float((segment.first_frame - Fraction(1, 4)) / rate))
+    start = max(0.0, float((segment.sent_first_frame - Fraction(1, 4)) / rate))
     stream = (
         ffmpeg.input(info.path, ss=f"{start:.6f}")[str(info.video_index)]
         .filter("fps", fps=info.frame_rate)
         .filter("scale", width, height, flags="bicubic")
         .filter("setsar", "1")
-        .filter("tpad", stop_mode="clone", stop=segment.frames)
+        .filter("tpad", stop_mode="clone", stop=segment.sent_frames)
     )
     for crf in EXTRACT_CRF_STEPS:
         args = stream.output(
             "out.mp4",
             an=None,
             r=info.frame_rate,
-            **{"frames:v": segment.frames, "movflags": "+faststart"},
+            **{"frames:v": segment.sent_frames, "movflags": "+faststart"},
             **{**EXTRACT_ENCODE, "crf": crf},
         ).get_args()
         write_with_ffmpeg(args[:-1], destination)
@@ -113,7 +113,7 @@ def extract_segment(
 
 
 def conform_clip(clip: Path, info: VideoInfo, segment: Segment, destination: Path) -> Path:
-    """Brings a returned clip back to the source's frame rate, size and the segment's exact frame count.
+    """Brings a returned clip back to the source's frame rate, size and the segment's exact sent frame count.
 
     A clip whose length differs a little from the segment's (services return 24 fps) is
     retimed to the segment's length, then resampled to the source's rate; a missing last
@@ -125,7 +125,7 @@ def conform_clip(clip: Path, info: VideoInfo, segment: Segment, destination: Pat
     rate = Fraction(info.frame_rate)
     returned = probe_video(clip)
     returned_seconds = returned.frames / Fraction(returned.frame_rate)
-    stretch = Fraction(segment.frames) / rate / returned_seconds
+    stretch = Fraction(segment.sent_frames) / rate / returned_seconds
     stream = ffmpeg.input(str(clip)).video
     if stretch != 1:
         stream = stream.filter("setpts", f"(PTS-STARTPTS)*{float(stretch):.9f}")
@@ -133,14 +133,14 @@ def conform_clip(clip: Path, info: VideoInfo, segment: Segment, destination: Pat
         stream.filter("fps", fps=info.frame_rate)
         .filter("scale", info.output_width, info.output_height, flags="bicubic")
         .filter("setsar", info.sample_aspect_ratio.replace(":", "/"))
-        .filter("tpad", stop_mode="clone", stop=segment.frames)
+        .filter("tpad", stop_mode="clone", stop=segment.sent_frames)
     )
     args = stream.output(
         "out.mp4",
         an=None,
         r=info.frame_rate,
         video_track_timescale=track_timescale(rate),
-        **{"frames:v": segment.frames},
+        **{"frames:v": segment.sent_frames},
         **CONFORM_ENCODE,
     ).get_args()
     return write_with_ffmpeg(args[:-1], destination)
@@ -174,6 +174,27 @@ def default_output_path(source: Path) -> Path:
     """``<stem>.modified<ext>`` beside the source, in a container that can carry its audio."""
     suffix = source.suffix.lower() if source.suffix.lower() in OUTPUT_EXTENSIONS else ".mkv"
     return source.with_name(f"{source.stem}.modified{suffix}")
+
+
+def write_frame_image(
+    video: str | Path, frame_index: int, destination: Path, size: tuple[int, int] | None = None
+) -> Path:
+    """Writes frame ``frame_index`` (from 0, in decoding order) of a video as a PNG, upright.
+
+    Args:
+        video: The video.
+        frame_index: Which frame.
+        destination: The PNG (written atomically).
+        size: ``(width, height)`` to scale to; the video's own size when omitted.
+
+    Returns:
+        ``destination``.
+    """
+    filters = [f"select=eq(n\\,{int(frame_index)})"]
+    if size is not None:
+        filters.append(f"scale={size[0]}:{size[1]}:flags=bicubic,setsar=1")
+    args = ["-i", str(video), "-map", "0:v:0", "-vf", ",".join(filters), "-fps_mode", "passthrough", "-frames:v", "1"]
+    return write_with_ffmpeg(args, destination)
 
 
 def _concat_line(path: Path) -> str:
@@ -213,7 +234,7 @@ def join_segments(clips: list[Path], info: VideoInfo, destination: Path) -> Path
 
 def length_tolerance_seconds(segment: Segment) -> float:
     """How far a returned clip's length may be from its segment's: 0.5 s or 15 %, whichever is more."""
-    return max(0.5, 0.15 * segment.duration_s)
+    return max(0.5, 0.15 * segment.sent_duration_s)
 
 
 def check_returned_clip(clip: Path, segment: Segment, tolerance_s: float | None = None) -> VideoInfo:
@@ -229,9 +250,9 @@ def check_returned_clip(clip: Path, segment: Segment, tolerance_s: float | None 
         raise ClipValidationError(f"segment {segment.name}: the answer is not a usable video: {error}") from error
     tolerance = length_tolerance_seconds(segment) if tolerance_s is None else tolerance_s
     seconds = returned.frames / returned.fps
-    if abs(seconds - segment.duration_s) > tolerance:
+    if abs(seconds - segment.sent_duration_s) > tolerance:
         raise ClipValidationError(
             f"segment {segment.name}: the answer lasts {seconds:.2f} s but the segment "
-            f"{segment.duration_s:.2f} s (tolerance {tolerance:.2f} s)"
+            f"{segment.sent_duration_s:.2f} s (tolerance {tolerance:.2f} s)"
         )
     return returned

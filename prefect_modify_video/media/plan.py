@@ -10,6 +10,8 @@ from pydantic import BaseModel, Field, computed_field
 from prefect_modify_video.errors import InvalidInputError
 
 MIN_SEGMENT_SECONDS = 1.0
+DEFAULT_OVERLAP_FRAMES = 12
+"""Frames sent twice at each in-shot seam of a service's run, and cross-blended (0.4-0.5 s)."""
 
 
 class Segment(BaseModel, frozen=True):
@@ -21,6 +23,12 @@ class Segment(BaseModel, frozen=True):
     start_s: float = Field(description="Start time in seconds.")
     end_s: float = Field(description="End time in seconds.")
     cut_before: bool = Field(default=False, description="Whether the seam before it falls on a shot cut.")
+    overlap_frames: int = Field(
+        default=0,
+        ge=0,
+        description="Frames before first_frame sent too and cross-blended with the previous segment's last ones "
+        "(only at seams inside a shot).",
+    )
 
     @computed_field
     @property
@@ -33,6 +41,30 @@ class Segment(BaseModel, frozen=True):
     def duration_s(self) -> float:
         """Length of the segment in seconds."""
         return self.end_s - self.start_s
+
+    @computed_field
+    @property
+    def sent_first_frame(self) -> int:
+        """First source frame sent to the service: ``first_frame`` less the overlap."""
+        return self.first_frame - self.overlap_frames
+
+    @computed_field
+    @property
+    def sent_frames(self) -> int:
+        """Frames sent to the service (and billed): the segment's own plus the overlap."""
+        return self.end_frame - self.sent_first_frame
+
+    @computed_field
+    @property
+    def sent_start_s(self) -> float:
+        """Start of what is sent, in seconds."""
+        return self.end_s - self.sent_duration_s
+
+    @computed_field
+    @property
+    def sent_duration_s(self) -> float:
+        """Length of what is sent (and billed), in seconds."""
+        return self.duration_s * self.sent_frames / self.frames
 
     @computed_field
     @property
@@ -53,6 +85,16 @@ class SegmentPlan(BaseModel, frozen=True):
     def duration_s(self) -> float:
         """Total length covered, in seconds."""
         return self.total_frames / float(Fraction(self.frame_rate))
+
+    @property
+    def billed_s(self) -> float:
+        """Seconds sent to the service: the video once, plus the overlaps."""
+        return self.duration_s + self.overlap_s
+
+    @property
+    def overlap_s(self) -> float:
+        """Seconds sent twice, in the overlaps at in-shot seams: billed on top of ``duration_s``."""
+        return sum(s.overlap_frames for s in self.segments) / float(Fraction(self.frame_rate))
 
 
 def max_frames_under(max_segment_seconds: float, frame_rate: Fraction) -> int:

@@ -293,6 +293,7 @@ def plan_segments_on_cuts(
     *,
     min_segment_seconds: float = MIN_SEGMENT_SECONDS,
     search_seconds: float = 0.5,
+    overlap_frames: int = 0,
 ) -> SegmentPlan:
     """Splits the frames into segments under the cap with seams on shot cuts first.
 
@@ -309,6 +310,11 @@ def plan_segments_on_cuts(
     fewest seams off cuts; among those, each segment ends as late as possible (the greedy
     packing). It is found by a shortest path over the cuts.
 
+    A segment starting inside a shot also gets ``overlap_frames`` frames before its start
+    (``Segment.overlap_frames``; fewer if the previous segment or the shot is shorter): they are
+    sent with it and cross-blended with the previous segment's last frames. The parts of a long
+    shot are sized so that each, overlap included, stays under the cap.
+
     Args:
         total_frames: Number of frames in the source.
         frame_rate: Frames per second, e.g. ``"30000/1001"``.
@@ -319,6 +325,8 @@ def plan_segments_on_cuts(
             splits long shots exactly equally.
         min_segment_seconds: Shortest segment wanted.
         search_seconds: How far a split point may move from the equal split.
+        overlap_frames: Frames each in-shot seam's segments share (0: none); at most half of
+            ``min_segment_seconds`` is used.
 
     Returns:
         The plan; segments starting on a cut have ``cut_before=True``.
@@ -341,6 +349,11 @@ def plan_segments_on_cuts(
             differences = np.concatenate([differences, np.full(total_frames - len(differences), np.inf)])
     max_frames = max_frames_under(max_segment_seconds, rate)
     min_frames = min(max_frames, math.ceil(Fraction(min_segment_seconds).limit_denominator(1000) * rate))
+    if overlap_frames < 0:
+        raise InvalidInputError(f"plan: overlap_frames={overlap_frames} must be 0 or more")
+    # At most half the shortest segment wanted; parts of a long shot carry it on top of their own frames.
+    overlap_frames = min(overlap_frames, min_frames // 2)
+    part_max_frames = max_frames - overlap_frames
     search_frames = int(search_seconds * rate)
 
     cut_set = sorted({int(c) for c in cuts if 0 < int(c) < total_frames})
@@ -382,7 +395,7 @@ def plan_segments_on_cuts(
         for a in firsts:
             for b in afters:
                 frames = ends[b - 1] - starts[a]
-                parts = math.ceil(frames / max_frames)
+                parts = math.ceil(frames / part_max_frames)
                 edges[a].append((b, (parts, 0, parts - 1), k))
 
     # Cheapest cover of shots a..count-1, filled from the end.
@@ -405,23 +418,27 @@ def plan_segments_on_cuts(
         if k is not None:
             parts = cost[0]
             boundaries += _split_points(
-                first, end, parts, (starts[k], ends[k]), differences, search_frames, min_frames, max_frames
+                first, end, parts, (starts[k], ends[k]), differences, search_frames, min_frames, part_max_frames
             )
         a = b
     boundaries.append(total_frames)
 
-    cut_frames = set(cut_set)
-    segments = [
-        Segment(
-            index=index,
-            first_frame=first,
-            end_frame=end,
-            start_s=float(first / rate),
-            end_s=float(end / rate),
-            cut_before=first in cut_frames,
+    segments = []
+    for index, (first, end) in enumerate(zip(boundaries, boundaries[1:])):
+        in_shot = index > 0 and first not in cut_set
+        shot_start = max((c for c in starts if c <= first), default=0)
+        overlap = min(overlap_frames, first - shot_start, first - boundaries[index - 1]) if in_shot else 0
+        segments.append(
+            Segment(
+                index=index,
+                first_frame=first,
+                end_frame=end,
+                start_s=float(first / rate),
+                end_s=float(end / rate),
+                cut_before=index > 0 and not in_shot,
+                overlap_frames=overlap,
+            )
         )
-        for index, (first, end) in enumerate(zip(boundaries, boundaries[1:]))
-    ]
     return SegmentPlan(
         frame_rate=f"{rate.numerator}/{rate.denominator}",
         total_frames=total_frames,
@@ -430,16 +447,19 @@ def plan_segments_on_cuts(
     )
 
 
-def plan_video(info: VideoInfo, max_segment_seconds: float) -> SegmentPlan:
+def plan_video(info: VideoInfo, max_segment_seconds: float, overlap_frames: int = 0) -> SegmentPlan:
     """Plans a probed video's segments with seams on its shot cuts first (one small decode).
 
     Args:
         info: The probed source.
-        max_segment_seconds: The cap every segment stays strictly under.
+        max_segment_seconds: The cap every segment stays strictly under, overlap included.
+        overlap_frames: Frames shared by the two segments of each seam inside a shot.
 
     Returns:
         The plan; ``cut_before`` marks the seams that fall on a cut.
     """
     differences = frame_differences(info.path, frame_rate=info.frame_rate)
     cuts = cuts_from_differences(differences)
-    return plan_segments_on_cuts(info.frames, info.frame_rate, max_segment_seconds, cuts, differences)
+    return plan_segments_on_cuts(
+        info.frames, info.frame_rate, max_segment_seconds, cuts, differences, overlap_frames=overlap_frames
+    )

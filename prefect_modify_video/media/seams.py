@@ -47,7 +47,9 @@ class SeamMetric(BaseModel, frozen=True):
 
     frame: int = Field(description="First frame after the seam (frame k; the jump is from k-1 to k).")
     on_cut: bool = Field(description="Whether the seam falls on a shot cut of the source.")
-    output_jump: tuple[float, float, float] = Field(description="The output's jump across the seam.")
+    output_jump: tuple[float, float, float] = Field(
+        description="The output's jump across the seam (a blended seam: the mean jump over the blend)."
+    )
     source_jump: tuple[float, float, float] = Field(description="The source's jump at the same frame.")
     neighbour_jump: tuple[float, float, float] = Field(
         description="Median of the output's jumps at the frames around the seam, the seam excluded."
@@ -133,20 +135,24 @@ def measure_seams(
     seams: Sequence[int],
     *,
     on_cut: Sequence[bool] | None = None,
+    overlaps: Sequence[int] | None = None,
     threshold: float = SEAM_THRESHOLD,
     neighbours: int = NEIGHBOUR_FRAMES,
     min_jump: float = MIN_VISIBLE_JUMP,
 ) -> list[SeamMetric]:
     """Measures each seam of ``output`` against the same frames of ``source``.
 
-    Both videos must have the same frames at the same rate (the pipeline's output does).
-    About ``2 * neighbours + 2`` frames are decoded around each seam, in each video.
+    Both videos must have the same frames at the same rate (the pipeline's output does). A
+    seam cross-blended over ``overlap`` frames spreads its change over the jumps into frames
+    ``k - overlap`` to ``k``: it is judged by their mean against the mean of what each may be.
+    About ``2 * neighbours + overlap + 2`` frames are decoded around each seam, in each video.
 
     Args:
         source: The source video.
         output: The joined output.
         seams: First frame of each segment after the first (``segment.first_frame``).
         on_cut: Whether each seam is on a cut (``segment.cut_before``); all ``False`` if omitted.
+        overlaps: Frames blended before each seam (``segment.overlap_frames``); all 0 if omitted.
         threshold: Largest ratio that passes.
         neighbours: Frames on each side whose jumps make the neighbour jump.
         min_jump: Smallest jump a ratio is taken against (an invisible change).
@@ -155,11 +161,12 @@ def measure_seams(
         One metric per seam, in the order given.
 
     Raises:
-        InvalidInputError: a seam outside 1..frames-1, or ``on_cut`` of another length.
+        InvalidInputError: a seam outside 1..frames-1, or ``on_cut`` or ``overlaps`` of another length.
     """
     on_cut = list(on_cut) if on_cut is not None else [False] * len(seams)
-    if len(on_cut) != len(seams):
-        raise InvalidInputError("measure_seams: on_cut must have one value per seam")
+    overlaps = list(overlaps) if overlaps is not None else [0] * len(seams)
+    if len(on_cut) != len(seams) or len(overlaps) != len(seams):
+        raise InvalidInputError("measure_seams: on_cut and overlaps must have one value per seam")
     if not seams:
         return []
     source_info = probe_video(source)
@@ -167,25 +174,29 @@ def measure_seams(
     total = min(source_info.frames, output_info.frames)
     size = measure_size(output_info)
     metrics = []
-    for seam, cut in zip(seams, on_cut):
+    for seam, cut, overlap in zip(seams, on_cut, overlaps):
         if not 0 < seam < total:
             raise InvalidInputError(f"measure_seams: seam frame {seam} is not inside 1..{total - 1}")
-        first = max(0, seam - 1 - neighbours)
-        count = min(total, seam + neighbours + 1) - first
+        blend_start = max(1, seam - overlap)
+        # The output's usual jump is taken over as many frames as the blend spans, at least ``neighbours``.
+        span = max(neighbours, overlap)
+        first = max(0, blend_start - 1 - span)
+        count = min(total, seam + span + 1) - first
         means = {}
         for name, path, info in (("source", source, source_info), ("output", output, output_info)):
             frames = read_frames(path, first, count, frame_rate=info.frame_rate, size=size)
             means[name] = plane_means(frames, size)
-        # jumps[j] is the jump into frame first + j + 1.
-        output_jumps = np.abs(np.diff(means["output"], axis=0))
-        source_jumps = np.abs(np.diff(means["source"], axis=0))
-        at = seam - first - 1
-        output_jump = output_jumps[at]
-        source_jump = source_jumps[at] if at < len(source_jumps) else np.zeros(3)
+        # jumps[j] is the jump into frame first + j + 1; the seam's are those into blend_start..seam.
+        measured = min(len(means["output"]), len(means["source"]))
+        output_jumps = np.abs(np.diff(means["output"][:measured], axis=0))
+        source_jumps = np.abs(np.diff(means["source"][:measured], axis=0))
+        at = np.arange(blend_start - first - 1, min(seam - first, len(output_jumps)))
         around = np.delete(output_jumps, at, axis=0)
         neighbour_jump = np.median(around, axis=0) if len(around) else np.zeros(3)
-        allowed = np.maximum(np.maximum(source_jump, neighbour_jump), min_jump)
-        ratio = float((output_jump / allowed).max())
+        allowed = np.maximum(np.maximum(source_jumps[at], neighbour_jump), min_jump)
+        # Over a blend, the mean jump against the mean allowed one (one frame: the plain ratio).
+        output_jump, source_jump = output_jumps[at].mean(axis=0), source_jumps[at].mean(axis=0)
+        ratio = float((output_jump / allowed.mean(axis=0)).max())
         metrics.append(
             SeamMetric(
                 frame=seam,

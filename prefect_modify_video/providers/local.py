@@ -26,13 +26,15 @@ logger = logging.getLogger(__name__)
 class LocalBackend(ModifyBackend):
     """Restyles colour and tone on this machine.
 
-    With a first-frame image, the colour statistics of ``reference_frame`` (the source's own
-    first frame) are moved to the image's: one transform, fitted once, for every segment of the
-    video. Then the looks named in the prompt are applied. The strength of both rises from
+    Given both first frames, the colour statistics of ``reference_frame`` (the source's own
+    first frame) are moved to ``styled_first_frame``'s (the run's restyled first frame): one
+    transform, fitted once, for every segment of the video (a request's own ``first_frame`` is
+    not used). Then the looks named in the prompt are applied. The strength of both rises from
     ``adhere_1`` (subtle) to ``reimagine_3`` (strong). It keeps the clip's frame rate and size.
 
     Args:
-        reference_frame: An image of the source's first frame, for the colour transfer.
+        reference_frame: An image of the source's first frame.
+        styled_first_frame: The restyled first frame whose colours the video takes.
     """
 
     name = "local"
@@ -44,9 +46,10 @@ class LocalBackend(ModifyBackend):
     max_concurrency = 2
     poll_interval_seconds = 0.0
 
-    def __init__(self, reference_frame: Path | None = None, **_ignored):
+    def __init__(self, reference_frame: Path | None = None, styled_first_frame: Path | None = None, **_ignored):
         self.reference_frame = reference_frame
-        self._transfers: dict[Path, ColourTransfer] = {}
+        self.styled_first_frame = styled_first_frame
+        self._transfer: ColourTransfer | None = None
         self._lock = threading.Lock()
 
     def estimate_cost_usd(self, seconds: float, width: int, height: int) -> float:
@@ -66,20 +69,20 @@ class LocalBackend(ModifyBackend):
             warnings.append(f"local backend: the prompt names no look; using {', '.join(choice.looks)}")
         return warnings
 
-    def transfer_for(self, first_frame: Path | None) -> ColourTransfer | None:
+    def colour_transfer(self) -> ColourTransfer | None:
         """The colour transfer for this video, fitted on first use and reused for every segment."""
-        if first_frame is None or self.reference_frame is None:
+        if self.styled_first_frame is None or self.reference_frame is None:
             return None
         with self._lock:
-            if first_frame not in self._transfers:
-                self._transfers[first_frame] = fit_colour_transfer(self.reference_frame, first_frame)
-            return self._transfers[first_frame]
+            if self._transfer is None:
+                self._transfer = fit_colour_transfer(self.reference_frame, self.styled_first_frame)
+            return self._transfer
 
     def restyle(self, request: ModifyRequest, destination: Path) -> Path:
         """Writes the restyled clip to ``destination`` (blocking)."""
         choice = choose_looks(request.prompt)
         strength = MODE_STRENGTH[request.mode]
-        chain = build_look_filter(choice.looks, strength, self.transfer_for(request.first_frame))
+        chain = build_look_filter(choice.looks, strength, self.colour_transfer())
         args = ["-i", str(request.clip), "-map", "0:v:0", "-vf", chain, "-an"]
         for key, value in LOCAL_ENCODE.items():
             args += [f"-{key}", str(value)]

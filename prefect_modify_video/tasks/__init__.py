@@ -4,6 +4,7 @@ from prefect_modify_video.tasks.media import (
     conform_modified_segment,
     extract_video_segment,
     join_video_segments,
+    neighbour_first_frame,
     plan_video_segments,
     probe_source_video,
 )
@@ -15,6 +16,7 @@ __all__ = [
     "extract_video_segment",
     "join_video_segments",
     "modify_video_segment",
+    "neighbour_first_frame",
     "plan_video_segments",
     "probe_source_video",
     "report_modify_video_run",

@@ -11,7 +11,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from prefect_modify_video.media.edit import conform_clip, extract_segment, join_segments
+from prefect_modify_video.media.edit import conform_clip, extract_segment, join_segments, write_frame_image
 from prefect_modify_video.media.plan import Segment, SegmentPlan
 from prefect_modify_video.media.scenes import plan_video
 from prefect_modify_video.media.probe import VideoInfo, probe_video
@@ -46,17 +46,18 @@ def probe_source_video(source: str) -> VideoInfo:
     description="Splits the video into segments under the service's cap, with seams on shot cuts first.",
     cache_policy=NO_CACHE,
 )
-def plan_video_segments(info: VideoInfo, max_segment_seconds: float) -> SegmentPlan:
+def plan_video_segments(info: VideoInfo, max_segment_seconds: float, overlap_frames: int = 0) -> SegmentPlan:
     """Plans the segments of a probed video: whole shots packed under the cap, long shots split at low motion.
 
     Args:
         info: The probed source.
-        max_segment_seconds: The cap every segment stays strictly under.
+        max_segment_seconds: The cap every segment stays strictly under, overlap included.
+        overlap_frames: Frames the two segments of a seam inside a shot share (sent with both, blended).
 
     Returns:
         The segment plan.
     """
-    return plan_video(info, max_segment_seconds)
+    return plan_video(info, max_segment_seconds, overlap_frames)
 
 
 @task(
@@ -90,6 +91,34 @@ def conform_modified_segment(modified: ModifiedSegment, info: VideoInfo, segment
         The path of the conformed clip.
     """
     return conform_clip(Path(modified.clip), info, segment, Path(work_dir) / "conform" / f"{segment.name}.mp4")
+
+
+@task(
+    name="neighbour-first-frame",
+    description="Takes the previous segment's answer at this segment's first frame, as its first-frame image.",
+    task_run_name="neighbour-frame-{segment.index:05d}",
+    cache_policy=NO_CACHE,
+)
+def neighbour_first_frame(
+    previous_conformed: Path, previous: Segment, segment: Segment, size: tuple[int, int], work_dir: str
+) -> Path:
+    """The restyled frame of the previous segment that shows this segment's first sent frame (sequential mode).
+
+    With an overlap it is the very source frame this segment starts on; without, the frame before.
+
+    Args:
+        previous_conformed: The previous segment's conformed answer.
+        previous: The previous segment.
+        segment: The segment the image is for (it must start inside the same shot).
+        size: Width and height of the clips sent to the service.
+        work_dir: Where the PNG is written.
+
+    Returns:
+        The PNG's path.
+    """
+    index = min(segment.sent_first_frame - previous.sent_first_frame, previous.sent_frames - 1)
+    destination = Path(work_dir) / "first-frames" / f"{segment.name}.png"
+    return write_frame_image(Path(previous_conformed), index, destination, size)
 
 
 @task(

@@ -95,7 +95,9 @@ class ModifySettings(BaseModel):
 
     prompt: str
     mode: Mode
-    first_frame: str | None = None
+    first_frame: str | None = Field(
+        default=None, description="The run's restyled first frame of the video (sent with the segment at frame 0)."
+    )
     first_frame_sha256: str | None = None
     backend: BackendSpec
     store_dir: str
@@ -160,7 +162,9 @@ async def _call_service(
 
     A 429 is waited out here (the request was refused, so sending it again is safe).
     """
-    options = {"reference_frame": Path(settings.reference_frame)} if settings.reference_frame else {}
+    options = {}
+    if settings.reference_frame and settings.first_frame:
+        options = {"reference_frame": Path(settings.reference_frame), "styled_first_frame": Path(settings.first_frame)}
     workdir = Path(settings.work_dir) / "modify" / segment.name
     returned = workdir / "returned.mp4"
     saved = store.load_job(key)
@@ -210,7 +214,11 @@ async def _call_service(
     retry_condition_fn=retry_if_retryable,
 )
 async def modify_video_segment(
-    clip: Path, segment: Segment, settings: ModifySettings, estimated_cost_usd: float = 0.0
+    clip: Path,
+    segment: Segment,
+    settings: ModifySettings,
+    estimated_cost_usd: float = 0.0,
+    first_frame: Path | None = None,
 ) -> ModifiedSegment:
     """Restyles one extracted segment, paying at most once for it across runs.
 
@@ -222,6 +230,8 @@ async def modify_video_segment(
         segment: Its place in the plan.
         settings: Prompt, mode, backend and store of the run.
         estimated_cost_usd: The list price of this call, booked against ``max_cost_usd``.
+        first_frame: The image sent as the clip's restyled first frame, if any (the run's image
+            for the segment at frame 0; in the sequential mode, the previous answer's frame).
 
     Returns:
         The stored clip and what it cost.
@@ -237,7 +247,8 @@ async def modify_video_segment(
         clip_sha256=sha256_of_file(clip),
         prompt=settings.prompt,
         mode=settings.mode,
-        first_frame_sha256=settings.first_frame_sha256,
+        first_frame_sha256=sha256_of_file(Path(first_frame)) if first_frame else None,
+        run_first_frame_sha256=settings.first_frame_sha256,
         provider=settings.backend.name,
         model=backend_model,
         conform_version=CONFORM_VERSION,
@@ -261,7 +272,7 @@ async def modify_video_segment(
             clip=clip,
             prompt=settings.prompt,
             mode=settings.mode,
-            first_frame=Path(settings.first_frame) if settings.first_frame else None,
+            first_frame=Path(first_frame) if first_frame else None,
         )
         slots = _ledger.call_slots(settings.run_key, settings.concurrency)
         # Waiting for a slot in a helper thread keeps this task's event loop free.

@@ -1,14 +1,18 @@
-"""Tasks that hide and measure the seams between segments: colour anchoring and the seam report."""
+"""Tasks that hide and measure the seams between segments: anchoring and blending, and the seam report."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from prefect_modify_video.media.anchor import apply_anchor, plan_anchors, segment_statistics
+from prefect_modify_video.media.anchor import AnchorStep, plan_anchors, segment_statistics
+from prefect_modify_video.media.finish import IDENTITY, finish_clip, read_head
+from prefect_modify_video.media.looks import ColourTransfer
 from prefect_modify_video.media.plan import SegmentPlan
 from prefect_modify_video.media.probe import VideoInfo
 from prefect_modify_video.media.seams import SeamMetric, measure_seams, write_contact_sheet
@@ -17,49 +21,77 @@ SEAM_WINDOW_FRAMES = 2
 
 
 @task(
-    name="anchor-colours",
-    description="Brings each segment's colours toward its neighbour's at in-shot seams and toward the first segment's look after cuts.",
+    name="finish-segments",
+    description="Anchors each segment's colours, drops overlaps and cross-blends in-shot seams, ready to join.",
     cache_policy=NO_CACHE,
 )
-def anchor_segment_colours(
-    plan: SegmentPlan, info: VideoInfo, extracted: dict[int, str], conformed: dict[int, str], work_dir: str
-) -> dict[int, str]:
-    """Applies one colour transform per segment (never re-estimated per frame), ramped toward in-shot seams.
+def finish_segment_clips(
+    plan: SegmentPlan,
+    info: VideoInfo,
+    extracted: dict[int, str],
+    conformed: dict[int, str],
+    work_dir: str,
+    anchor: bool = True,
+) -> list[str]:
+    """Makes each segment's clip for the join: one colour transform per segment, overlaps blended.
+
+    With ``anchor``, each segment gets one colour transfer (``media.anchor.plan_anchors``, never
+    re-estimated per frame), ramped toward in-shot seams. A segment with an overlap has it
+    dropped and cross-blended into the previous segment's last frames (``media.finish``).
+    A segment that neither changes is joined as conformed (no re-encode).
 
     Args:
-        plan: The segment plan (its ``cut_before`` flags say which seams are on cuts).
+        plan: The segment plan (``cut_before`` and ``overlap_frames`` say what each seam is).
         info: The source.
         extracted: The extracted (source) clip of each segment, by index.
         conformed: The conformed answer of each segment, by index.
-        work_dir: Where the anchored clips are written.
+        work_dir: Where the finished clips are written.
+        anchor: Whether to anchor colours.
 
     Returns:
-        The clip to join for each segment: anchored, or the conformed one when unchanged.
+        The clips to join, in order.
     """
-    indices = [s.index for s in plan.segments]
-    # Fitted on the two frames each side of a seam: wider windows let the picture's own motion
-    # into the fit (on the drifting fake, 8 frames left a 2.2x seam, 2 frames 0.4-0.7x).
-    outputs = [segment_statistics(conformed[i], window=SEAM_WINDOW_FRAMES) for i in indices]
-    sources = [segment_statistics(extracted[i], window=SEAM_WINDOW_FRAMES) for i in indices]
-    steps = plan_anchors(outputs, [s.cut_before for s in plan.segments], sources, ramp_frames=max(1, round(info.fps)))
-    anchored = dict(conformed)
-    for step in steps:
-        if step.is_identity:
+    segments = plan.segments
+    steps: list[AnchorStep | None] = [None] * len(segments)
+    if anchor and len(segments) > 1:
+        # Fitted on the frames each side of a seam: on overlaps, the same source frames twice; without,
+        # two frames (wider windows let the picture's own motion into the fit: on the drifting fake,
+        # 8 frames left a 2.2x seam, 2 frames 0.4-0.7x).
+        overlaps = [s.overlap_frames for s in segments if s.overlap_frames]
+        window = max(SEAM_WINDOW_FRAMES, min(overlaps, default=0))
+        outputs = [segment_statistics(conformed[s.index], window=window) for s in segments]
+        sources = [segment_statistics(extracted[s.index], window=window) for s in segments]
+        steps = plan_anchors(outputs, [s.cut_before for s in segments], sources, ramp_frames=max(1, round(info.fps)))
+
+    def transfer_of(index: int) -> tuple[ColourTransfer, np.ndarray | None]:
+        step = steps[index]
+        if step is None or step.is_identity:
+            return IDENTITY, None
+        return step.transfer, step.weights(segments[index].sent_frames)
+
+    finished = []
+    for index, segment in enumerate(segments):
+        transfer, weights = transfer_of(index)
+        following = segments[index + 1] if index + 1 < len(segments) else None
+        tail_frames = following.overlap_frames if following else 0
+        if transfer == IDENTITY and not segment.overlap_frames and not tail_frames:
+            finished.append(conformed[index])
             continue
-        destination = Path(work_dir) / "anchor" / f"{step.index:05d}.mp4"
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        apply_anchor(
-            Path(conformed[step.index]),
+        tail = None
+        if following and tail_frames:
+            tail = read_head(conformed[following.index], tail_frames, *transfer_of(following.index))
+        destination = Path(work_dir) / "finish" / f"{segment.name}.mp4"
+        finish_clip(
+            conformed[index],
             destination,
-            step.transfer,
-            strength=step.strength,
-            ramp_frames=step.ramp_frames,
-            ramp_start=step.ramp_start,
-            ramp_end=step.ramp_end,
+            transfer=transfer,
+            weights=weights,
+            drop_frames=segment.overlap_frames,
+            blend_tail=tail,
             frame_rate=info.frame_rate,
         )
-        anchored[step.index] = str(destination)
-    return anchored
+        finished.append(str(destination))
+    return finished
 
 
 @task(name="report-seams", description="Measures every seam against the source and draws a contact sheet.", cache_policy=NO_CACHE)
@@ -74,7 +106,7 @@ def report_video_seams(
     seams = plan.segments[1:]
     metrics = measure_seams(
         Path(source), Path(output), [s.first_frame for s in seams], on_cut=[s.cut_before for s in seams],
-        threshold=threshold,
+        overlaps=[s.overlap_frames for s in seams], threshold=threshold,
     )
     if not metrics:
         return [], None
