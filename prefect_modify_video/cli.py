@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
             help="correct colour drift between segments (default: on for services, off for local)",
         )
         command.add_argument(
+            "--anchor-strength", type=float,
+            help="0-1: weight of the colour correction away from in-shot seams (default 1)",
+        )
+        command.add_argument(
             "--overlap-frames", type=int,
             help="frames sent with both segments of an in-shot seam and cross-blended (default: 12, local 0)",
         )
@@ -117,6 +121,7 @@ def _parameters(args: argparse.Namespace):
         "refresh": args.refresh or None,
         "max_cost_usd": args.max_cost_usd,
         "anchor_colours": args.anchor_colours,
+        "anchor_strength": args.anchor_strength,
         "overlap_frames": args.overlap_frames,
         "sequential": args.sequential or None,
     }

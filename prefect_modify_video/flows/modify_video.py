@@ -261,7 +261,9 @@ def _modify_fetched_video(
                 + "\n".join(failures)
             )
         anchor = params.anchor_colours if params.anchor_colours is not None else backend.name != "local"
-        finished = finish_segment_clips(plan, info, extracted, conformed, str(work_dir), anchor=anchor)
+        finished = finish_segment_clips(
+            plan, info, extracted, conformed, str(work_dir), anchor=anchor, anchor_strength=params.anchor_strength
+        )
         join_video_segments(finished, info, str(output))
         sheet_path = output.with_name(f"{output.stem}.seams.png")
         seams, sheet = report_video_seams(source, str(output), plan, str(sheet_path), params.seam_threshold)

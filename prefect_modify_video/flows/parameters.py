@@ -128,6 +128,14 @@ class ModifyVideoParameters(BaseModel):
         title="Anchor colours across segments",
         description="Correct each answer's colour drift toward its neighbours; on for services, off for the local backend when empty.",
     )
+    anchor_strength: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        title="Anchoring strength",
+        description="Weight of a segment's colour correction away from its in-shot seams (1 everywhere at the seams, "
+        "ramped over a second): 1 holds the whole shot to one colour, less keeps more of each answer's own.",
+    )
     overlap_frames: int | None = Field(
         default=None,
         ge=0,

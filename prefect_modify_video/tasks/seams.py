@@ -32,6 +32,7 @@ def finish_segment_clips(
     conformed: dict[int, str],
     work_dir: str,
     anchor: bool = True,
+    anchor_strength: float = 1.0,
 ) -> list[str]:
     """Makes each segment's clip for the join: one colour transform per segment, overlaps blended.
 
@@ -47,6 +48,7 @@ def finish_segment_clips(
         conformed: The conformed answer of each segment, by index.
         work_dir: Where the finished clips are written.
         anchor: Whether to anchor colours.
+        anchor_strength: Weight of each in-shot segment's correction away from its seams.
 
     Returns:
         The clips to join, in order.
@@ -61,7 +63,10 @@ def finish_segment_clips(
         window = max(SEAM_WINDOW_FRAMES, min(overlaps, default=0))
         outputs = [segment_statistics(conformed[s.index], window=window) for s in segments]
         sources = [segment_statistics(extracted[s.index], window=window) for s in segments]
-        steps = plan_anchors(outputs, [s.cut_before for s in segments], sources, ramp_frames=max(1, round(info.fps)))
+        steps = plan_anchors(
+            outputs, [s.cut_before for s in segments], sources,
+            strength=anchor_strength, ramp_frames=max(1, round(info.fps)),
+        )
 
     def transfer_of(index: int) -> tuple[ColourTransfer, np.ndarray | None]:
         step = steps[index]
