@@ -14,6 +14,7 @@ from prefect_modify_video.blocks.presets import (
     SCENE_REPLACEMENT,
     SUBTLE_ENHANCEMENT,
     ModifyVideoPreset,
+    SeamSettings,
     load_preset,
     register_default_presets,
 )
@@ -41,7 +42,7 @@ PRESET = ModifyVideoPreset(
     first_frame="block://local-file-system/frames/painted.png",
     backend=BackendSpec(name="segmind", credentials_block="segmind"),
     max_segment_seconds=8,
-    seam_settings={"concurrency": 3, "not_a_parameter": 1},
+    seam_settings=SeamSettings(overlap_frames=8, anchor_strength=0.5),
 )
 
 
@@ -54,10 +55,10 @@ def test_preset_fills_only_what_the_run_did_not_set():
     assert applied.first_frame == "block://local-file-system/frames/painted.png"
     assert applied.backend == BackendSpec(name="segmind", credentials_block="segmind")
     assert applied.backend is not PRESET.backend, "the preset's backend is copied, not shared"
-    assert applied.concurrency == 3, "seam_settings keys fill parameters of the same name"
-    assert not hasattr(applied, "not_a_parameter")
+    assert (applied.overlap_frames, applied.anchor_strength) == (8, 0.5), "seam settings fill their parameters"
+    assert applied.anchor_colours is None and applied.seam_threshold == 1.5, "unset seam settings are left alone"
     assert applied.model_fields_set == {
-        "source", "prompt", "max_segment_seconds", "mode", "first_frame", "backend", "concurrency"
+        "source", "prompt", "max_segment_seconds", "mode", "first_frame", "backend", "overlap_frames", "anchor_strength"
     }
     assert params.mode == "flex_1", "the given parameters are not changed"
 
@@ -74,7 +75,9 @@ def test_explicitly_set_argument_overrides_model_fields_set():
     params = ModifyVideoParameters(source="film.mp4", mode="adhere_1")
     applied = PRESET.apply(params, explicitly_set={"source"})
     assert applied.mode == "reimagine_2"
-    assert PRESET.applied_fields(params) == ["prompt", "first_frame", "backend", "max_segment_seconds", "concurrency"]
+    assert PRESET.applied_fields(params) == [
+        "prompt", "first_frame", "backend", "max_segment_seconds", "anchor_strength", "overlap_frames"
+    ]
 
 
 def test_parameters_from_a_flow_run_dict_keep_what_was_given():

@@ -23,6 +23,28 @@ P = TypeVar("P", bound=BaseModel)
 PRESET_PARAMETERS = ("mode", "prompt", "first_frame", "backend", "max_segment_seconds")
 
 
+class SeamSettings(BaseModel):
+    """How a preset's runs hide and judge seams; each empty field is left to the run."""
+
+    anchor_colours: bool | None = Field(
+        default=None, title="Anchor colours", description="Correct each answer's colour drift toward its neighbours."
+    )
+    anchor_strength: float | None = Field(
+        default=None, ge=0, le=1, title="Anchoring strength",
+        description="Weight of the colour correction away from in-shot seams (0-1).",
+    )
+    overlap_frames: int | None = Field(
+        default=None, ge=0, le=60, title="Overlap (frames)",
+        description="Frames sent with both segments of an in-shot seam and cross-blended (billed twice).",
+    )
+    sequential: bool | None = Field(
+        default=None, title="Sequential", description="Start each in-shot segment from the previous answer's frame."
+    )
+    seam_threshold: float | None = Field(
+        default=None, gt=0, title="Seam threshold", description="A seam above this many times the source's jump is flagged."
+    )
+
+
 class ModifyVideoPreset(Block):
     """A named set of modify-video parameters: mode, prompt, first frame, backend, segment length.
 
@@ -38,7 +60,7 @@ class ModifyVideoPreset(Block):
         first_frame: A restyled first frame (path, URL or block:// reference).
         backend: The service to use.
         max_segment_seconds: Upper bound on a segment's length.
-        seam_settings: Reserved for the seam options.
+        seam_settings: Seam options (anchoring, overlap, sequential mode, threshold).
         notes: When to use the preset.
 
     Examples:
@@ -82,13 +104,10 @@ class ModifyVideoPreset(Block):
         title="Longest segment (s)",
         description="Upper bound on a segment's length; empty: not set.",
     )
-    seam_settings: dict[str, Any] = Field(
-        default_factory=dict,
+    seam_settings: SeamSettings = Field(
+        default_factory=SeamSettings,
         title="Seam settings",
-        description=(
-            "Reserved for the seam options (blending, colour harmonisation across joins): each key is copied "
-            "onto the run parameter of the same name when the run has one and did not set it; other keys are ignored."
-        ),
+        description="Anchoring, overlap, sequential mode and threshold; each one set fills the run parameter of the same name.",
     )
     notes: str | None = Field(
         default=None,
@@ -116,8 +135,8 @@ class ModifyVideoPreset(Block):
             value = getattr(self, name)
             if value is not None and name in fields and name not in explicit:
                 updates[name] = value.model_copy(deep=True) if isinstance(value, BaseModel) else value
-        for name, value in self.seam_settings.items():
-            if name in fields and name not in explicit and name not in updates and name not in PRESET_PARAMETERS:
+        for name, value in self.seam_settings.model_dump(exclude_none=True).items():
+            if name in fields and name not in explicit:
                 updates[name] = value
         if not updates:
             return params
@@ -130,7 +149,7 @@ class ModifyVideoPreset(Block):
         explicit = set(params.model_fields_set if explicitly_set is None else explicitly_set)
         fields = type(params).model_fields
         named = [n for n in PRESET_PARAMETERS if getattr(self, n) is not None]
-        named += [n for n in self.seam_settings if n not in PRESET_PARAMETERS]
+        named += list(self.seam_settings.model_dump(exclude_none=True))
         return [n for n in named if n in fields and n not in explicit]
 
 
