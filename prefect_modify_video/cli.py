@@ -41,7 +41,9 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--output", help="output path (default: <source>.modified.<ext>)")
         command.add_argument("--max-segment-seconds", type=float, help="longest segment (default: the service's cap)")
         command.add_argument("--concurrency", type=int, help="segments in flight at once")
-        command.add_argument("--store", help="folder of stored paid results (default: under PREFECT_HOME)")
+        command.add_argument(
+            "--store", help="paid results: a folder or block://<type>/<name>/<folder> (default: under PREFECT_HOME)"
+        )
         command.add_argument("--max-cost-usd", type=float, help="budget: refuse or stop before passing it")
         command.add_argument(
             "--anchor-colours", action=argparse.BooleanOptionalAction, default=None,

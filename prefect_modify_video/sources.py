@@ -577,6 +577,71 @@ def deliver_output(local_file: Path, destination: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# Files kept in a block (the result store's)
+
+
+def download_block_file(reference: str | BlockReference, destination: Path) -> bool:
+    """Copies a file out of a storage block to a local path, atomically.
+
+    Returns:
+        ``True`` when copied, ``False`` when the block has no such file.
+
+    Raises:
+        InvalidInputError: the block cannot be loaded or read (other than the file missing).
+    """
+    ref = reference if isinstance(reference, BlockReference) else parse_block_reference(reference)
+    block = load_storage_block(ref)
+    how = _kind_of_block(block)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        if how == "local":
+            path = _block_local_path(block, ref)
+            if not path.is_file():
+                return False
+            shutil.copyfile(path, partial)
+        elif how == "fsspec":
+            try:
+                block.filesystem.get_file(_block_fsspec_path(block, ref), str(partial))
+            except FileNotFoundError:
+                return False
+        else:
+            try:
+                content = _call_block_method(block.read_path, ref.path)
+            except (FileNotFoundError, ValueError):
+                return False
+            partial.write_bytes(content)
+        os.replace(partial, destination)
+        return True
+    except OSError as error:
+        raise InvalidInputError(f"{ref}: could not be read ({error})") from error
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def delete_block_file(reference: str | BlockReference) -> None:
+    """Deletes a file from a storage block if it is there (a block with only ``write_path`` gets it emptied).
+
+    Raises:
+        InvalidInputError: the block cannot be loaded or written.
+    """
+    ref = reference if isinstance(reference, BlockReference) else parse_block_reference(reference)
+    block = load_storage_block(ref)
+    how = _kind_of_block(block)
+    try:
+        if how == "local":
+            _block_local_path(block, ref).unlink(missing_ok=True)
+        elif how == "fsspec":
+            remote = _block_fsspec_path(block, ref)
+            if block.filesystem.exists(remote):
+                block.filesystem.rm(remote)
+        else:
+            _call_block_method(block.write_path, ref.path, b"")
+    except (OSError, ValueError) as error:
+        raise InvalidInputError(f"{ref}: could not be deleted ({error})") from error
+
+
+# --------------------------------------------------------------------------------------------
 # Listing
 
 

@@ -9,6 +9,14 @@ Layout under the root folder::
 
 The key is the sha256 of the extracted segment file plus the normalised parameters; it holds
 no path, run id or secret, so a new run after a crash finds it.
+
+The store is a local folder, or a folder in a Prefect storage block
+(``block://<block-type-slug>/<block-name>/<folder>``, e.g. S3 through ``RemoteFileSystem``) so
+that results outlive the machine: then the same layout is kept in the block and mirrored in a
+local folder under PREFECT_HOME. A clip and its record are uploaded as soon as they are stored
+(the record last: it marks the clip complete), a saved job at once; a lookup that misses locally
+asks the block. Locks stay local: object stores have no atomic create, so two runs on two
+machines at the same moment could both pay for a segment; on one machine they cannot.
 """
 
 from __future__ import annotations
@@ -23,6 +31,14 @@ from pathlib import Path
 from typing import Iterator
 
 from prefect_modify_video.media.ffmpeg import atomic_destination
+from prefect_modify_video.sources import (
+    BlockReference,
+    delete_block_file,
+    deliver_output,
+    download_block_file,
+    is_block_reference,
+    parse_block_reference,
+)
 
 
 def default_store_root() -> Path:
@@ -45,28 +61,60 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 
 class ResultStore:
-    """Paid results on local disk, keyed by content.
+    """Paid results keyed by content, in a local folder or a storage block's folder.
 
     Args:
-        root: The folder; created on first write.
+        location: A local folder, or ``block://<block-type-slug>/<block-name>/<folder>``;
+            ``default_store_root()`` when empty. Created on first write.
+
+    Raises:
+        InvalidInputError: a malformed block reference (the block itself is loaded on first use).
     """
 
-    def __init__(self, root: str | Path | None = None):
-        self.root = Path(root) if root else default_store_root()
+    def __init__(self, location: str | Path | None = None):
+        self.location = str(location) if location else str(default_store_root())
+        self.remote: BlockReference | None = None
+        if is_block_reference(self.location):
+            self.remote = parse_block_reference(self.location.rstrip("/") + "/")
+            mirror = hashlib.sha256(str(self.remote).encode()).hexdigest()[:16]
+            self.root = default_store_root() / "mirrors" / mirror
+        else:
+            self.root = Path(os.path.expanduser(self.location))
+
+    def _remote_file(self, local: Path) -> BlockReference | None:
+        """The block file mirrored by ``local`` (a path under ``root``), or ``None`` for a local store."""
+        if self.remote is None:
+            return None
+        return self.remote.joined(local.relative_to(self.root).as_posix())
+
+    def _upload(self, local: Path) -> None:
+        if (remote := self._remote_file(local)) is not None:
+            deliver_output(local, str(remote))
+
+    def _fetch(self, local: Path) -> bool:
+        """Whether ``local`` is there, fetching it from the block when it is not yet mirrored."""
+        if local.is_file():
+            return True
+        remote = self._remote_file(local)
+        return remote is not None and download_block_file(remote, local)
 
     def clip_path(self, key: str) -> Path:
-        """Where the clip of ``key`` is kept."""
+        """Where the clip of ``key`` is kept (locally)."""
         return self.root / "clips" / f"{key}.mp4"
 
     def get(self, key: str) -> Path | None:
-        """The stored clip for ``key``, or ``None``."""
+        """The stored clip for ``key``, or ``None``.
+
+        Raises:
+            InvalidInputError: the store's block cannot be read (a miss would mean paying again).
+        """
         path = self.clip_path(key)
-        return path if path.is_file() and path.with_suffix(".json").is_file() else None
+        return path if self._fetch(path.with_suffix(".json")) and self._fetch(path) else None
 
     def record(self, key: str) -> dict:
         """What was recorded with the clip of ``key`` (empty when none)."""
         meta = self.clip_path(key).with_suffix(".json")
-        return json.loads(meta.read_text()) if meta.is_file() else {}
+        return json.loads(meta.read_text()) if self._fetch(meta) else {}
 
     def put(self, key: str, clip: Path, record: dict) -> Path:
         """Copies a validated clip into the store, then its record (the record marks it complete)."""
@@ -76,21 +124,31 @@ class ResultStore:
         shutil.copyfile(clip, partial)
         os.replace(partial, destination)
         _write_json_atomic(destination.with_suffix(".json"), {**record, "stored_at": time.time()})
+        self._upload(destination)
+        self._upload(destination.with_suffix(".json"))
         self.forget_job(key)
         return destination
 
     def save_job(self, key: str, job: dict) -> None:
         """Saves a submitted job so a resumed run can poll it instead of paying again."""
-        _write_json_atomic(self.root / "jobs" / f"{key}.json", job)
+        path = self.root / "jobs" / f"{key}.json"
+        _write_json_atomic(path, job)
+        self._upload(path)
 
     def load_job(self, key: str) -> dict | None:
         """The saved unfinished job of ``key``, or ``None``."""
         path = self.root / "jobs" / f"{key}.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        if not self._fetch(path):
+            return None
+        text = path.read_text().strip()
+        return json.loads(text) if text else None
 
     def forget_job(self, key: str) -> None:
         """Drops the saved job of ``key``."""
-        (self.root / "jobs" / f"{key}.json").unlink(missing_ok=True)
+        path = self.root / "jobs" / f"{key}.json"
+        path.unlink(missing_ok=True)
+        if (remote := self._remote_file(path)) is not None:
+            delete_block_file(remote)
 
     @contextmanager
     def lock(self, key: str, *, stale_after_seconds: float = 3600.0, poll_seconds: float = 0.5) -> Iterator[None]:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 from prefect.settings import PREFECT_API_URL
@@ -127,3 +128,28 @@ def test_two_runs_at_once_pay_for_each_segment_once(six_segments, tmp_path, serv
         _, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr[-3000:]
     assert server.stats("segmind").billed == 3
+
+
+def test_a_store_in_a_storage_block_outlives_the_machine(six_segments, tmp_path, server, monkeypatch):
+    """Results kept in a RemoteFileSystem block (fsspec's memory store: the code path of s3://) are
+    found by a run on a "new machine" (an empty PREFECT_HOME, so no local mirror)."""
+    import fsspec
+    from prefect.filesystems import RemoteFileSystem
+
+    bucket = f"bucket-{uuid.uuid4().hex[:8]}"
+    block = f"results-{uuid.uuid4().hex[:8]}"
+    RemoteFileSystem(basepath=f"memory://{bucket}").save(block)
+    store = f"block://remote-file-system/{block}/modify-video"
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "first-machine"))
+    first = modify_video(params(six_segments, tmp_path, server, store_dir=store, output=str(tmp_path / "a.mp4")))
+    assert first.billed_calls == 3
+    memory = fsspec.filesystem("memory")
+    stored = sorted(path.rsplit("/", 1)[1] for path in memory.find(f"/{bucket}/modify-video/clips"))
+    assert len(stored) == 6 and {name.rsplit(".", 1)[1] for name in stored} == {"mp4", "json"}
+    assert not memory.find(f"/{bucket}/modify-video/jobs"), "finished jobs are forgotten in the block too"
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "second-machine"))
+    second = modify_video(params(six_segments, tmp_path, server, store_dir=store, output=str(tmp_path / "b.mp4")))
+    assert (second.billed_calls, second.reused_segments) == (0, 3)
+    assert server.stats("segmind").billed == 3
+    assert probe_video(second.output).frames == probe_video(six_segments).frames

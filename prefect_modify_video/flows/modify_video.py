@@ -219,7 +219,7 @@ def _modify_fetched_video(
         first_frame=first_frame,
         first_frame_sha256=sha256_of_file(Path(first_frame)) if first_frame else None,
         backend=params.backend,
-        store_dir=str(store.root),
+        store_dir=store.location,
         work_dir=str(work_dir),
         run_key=uuid.uuid4().hex,
         refresh=params.refresh,

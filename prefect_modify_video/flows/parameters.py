@@ -115,7 +115,8 @@ class ModifyVideoParameters(BaseModel):
     store_dir: str | None = Field(
         default=None,
         title="Result store",
-        description="Folder where paid results are kept and found again on a re-run; under PREFECT_HOME when empty.",
+        description="Where paid results are kept and found again on a re-run: a local folder or a storage block's "
+        "folder (block://<block-type-slug>/<block-name>/<folder>, e.g. S3); under PREFECT_HOME when empty.",
     )
     max_cost_usd: float | None = Field(
         default=None,

@@ -385,7 +385,7 @@ def preview_modes(params: PreviewParameters) -> PreviewResult:
                 first_frame=first_frame,
                 first_frame_sha256=sha256_of_file(Path(first_frame)) if first_frame else None,
                 backend=params.backend,
-                store_dir=str(store.root),
+                store_dir=store.location,
                 work_dir=str(work / "modes" / mode),
                 run_key=run_key,
                 max_cost_usd=params.max_cost_usd,
