@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--credentials", help="name of a saved credentials block of the backend")
         command.add_argument("--base-url", help="another address for the service (a proxy or test server)")
         command.add_argument("--upload-url", help="HTTP PUT store for services that take media by URL (Luma)")
+        command.add_argument(
+            "--upload-block", help="or block://remote-file-system/<name>/<folder> on S3/GCS, read by presigned URL"
+        )
         command.add_argument("--poll-interval-seconds", type=float, help="seconds between status checks of a queued job")
         command.add_argument("--output", help="output path (default: <source>.modified.<ext>)")
         command.add_argument("--max-segment-seconds", type=float, help="longest segment (default: the service's cap)")
@@ -107,6 +110,7 @@ def _parameters(args: argparse.Namespace):
         "credentials_block": args.credentials,
         "base_url": args.base_url,
         "upload_url": args.upload_url,
+        "upload_block": args.upload_block,
         "poll_interval_seconds": args.poll_interval_seconds,
     }
     given = {

@@ -619,6 +619,28 @@ def download_block_file(reference: str | BlockReference, destination: Path) -> b
         partial.unlink(missing_ok=True)
 
 
+def signed_block_url(reference: str | BlockReference, expires_seconds: int = 24 * 3600) -> str:
+    """A URL anyone holding it can GET the block's file at for ``expires_seconds`` (a presigned URL).
+
+    Raises:
+        InvalidInputError: the block's storage cannot sign URLs (only object stores such as S3 or
+            GCS through a ``RemoteFileSystem`` can).
+    """
+    ref = reference if isinstance(reference, BlockReference) else parse_block_reference(reference)
+    block = load_storage_block(ref)
+    if _kind_of_block(block) == "fsspec":
+        try:
+            return block.filesystem.sign(_block_fsspec_path(block, ref), expiration=expires_seconds)
+        except NotImplementedError:
+            pass
+        except OSError as error:
+            raise InvalidInputError(f"{ref}: could not make a URL for it ({error})") from error
+    raise InvalidInputError(
+        f"{ref}: this storage cannot make URLs a service can read; use a RemoteFileSystem block on an "
+        "object store (s3://, gs://) or an HTTP upload store (upload_url)"
+    )
+
+
 def delete_block_file(reference: str | BlockReference) -> None:
     """Deletes a file from a storage block if it is there (a block with only ``write_path`` gets it emptied).
 

@@ -70,3 +70,48 @@ def audio_md5(path: Path) -> list[str]:
         run_ffmpeg(["-i", str(path), "-map", f"0:{a.index}", "-c", "copy", "-f", "md5", "-"]).decode().strip()
         for a in info.audio_streams
     ]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """Moto's S3 server on 127.0.0.1 (an in-process S3 stand-in): ``(endpoint, boto3 client)``.
+
+    Skipped where moto or s3fs is not installed.
+    """
+    import socket
+
+    pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+    import boto3
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        yield endpoint, boto3.client(
+            "s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket_block(s3_server, prefect_server):
+    """A fresh bucket on the S3 stand-in and a saved RemoteFileSystem block on it: ``(block name, bucket)``."""
+    import uuid
+
+    from prefect.filesystems import RemoteFileSystem
+
+    endpoint, s3 = s3_server
+    bucket = f"bucket-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    name = f"s3-{uuid.uuid4().hex[:8]}"
+    client = {"endpoint_url": endpoint, "region_name": "us-east-1"}
+    RemoteFileSystem(
+        basepath=f"s3://{bucket}", settings={"key": "testing", "secret": "testing", "client_kwargs": client}
+    ).save(name)
+    return name, bucket

@@ -225,3 +225,19 @@ def test_first_frames_sent_with_each_segment(tmp_path, server, first_frame_image
     # adds the previous answer's frame to every segment that starts inside a shot.
     assert len(with_frame) == 1 + (in_shot if sequential else 0)
     assert_same_shape_and_sound(result.output, source)
+
+
+def test_luma_reads_segments_from_a_storage_block_by_presigned_url(
+    tmp_path, server, sample_video, s3_server, s3_bucket_block
+):
+    _, s3 = s3_server
+    name, bucket = s3_bucket_block
+    folder = f"block://remote-file-system/{name}/luma-uploads/"
+    result = run(sample_video, tmp_path, server, "luma", spec={"upload_url": None, "upload_block": folder})
+    calls = server.received("luma")
+    assert result.billed_calls == len(calls) == result.segments
+    # Luma fetched every segment by URL, from the bucket (the fake server GETs the presigned URLs).
+    assert {call.params["video_source"] for call in calls} == {"url"}
+    uploaded = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="luma-uploads/")["Contents"]]
+    assert len(uploaded) == result.segments
+    assert_same_shape_and_sound(result.output, sample_video)

@@ -8,6 +8,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 from prefect.filesystems import LocalFileSystem, RemoteFileSystem
 
@@ -27,6 +28,7 @@ from prefect_modify_video.sources import (
     location_name,
     parse_block_reference,
     sibling_location,
+    signed_block_url,
     sniff_media,
 )
 
@@ -302,38 +304,26 @@ def test_list_videos_in_folders_and_blocks(video_block, tmp_path):
         list_videos(str(tmp_path / "nowhere"))
 
 
-def test_s3_stand_in_through_remote_file_system(tmp_path, small_video):
+def test_s3_stand_in_through_remote_file_system(tmp_path, small_video, s3_server, s3_bucket_block):
     """s3:// through RemoteFileSystem and s3fs, against moto's S3 server on 127.0.0.1 (skipped without them)."""
-    pytest.importorskip("s3fs")
-    moto_server = pytest.importorskip("moto.server")
-    import boto3
+    _, s3 = s3_server
+    name, bucket = s3_bucket_block
+    s3.put_object(Bucket=bucket, Key="in/clip.mp4", Body=small_video.read_bytes())
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        credentials = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
-        s3 = boto3.client("s3", endpoint_url=endpoint, **credentials)
-        s3.create_bucket(Bucket="videos")
-        s3.put_object(Bucket="videos", Key="in/clip.mp4", Body=small_video.read_bytes())
-        name = f"s3-{uuid.uuid4().hex[:8]}"
-        RemoteFileSystem(
-            basepath="s3://videos",
-            settings={"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}},
-        ).save(name)
-
-        fetched = fetch_source(f"block://remote-file-system/{name}/in/clip.mp4", tmp_path)
-        assert sha256_of_file(fetched) == sha256_of_file(small_video)
-        assert list_videos(f"block://remote-file-system/{name}/in/") == [f"block://remote-file-system/{name}/in/clip.mp4"]
-        deliver_output(fetched, f"block://remote-file-system/{name}/out/clip.modified.mp4")
-        body = s3.get_object(Bucket="videos", Key="out/clip.modified.mp4")["Body"].read()
-        assert body == small_video.read_bytes()
-        assert [o["Key"] for o in s3.list_objects_v2(Bucket="videos", Prefix="out/")["Contents"]] == ["out/clip.modified.mp4"]
-    finally:
-        server.stop()
+    fetched = fetch_source(f"block://remote-file-system/{name}/in/clip.mp4", tmp_path)
+    assert sha256_of_file(fetched) == sha256_of_file(small_video)
+    assert list_videos(f"block://remote-file-system/{name}/in/") == [f"block://remote-file-system/{name}/in/clip.mp4"]
+    deliver_output(fetched, f"block://remote-file-system/{name}/out/clip.modified.mp4")
+    body = s3.get_object(Bucket=bucket, Key="out/clip.modified.mp4")["Body"].read()
+    assert body == small_video.read_bytes()
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="out/")["Contents"]] == ["out/clip.modified.mp4"]
+    # A presigned URL reads the object without the block's credentials.
+    url = signed_block_url(f"block://remote-file-system/{name}/out/clip.modified.mp4", 600)
+    assert "Signature" in url and httpx.get(url).content == small_video.read_bytes()
+    memory = f"memory-{uuid.uuid4().hex[:8]}"
+    RemoteFileSystem(basepath="memory://nowhere").save(memory)
+    with pytest.raises(InvalidInputError, match="cannot make URLs a service can read"):
+        signed_block_url(f"block://remote-file-system/{memory}/x.mp4")
 
 
 def test_new_video_event_names_the_video_as_its_resource():

@@ -98,10 +98,11 @@ def create_checked_backend(params: ModifyVideoParameters) -> ModifyBackend:
         InvalidInputError: naming what is missing and where to give it.
     """
     backend = params.backend.create()
-    if getattr(backend, "requires_uploader", False) and not params.backend.upload_url:
+    has_uploader = params.backend.upload_url or params.backend.upload_block
+    if getattr(backend, "requires_uploader", False) and not has_uploader:
         raise InvalidInputError(
-            f"{backend.name} takes media only by URL: give backend.upload_url (--upload-url), "
-            "an HTTP PUT store the service can read from"
+            f"{backend.name} takes media only by URL: give backend.upload_block (--upload-block), a storage "
+            "block folder on S3 or GCS, or backend.upload_url (--upload-url), an HTTP PUT store the service can read"
         )
     return backend
 

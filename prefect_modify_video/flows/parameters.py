@@ -35,6 +35,11 @@ class BackendSpec(BaseModel):
         default=None,
         description="Where segments are uploaded for services that take media by URL (an HTTP PUT store).",
     )
+    upload_block: str | None = Field(
+        default=None,
+        description="Or a storage block's folder for those uploads, read by the service through presigned URLs: "
+        "block://remote-file-system/<block-name>/<folder> on s3:// or gs://.",
+    )
 
     def create(self, *, api_key: str | None = None, **options) -> ModifyBackend:
         """Builds the backend.
@@ -59,7 +64,11 @@ class BackendSpec(BaseModel):
             options["poll_interval_seconds"] = self.poll_interval_seconds
         if self.timeout_seconds is not None:
             options["timeout_seconds"] = self.timeout_seconds
-        if self.upload_url:
+        if self.upload_block:
+            from prefect_modify_video.providers.luma import BlockUploader
+
+            options["uploader"] = BlockUploader(self.upload_block)
+        elif self.upload_url:
             from prefect_modify_video.providers.luma import HttpPutUploader
 
             options["uploader"] = HttpPutUploader(self.upload_url)

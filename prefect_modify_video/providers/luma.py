@@ -1,9 +1,10 @@
 """Luma's own Dream Machine API: ``POST /generations/video/modify``, then poll the generation.
 
 Luma takes media only by URL, so ``LumaBackend`` needs a ``MediaUploader`` that puts each
-segment (and first frame) where Luma can GET it, e.g. a storage block with presigned URLs.
-``HttpPutUploader`` is the simplest one: it PUTs the file to an HTTP store and reads the
-URL back (the fake server implements it; so can any presigned-PUT style store).
+segment (and first frame) where Luma can GET it: ``BlockUploader`` writes it to a storage block
+on an object store (e.g. a ``RemoteFileSystem`` on ``s3://``) and gives Luma a presigned URL;
+``HttpPutUploader`` PUTs the file to an HTTP store and reads the URL back (the fake server
+implements it; so can any presigned-PUT style store).
 
 Price (Luma's page): output pixels × frames at 24 fps; ray-2 $0.01582 and ray-flash-2
 $0.00544 per million pixels (1280×720, 5 s = 110.6 Mpx → $1.75 on ray-2).
@@ -132,6 +133,47 @@ class HttpPutUploader:
     async def aclose(self) -> None:
         """Closes the connections."""
         await self._client.aclose()
+
+
+class BlockUploader:
+    """Uploads files into a storage block's folder and returns presigned URLs to them.
+
+    The block must sign URLs: a ``RemoteFileSystem`` on an object store (``s3://``, ``gs://``).
+    Files are named by content (``{sha256[:16]}-{name}``), so a repeated upload is harmless.
+
+    Example:
+        ```python
+        uploader = BlockUploader("block://remote-file-system/luma-uploads/segments/")
+        backend = LumaBackend(api_key, uploader=uploader)
+        ```
+    """
+
+    def __init__(self, folder: str, *, expires_seconds: int = 24 * 3600):
+        """Creates the uploader.
+
+        Args:
+            folder: ``block://<block-type-slug>/<block-name>/<folder>``.
+            expires_seconds: How long each URL works (long enough for the service's queue).
+        """
+        from prefect_modify_video.sources import parse_block_reference
+
+        self.folder = parse_block_reference(folder.rstrip("/") + "/")
+        self.expires_seconds = expires_seconds
+
+    def _upload(self, path: Path) -> str:
+        from prefect_modify_video.sources import deliver_output, signed_block_url
+
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        target = self.folder.joined(f"{digest}-{path.name}")
+        deliver_output(path, str(target))
+        return signed_block_url(target, self.expires_seconds)
+
+    async def upload(self, path: Path) -> str:
+        """Writes ``path`` into the block's folder and returns a presigned URL to it."""
+        return await asyncio.to_thread(self._upload, Path(path))
+
+    async def aclose(self) -> None:
+        """Nothing to close."""
 
 
 class LumaBackend(HttpModifyBackend):
