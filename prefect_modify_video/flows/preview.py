@@ -289,7 +289,8 @@ def write_grid_video(clips: list[Path], labels: list[str], info: VideoInfo, segm
     graph = ";".join(chains) + f";{inputs}xstack=inputs={columns * rows}:layout={layout}:shortest=1[out]"
     audio = bool(info.audio_streams)
     if audio:
-        args += ["-ss", f"{segment.start_s:.6f}", "-t", f"{segment.duration_s:.6f}", "-i", info.path]
+        start = info.start_offset_s + segment.start_s
+        args += ["-ss", f"{start:.6f}", "-t", f"{segment.duration_s:.6f}", "-i", info.path]
     args += ["-filter_complex", graph, "-map", "[out]"]
     if audio:
         args += ["-map", f"{len(clips)}:a:0", "-c:a", "aac", "-b:a", "128k"]

@@ -206,7 +206,8 @@ def clip_statistics(
     if which == "last":
         info = probe_video(path)
         window = read_frames(
-            path, max(0, info.frames - frames), frames, frame_rate=info.frame_rate, size=STATISTICS_SIZE
+            path, max(0, info.frames - frames), frames, frame_rate=info.frame_rate, size=STATISTICS_SIZE,
+            start_offset_s=info.start_offset_s,
         )
         return frames_statistics(window)
     if which == "all":

@@ -5,6 +5,7 @@ Every function here writes its output atomically (a temporary file beside it, th
 
 from __future__ import annotations
 
+import logging
 import math
 from fractions import Fraction
 from pathlib import Path
@@ -14,7 +15,9 @@ import ffmpeg
 from prefect_modify_video.errors import ClipValidationError, InvalidInputError
 from prefect_modify_video.media.ffmpeg import atomic_destination, write_with_ffmpeg
 from prefect_modify_video.media.plan import Segment
-from prefect_modify_video.media.probe import VideoInfo, probe_video
+from prefect_modify_video.media.probe import VideoInfo, frame_seek_seconds, probe_video
+
+logger = logging.getLogger(__name__)
 
 # Extracted clips go to a service that re-encodes them: fast, but visually lossless.
 EXTRACT_ENCODE = {"vcodec": "libx264", "preset": "veryfast", "crf": 16, "pix_fmt": "yuv420p"}
@@ -59,6 +62,47 @@ def track_timescale(frame_rate: Fraction) -> int:
 EXTRACT_CRF_STEPS = (16, 22, 28, 34)
 
 
+def _frames_in(clip: Path) -> int:
+    try:
+        return probe_video(clip).frames
+    except InvalidInputError:
+        return 0
+
+
+def _write_segment(
+    info: VideoInfo, segment: Segment, destination: Path, max_dimension: int | None, crf: int, *, seek: bool
+) -> None:
+    """Encodes the segment's sent frames: after a seek (fast), or picked by number from the start (sure)."""
+    rate = Fraction(info.frame_rate)
+    width, height = service_size(info, max_dimension)
+    if seek:
+        start = frame_seek_seconds(segment.sent_first_frame, rate, info.start_offset_s)
+        stream = ffmpeg.input(info.path, ss=f"{start:.6f}")[str(info.video_index)].filter("fps", fps=info.frame_rate)
+        # A frame or two short at the very end (timestamps rounded onto the constant rate) is padded.
+        padding = 2
+    else:
+        stream = (
+            ffmpeg.input(info.path)[str(info.video_index)]
+            .filter("fps", fps=info.frame_rate)
+            .filter("trim", start_frame=segment.sent_first_frame, end_frame=segment.end_frame)
+            .filter("setpts", "PTS-STARTPTS")
+        )
+        padding = segment.sent_frames
+    stream = (
+        stream.filter("scale", width, height, flags="bicubic")
+        .filter("setsar", "1")
+        .filter("tpad", stop_mode="clone", stop=padding)
+    )
+    args = stream.output(
+        "out.mp4",
+        an=None,
+        r=info.frame_rate,
+        **{"frames:v": segment.sent_frames, "movflags": "+faststart"},
+        **{**EXTRACT_ENCODE, "crf": crf},
+    ).get_args()
+    write_with_ffmpeg(args[:-1], destination)
+
+
 def extract_segment(
     info: VideoInfo,
     segment: Segment,
@@ -73,7 +117,8 @@ def extract_segment(
     The clip is re-encoded (not stream-copied, so it starts on the exact frame), at the
     source's constant frame rate, upright (rotation baked in), with square pixels, an even
     size no larger than ``max_dimension`` on its longest side, and without audio. A clip over
-    ``max_bytes`` is encoded again at lower quality until it fits.
+    ``max_bytes`` is encoded again at lower quality until it fits. Frames are found by seeking
+    (``frame_seek_seconds``); where seeking fails on a file, by decoding it from the start.
 
     Returns:
         ``destination``.
@@ -81,27 +126,12 @@ def extract_segment(
     Raises:
         InvalidInputError: the clip is over ``max_bytes`` even at the lowest quality step.
     """
-    rate = Fraction(info.frame_rate)
-    width, height = service_size(info, max_dimension)
-    # Seek a quarter frame early: the segment's first frame is then the first one kept, and
-    # the fps filter rounds its timestamp to zero.
-    start = max(0.0, float((segment.sent_first_frame - Fraction(1, 4)) / rate))
-    stream = (
-        ffmpeg.input(info.path, ss=f"{start:.6f}")[str(info.video_index)]
-        .filter("fps", fps=info.frame_rate)
-        .filter("scale", width, height, flags="bicubic")
-        .filter("setsar", "1")
-        .filter("tpad", stop_mode="clone", stop=segment.sent_frames)
-    )
     for crf in EXTRACT_CRF_STEPS:
-        args = stream.output(
-            "out.mp4",
-            an=None,
-            r=info.frame_rate,
-            **{"frames:v": segment.sent_frames, "movflags": "+faststart"},
-            **{**EXTRACT_ENCODE, "crf": crf},
-        ).get_args()
-        write_with_ffmpeg(args[:-1], destination)
+        _write_segment(info, segment, destination, max_dimension, crf, seek=True)
+        if _frames_in(destination) < segment.sent_frames:
+            # Seeking failed on this file (some MPEG-TS do): decode from the start instead.
+            logger.warning("%s: seeking to segment %s failed; decoding from the start", info.path, segment.name)
+            _write_segment(info, segment, destination, max_dimension, crf, seek=False)
         if max_bytes is None or destination.stat().st_size <= max_bytes:
             return destination
     size = destination.stat().st_size
@@ -205,6 +235,8 @@ def _concat_line(path: Path) -> str:
 def join_segments(clips: list[Path], info: VideoInfo, destination: Path) -> Path:
     """Joins conformed clips by stream copy and adds every audio stream of the source, copied once.
 
+    The video starts as far after the audio as the source's does (``info.start_offset_s``).
+
     Args:
         clips: Conformed clips in order.
         info: The source; its audio streams are copied as they are.
@@ -218,8 +250,9 @@ def join_segments(clips: list[Path], info: VideoInfo, destination: Path) -> Path
     destination.parent.mkdir(parents=True, exist_ok=True)
     concat_list = atomic_destination(destination).with_suffix(".txt")
     concat_list.write_text("".join(_concat_line(c) for c in clips))
+    offset = ["-itsoffset", f"{info.start_offset_s:.6f}"] if info.start_offset_s > 0 else []
     args = [
-        "-f", "concat", "-safe", "0", "-i", str(concat_list),
+        *offset, "-f", "concat", "-safe", "0", "-i", str(concat_list),
         "-i", info.path,
         "-map", "0:v:0", "-map", "1:a?", "-c", "copy",
         "-map_metadata", "-1", "-map_chapters", "-1",

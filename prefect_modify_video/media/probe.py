@@ -13,6 +13,9 @@ from prefect_modify_video.media.ffmpeg import FFPROBE, require_ffmpeg, run_ffmpe
 
 # A source whose average rate differs from its nominal rate by more than this is treated as VFR.
 VFR_TOLERANCE = 0.002
+# What ffprobe says of a file cut short; the error then says what to do.
+TRUNCATION_SIGNS = ("moov atom not found", "partial file", "truncat", "end of file")
+TRUNCATED_HINT = "the file is cut short (an interrupted recording, download or copy?); copy or export it again"
 
 
 class AudioStreamInfo(BaseModel):
@@ -46,6 +49,11 @@ class VideoInfo(BaseModel):
     pix_fmt: str = Field(default="", description="Pixel format of the video stream.")
     video_codec: str = Field(description="Codec of the video stream.")
     video_index: int = Field(default=0, description="Index of the video stream in the container.")
+    start_offset_s: float = Field(
+        default=0.0,
+        description="How long after the file's earliest stream the video starts (e.g. behind a late start or "
+        "audio priming); frame k is at start_offset_s + k / frame_rate.",
+    )
     audio_streams: list[AudioStreamInfo] = Field(default_factory=list, description="Audio streams.")
 
     @property
@@ -68,6 +76,13 @@ def _fraction(text: str | None) -> Fraction:
     return value
 
 
+def _seconds(text: str | None) -> float:
+    try:
+        return float(text) if text not in (None, "", "N/A") else 0.0
+    except ValueError:
+        return 0.0
+
+
 def _rotation(stream: dict) -> int:
     rotation = 0
     tags = stream.get("tags") or {}
@@ -78,6 +93,30 @@ def _rotation(stream: dict) -> int:
             # Display matrix rotation is counter-clockwise; the rotate tag is clockwise.
             rotation = -int(float(side_data["rotation"]))
     return rotation % 360
+
+
+def frame_seek_seconds(frame: int, frame_rate: str | Fraction, start_offset_s: float = 0.0) -> float:
+    """The input ``-ss`` that makes frame ``frame`` the first one kept, with the ``fps`` filter at ``frame_rate``.
+
+    ``-ss`` counts from the file's earliest stream, so the video's own start offset is added;
+    seeking a quarter frame early makes the ``fps`` filter round the frame's timestamp to 0.
+    """
+    return max(0.0, start_offset_s + float((frame - Fraction(1, 4)) / Fraction(frame_rate)))
+
+
+def _readable_packets(path: Path, stream_index: int) -> int:
+    """How many packets of the stream can be read (one pass over the file, no decoding)."""
+    output = run_ffmpeg(
+        [
+            "-v", "error", "-select_streams", str(stream_index), "-count_packets",
+            "-show_entries", "stream=nb_read_packets", "-of", "csv=p=0", str(path),
+        ],
+        program=FFPROBE,
+    )
+    try:
+        return int(output.decode(errors="replace").strip().split(",")[0])
+    except ValueError:
+        return 0
 
 
 def _packet_timing(path: Path, stream_index: int) -> tuple[int, float]:
@@ -91,13 +130,17 @@ def _packet_timing(path: Path, stream_index: int) -> tuple[int, float]:
     )
     starts, ends = [], []
     for line in output.decode(errors="replace").splitlines():
-        pts, _, duration = line.partition(",")
+        # Some containers (MPEG-TS) end each line with an empty field: "1.48,0.04,".
+        pts, duration = (line.split(",") + ["", ""])[:2]
         try:
             start = float(pts)
         except ValueError:
             continue
         starts.append(start)
-        ends.append(start + (float(duration) if duration.strip() not in ("", "N/A") else 0.0))
+        try:
+            ends.append(start + float(duration))
+        except ValueError:
+            ends.append(start)
     if not starts:
         return 0, 0.0
     return len(starts), max(ends) - min(starts)
@@ -129,8 +172,11 @@ def probe_video(path: str | Path) -> VideoInfo:
             program=FFPROBE,
         )
     except FfmpegError as error:
-        reason = error.stderr.strip().splitlines()[-1] if error.stderr.strip() else "unreadable"
-        raise InvalidInputError(f"{path}: not a readable video ({reason})") from error
+        lines = [line.strip() for line in error.stderr.strip().splitlines() if line.strip()]
+        if any(sign in line.lower() for line in lines for sign in TRUNCATION_SIGNS):
+            raise InvalidInputError(f"{path}: not a readable video: {TRUNCATED_HINT}") from error
+        reason = lines[-1] if lines else "unreadable"
+        raise InvalidInputError(f"{path}: not a readable video ({reason}); give a video file ffmpeg can play") from error
     data = json.loads(output)
     streams = data.get("streams") or []
     video_streams = [
@@ -149,6 +195,13 @@ def probe_video(path: str | Path) -> VideoInfo:
     if frames <= 0 or duration <= 0:
         frames, packet_seconds = _packet_timing(path, int(video["index"]))
         duration = duration if duration > 0 else packet_seconds
+    else:
+        # A header may list frames the file no longer holds (a copy cut short, a faststart MP4).
+        readable = _readable_packets(path, int(video["index"]))
+        if readable < frames - max(2, 0.01 * frames):
+            raise InvalidInputError(
+                f"{path}: its header lists {frames} frames but only {readable} can be read: {TRUNCATED_HINT}"
+            )
     if frames <= 0 or duration <= 0:
         raise InvalidInputError(f"{path}: the video stream has no frames; give a video with content")
     if frames == 1:
@@ -205,6 +258,7 @@ def probe_video(path: str | Path) -> VideoInfo:
         pix_fmt=video.get("pix_fmt") or "",
         video_codec=video.get("codec_name") or "",
         video_index=int(video["index"]),
+        start_offset_s=max(0.0, _seconds(video.get("start_time")) - _seconds(fmt.get("start_time"))),
         audio_streams=audio,
     )
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from prefect_modify_video.errors import InvalidInputError
 from prefect_modify_video.media.ffmpeg import atomic_destination, run_ffmpeg
-from prefect_modify_video.media.probe import VideoInfo, probe_video
+from prefect_modify_video.media.probe import VideoInfo, frame_seek_seconds, probe_video
 
 SEAM_THRESHOLD = 1.5
 # A change of mean level smaller than this (on the 0-255 scale) is taken as invisible, so
@@ -78,6 +78,7 @@ def read_frames(
     frame_rate: str | Fraction,
     size: tuple[int, int],
     pix_fmt: str = "yuv420p",
+    start_offset_s: float = 0.0,
 ) -> np.ndarray:
     """Reads ``count`` frames from frame ``first`` on, by seeking, as raw bytes per frame.
 
@@ -92,6 +93,7 @@ def read_frames(
         frame_rate: The rate frames are numbered at.
         size: ``(width, height)`` the frames are scaled to (area average).
         pix_fmt: Raw pixel format, ``yuv420p`` or ``rgb24``.
+        start_offset_s: The video's start after the file's earliest stream (``VideoInfo.start_offset_s``).
 
     Returns:
         ``uint8`` array of shape (frames, bytes per frame).
@@ -99,15 +101,19 @@ def read_frames(
     rate = Fraction(frame_rate)
     width, height = size
     frame_bytes = {"yuv420p": width * height * 3 // 2, "rgb24": width * height * 3}[pix_fmt]
-    args: list[str] = []
-    if first > 0:
-        args += ["-ss", f"{float((first - Fraction(1, 4)) / rate):.6f}"]
-    args += [
-        "-i", str(path), "-map", "0:v:0", "-an", "-sn", "-dn",
-        "-vf", f"fps={rate.numerator}/{rate.denominator},scale={width}:{height}:flags=area,format={pix_fmt}",
-        "-frames:v", str(count), "-f", "rawvideo", "-pix_fmt", pix_fmt, "-",
-    ]
-    raw = run_ffmpeg(args)
+    scale = f"scale={width}:{height}:flags=area,format={pix_fmt}"
+    output = ["-frames:v", str(count), "-f", "rawvideo", "-pix_fmt", pix_fmt, "-"]
+    seek = frame_seek_seconds(first, rate, start_offset_s)
+    raw = run_ffmpeg([
+        *(["-ss", f"{seek:.6f}"] if seek > 0 else []), "-i", str(path), "-map", "0:v:0", "-an", "-sn", "-dn",
+        "-vf", f"fps={rate.numerator}/{rate.denominator},{scale}", *output,
+    ])  # fmt: skip
+    if seek > 0 and len(raw) < count * frame_bytes:
+        # Seeking failed on this file (some MPEG-TS do), or the read runs past the end: count from the start.
+        raw = run_ffmpeg([
+            "-i", str(path), "-map", "0:v:0", "-an", "-sn", "-dn",
+            "-vf", f"fps={rate.numerator}/{rate.denominator},trim=start_frame={first},{scale}", *output,
+        ])  # fmt: skip
     whole = len(raw) - len(raw) % frame_bytes
     return np.frombuffer(raw[:whole], dtype=np.uint8).reshape(-1, frame_bytes)
 
@@ -184,7 +190,9 @@ def measure_seams(
         count = min(total, seam + span + 1) - first
         means = {}
         for name, path, info in (("source", source, source_info), ("output", output, output_info)):
-            frames = read_frames(path, first, count, frame_rate=info.frame_rate, size=size)
+            frames = read_frames(
+                path, first, count, frame_rate=info.frame_rate, size=size, start_offset_s=info.start_offset_s
+            )
             means[name] = plane_means(frames, size)
         # jumps[j] is the jump into frame first + j + 1; the seam's are those into blend_start..seam.
         measured = min(len(means["output"]), len(means["source"]))
@@ -280,7 +288,8 @@ def write_contact_sheet(
         sheet[:, mark : mark + FRAME_GAP] = SEAM_MARK
         for row, (path, info) in enumerate(((source, source_info), (output, output_info))):
             frames = read_frames(
-                path, first, shown, frame_rate=info.frame_rate, size=(thumb_width, thumb_height), pix_fmt="rgb24"
+                path, first, shown, frame_rate=info.frame_rate, size=(thumb_width, thumb_height), pix_fmt="rgb24",
+                start_offset_s=info.start_offset_s,
             ).reshape(-1, thumb_height, thumb_width, 3)
             top = row * (thumb_height + ROW_GAP)
             # A seam near the start shows fewer frames before it; keep frame k under the mark.
