@@ -11,7 +11,7 @@ demo: setup
 	$(VENV)/bin/prefect-modify-video demo $(INPUT)
 
 test: setup
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n 2
 
 bench: setup
 	$(VENV)/bin/python bench/overhead.py
