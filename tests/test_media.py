@@ -237,6 +237,19 @@ def test_video_that_is_not_the_first_stream(tmp_path):
         "-map", "0:a", "-map", "1:v", "-c:v", "libx264", "-c:a", "aac", "-y", str(source),
     ])
     info = probe_video(source)
-    assert info.video_index == 1 and info.frames == 50
+    assert info.video_index == 1 and info.frames == 50 and info.dropped_streams == []
     segment = plan_segments(info.frames, info.frame_rate, 30).segments[0]
     assert probe_video(extract_segment(info, segment, tmp_path / "x.mp4")).frames == 50
+
+
+def test_streams_the_output_does_not_carry_are_named(tmp_path):
+    subtitles = tmp_path / "subs.srt"
+    subtitles.write_text("1\n00:00:00,000 --> 00:00:01,000\nhello\n")
+    source = tmp_path / "with_subs.mkv"
+    run_ffmpeg([
+        "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=25:duration=2", "-f", "lavfi", "-i", "sine=duration=2",
+        "-i", str(subtitles), "-map", "0", "-map", "1", "-map", "2", "-c:v", "libx264", "-c:a", "aac",
+        "-c:s", "srt", "-y", str(source),
+    ])  # fmt: skip
+    info = probe_video(source)
+    assert info.dropped_streams == ["subtitle:subrip"] and len(info.audio_streams) == 1

@@ -189,6 +189,11 @@ def _modify_fetched_video(
     output = fetch_dir / location_name(destination) if is_remote(destination) else Path(os.path.expanduser(destination))
     info = probe_source_video(source)
     check_paths(info, output, Path(first_frame) if first_frame else None)
+    if info.dropped_streams:
+        logger.warning(
+            "%s: the output keeps the video and every audio stream; these are not carried over: %s",
+            source, ", ".join(info.dropped_streams),
+        )
 
     backend = create_checked_backend(params)
     for warning in backend.prompt_warnings(params.prompt):

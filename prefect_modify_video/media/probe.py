@@ -55,6 +55,10 @@ class VideoInfo(BaseModel):
         "audio priming); frame k is at start_offset_s + k / frame_rate.",
     )
     audio_streams: list[AudioStreamInfo] = Field(default_factory=list, description="Audio streams.")
+    dropped_streams: list[str] = Field(
+        default_factory=list,
+        description="Streams the output does not carry (subtitles, data, cover art, other video), as 'type:codec'.",
+    )
 
     @property
     def output_width(self) -> int:
@@ -258,6 +262,11 @@ def probe_video(path: str | Path) -> VideoInfo:
         pix_fmt=video.get("pix_fmt") or "",
         video_codec=video.get("codec_name") or "",
         video_index=int(video["index"]),
+        dropped_streams=[
+            f"{s.get('codec_type') or 'unknown'}:{s.get('codec_name') or s.get('codec_tag_string') or 'unknown'}"
+            for s in streams
+            if s is not video and s.get("codec_type") != "audio"
+        ],
         start_offset_s=max(0.0, _seconds(video.get("start_time")) - _seconds(fmt.get("start_time"))),
         audio_streams=audio,
     )
