@@ -279,15 +279,9 @@ def fit_anchor(
     return ColourTransfer(gain=tuple(float(g) for g in gain), offset=tuple(float(o) for o in offset))
 
 
-def weighted(transfer: ColourTransfer, weight: float) -> tuple[np.ndarray, np.ndarray]:
-    """Gain and offset of ``transfer`` at ``weight`` (0: none, 1: full), as ``ColourTransfer.filter`` does."""
-    gain = 1 + weight * (np.asarray(transfer.gain) - 1)
-    return gain, weight * np.asarray(transfer.offset)
-
-
 def transfer_statistics(stats: YuvStatistics, transfer: ColourTransfer, weight: float = 1.0) -> YuvStatistics:
     """The statistics frames would have after ``transfer`` at ``weight`` (values clipped at 0/255 aside)."""
-    gain, offset = weighted(transfer, weight)
+    gain, offset = transfer.weighted(weight)
     return YuvStatistics(gain * np.asarray(stats.mean) + offset, np.abs(gain) * np.asarray(stats.std))
 
 

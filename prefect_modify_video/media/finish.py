@@ -77,10 +77,8 @@ class _Layout:
 
 def _luts(transfer: ColourTransfer, weight: float) -> list[np.ndarray]:
     """Lookup tables of Y, U and V for ``transfer`` at ``weight`` (0: none, 1: full)."""
-    gain = 1 + weight * (np.asarray(transfer.gain) - 1)
-    offset = weight * np.asarray(transfer.offset)
     values = np.arange(256, dtype=np.float64)
-    return [np.clip(np.rint(values * g + o), 0, 255).astype(np.uint8) for g, o in zip(gain, offset)]
+    return [np.clip(np.rint(values * g + o), 0, 255).astype(np.uint8) for g, o in zip(*transfer.weighted(weight))]
 
 
 def _transferred(frame: np.ndarray, layout: _Layout, transfer: ColourTransfer, weight: float) -> np.ndarray:

@@ -147,13 +147,14 @@ class ColourTransfer:
     gain: tuple[float, float, float]
     offset: tuple[float, float, float]
 
+    def weighted(self, weight: float) -> tuple[np.ndarray, np.ndarray]:
+        """Gain and offset of Y, U and V at ``weight`` (0: none, 1: full): the gain eased toward 1, the offset toward 0."""
+        return 1 + weight * (np.asarray(self.gain) - 1), weight * np.asarray(self.offset)
+
     def filter(self, strength: float) -> str:
         """The ``lutyuv`` filter applying this transfer at ``strength`` (0: none, 1: full)."""
-        parts = []
-        for name, gain, offset in zip("yuv", self.gain, self.offset):
-            g = 1 + strength * (gain - 1)
-            o = strength * offset
-            parts.append(f"{name}='clip(val*{g:.5f}+{o:.3f},0,255)'")
+        gains, offsets = self.weighted(strength)
+        parts = [f"{name}='clip(val*{g:.5f}+{o:.3f},0,255)'" for name, g, o in zip("yuv", gains, offsets)]
         return "lutyuv=" + ":".join(parts)
 
 
