@@ -56,12 +56,6 @@ class Segment(BaseModel, frozen=True):
 
     @computed_field
     @property
-    def sent_start_s(self) -> float:
-        """Start of what is sent, in seconds."""
-        return self.end_s - self.sent_duration_s
-
-    @computed_field
-    @property
     def sent_duration_s(self) -> float:
         """Length of what is sent (and billed), in seconds."""
         return self.duration_s * self.sent_frames / self.frames
