@@ -12,7 +12,7 @@ from conftest import read_frames, saturation
 from prefect_modify_video.media.edit import write_frame_image
 from prefect_modify_video.media.looks import choose_looks
 from prefect_modify_video.media.probe import probe_video
-from prefect_modify_video.providers.base import ModifyRequest, run_modify
+from prefect_modify_video.providers.base import ModifyRequest
 from prefect_modify_video.providers.local import LocalBackend
 
 
@@ -20,7 +20,11 @@ def restyle(clip: Path, tmp_path: Path, prompt: str, mode: str, **backend_option
     backend = LocalBackend(**backend_options)
     destination = tmp_path / f"{mode}-{abs(hash(prompt))}.mp4"
     request = ModifyRequest(clip=clip, prompt=prompt, mode=mode)
-    asyncio.run(run_modify(backend, request, destination, tmp_path / "work"))
+    async def submit_and_download():
+        job = await backend.submit(request, tmp_path / "work")
+        await backend.download(job, destination)
+
+    asyncio.run(submit_and_download())
     assert probe_video(destination).frames == probe_video(clip).frames
     return read_frames(destination)
 

@@ -46,7 +46,7 @@ from prefect_modify_video.tasks import (
     report_modify_video_run,
 )
 from prefect_modify_video.tasks.seams import finish_segment_clips, report_video_seams
-from prefect_modify_video.tasks.modify import ModifiedSegment, ModifySettings
+from prefect_modify_video.tasks.modify import ModifiedSegment, ModifySettings, ledger, segment_key
 
 
 class ModifyVideoResult(BaseModel):
@@ -225,6 +225,10 @@ def _modify_fetched_video(
         first_frame=first_frame,
         first_frame_sha256=sha256_of_file(Path(first_frame)) if first_frame else None,
         backend=params.backend,
+        backend_name=backend.name,
+        model=backend.model,
+        source_sha256=sha256_of_file(Path(source)),
+        sent_size=(width, height),
         store_dir=store.location,
         work_dir=str(work_dir),
         run_key=uuid.uuid4().hex,
@@ -248,8 +252,9 @@ def _modify_fetched_video(
         rows, extracted, conformed, failures = _run_segments(
             plan, info, settings, backend, progress_id, modify_task, estimates, params.sequential
         )
-        cost = sum(r.get("cost_usd") or 0.0 for r in rows if r.get("paid"))
-        paid = sum(1 for r in rows if r.get("paid"))
+        billed = ledger.billed(settings.run_key)
+        cost = sum(call.cost_usd for call in billed)
+        paid = len(billed)
         summary = {
             "output": None, "source": source, "backend": backend.name, "mode": params.mode,
             "segments": len(plan.segments), "paid": paid, "reused": sum(1 for r in rows if r.get("paid") is False),
@@ -328,6 +333,12 @@ def _run_segments(
     extracted_clips: dict[int, str] = {}
     failures: list[str] = []
     size = service_size(info, backend.max_dimension)
+    keys: dict[int, str] = {}
+    for segment in plan.segments:
+        first_frame_key = settings.first_frame_sha256 if segment.index == 0 else None
+        if sequential and segment.index > 0 and not segment.cut_before:
+            first_frame_key = keys[segment.index - 1]
+        keys[segment.index] = segment_key(settings, segment, first_frame_key)
     with ThreadPoolTaskRunner(max_workers=settings.concurrency + (os.cpu_count() or 2)) as runner:
         final_futures = {}
         previous_final = None
@@ -360,6 +371,7 @@ def _run_segments(
                     "clip": extracted,
                     "segment": segment,
                     "settings": settings,
+                    "key": keys[segment.index],
                     "estimated_cost_usd": estimates[segment.index],
                     "first_frame": first_frame,
                 },

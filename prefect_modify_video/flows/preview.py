@@ -65,7 +65,7 @@ from prefect_modify_video.tasks import (
     plan_video_segments,
     probe_source_video,
 )
-from prefect_modify_video.tasks.modify import ModifiedSegment, ModifySettings
+from prefect_modify_video.tasks.modify import ModifiedSegment, ModifySettings, segment_key
 
 DEFAULT_PREVIEW_MODES: tuple[Mode, ...] = ("adhere_3", "flex_1", "flex_3", "reimagine_1")
 DEFAULT_EXCERPT_SECONDS = 5.0
@@ -360,9 +360,9 @@ def preview_modes(params: PreviewParameters) -> PreviewResult:
         plan = plan_video_segments(info, cap, run_params.resolved_overlap_frames(backend.name))
         segment, reusable = choose_excerpt(info, plan, params.start_s, params.end_s, cap)
         width, height = service_size(info, backend.max_dimension)
-        call_estimate = backend.estimate_cost_usd(segment.duration_s, width, height)
+        call_estimate = backend.estimate_cost_usd(segment.sent_duration_s, width, height)
         full_estimate = sum(segment_cost_estimates(backend, plan, width, height).values())
-        first_estimate = backend.estimate_cost_usd(plan.segments[0].duration_s, width, height)
+        first_estimate = backend.estimate_cost_usd(plan.segments[0].sent_duration_s, width, height)
         logger.info(
             "excerpt %.3f-%.3f s (%d frames)%s; %d modes at about $%.2f each",
             segment.start_s, segment.end_s, segment.frames,
@@ -379,6 +379,8 @@ def preview_modes(params: PreviewParameters) -> PreviewResult:
             max_bytes=backend.max_upload_bytes,
         )
         futures = {}
+        source_sha256 = sha256_of_file(Path(source))
+        sent_first_frame = first_frame if segment.first_frame == 0 else None
         for mode in params.modes:
             settings = ModifySettings(
                 prompt=params.prompt,
@@ -386,6 +388,10 @@ def preview_modes(params: PreviewParameters) -> PreviewResult:
                 first_frame=first_frame,
                 first_frame_sha256=sha256_of_file(Path(first_frame)) if first_frame else None,
                 backend=params.backend,
+                backend_name=backend.name,
+                model=backend.model,
+                source_sha256=source_sha256,
+                sent_size=(width, height),
                 store_dir=store.location,
                 work_dir=str(work / "modes" / mode),
                 run_key=run_key,
@@ -393,9 +399,10 @@ def preview_modes(params: PreviewParameters) -> PreviewResult:
                 concurrency=backend.max_concurrency,
                 reference_frame=reference,
             )
+            key = segment_key(settings, segment, settings.first_frame_sha256 if sent_first_frame else None)
             modified = modify_video_segment.submit(
-                clip=extracted, segment=segment, settings=settings, estimated_cost_usd=call_estimate,
-                first_frame=first_frame if segment.first_frame == 0 else None,
+                clip=extracted, segment=segment, settings=settings, key=key, estimated_cost_usd=call_estimate,
+                first_frame=sent_first_frame,
             )
             conformed = conform_modified_segment.submit(
                 modified=modified, info=info, segment=segment, work_dir=str(work / "modes" / mode)

@@ -12,14 +12,28 @@ Nothing here imports Prefect: the tasks in ``prefect_modify_video.tasks`` call t
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Awaitable, Callable, ClassVar, Literal, Protocol, get_args
+from typing import ClassVar, Literal, Protocol, get_args
 
-from prefect_modify_video.errors import JobFailedError, JobTimedOutError
+from prefect_modify_video.errors import (
+    JobFailedError,
+    JobTimedOutError,
+    ProviderServerError,
+    ProviderUnavailableError,
+    RateLimitedError,
+    RetryableProviderError,
+)
+
+logger = logging.getLogger(__name__)
+
+_PASSING_POLL_ERRORS = (RateLimitedError, ProviderServerError, ProviderUnavailableError)
+"""Errors of one poll after which the job itself may well be fine: it is polled again."""
 
 Mode = Literal[
     "adhere_1",
@@ -153,30 +167,60 @@ async def wait_for_job(
     backend: ModifyBackend,
     job: ModifyJob,
     *,
+    poll_first: bool = False,
     poll_interval_seconds: float | None = None,
     max_wait_seconds: float | None = None,
 ) -> ModifyJob:
     """Polls ``job`` until it is terminal, sleeping without holding a thread.
+
+    This loop owns the waiting on one job: a poll that fails for a passing reason (a 429, a 5xx,
+    a timeout or a dropped connection, once the HTTP client's own retries are spent) leaves the
+    job as it was, and it is polled again after the interval (or when the rate limit resets),
+    until the deadline. It never submits anything.
+
+    Args:
+        backend: The service.
+        job: A submitted job.
+        poll_first: Poll at once instead of after one interval (a job saved by an earlier try).
+        poll_interval_seconds: Seconds between polls; the backend's when ``None``.
+        max_wait_seconds: The deadline, from now; the backend's when ``None``.
 
     Returns:
         The job in state ``COMPLETED``.
 
     Raises:
         JobFailedError: the service says the job failed.
-        JobTimedOutError: the job is not terminal after ``max_wait_seconds``.
+        JobTimedOutError: the job is not terminal after ``max_wait_seconds`` (its id is kept:
+            polling it later may still find it done).
     """
-    interval = poll_interval_seconds or backend.poll_interval_seconds
-    limit = max_wait_seconds or backend.max_wait_seconds
+    interval = backend.poll_interval_seconds if poll_interval_seconds is None else poll_interval_seconds
+    limit = backend.max_wait_seconds if max_wait_seconds is None else max_wait_seconds
     deadline = time.monotonic() + limit
-    while not job.state.is_terminal:
+    last_error: RetryableProviderError | None = None
+    wait = 0.0 if poll_first else interval
+    polled = not poll_first
+    while not (polled and job.state.is_terminal):
         if time.monotonic() >= deadline:
+            cause = f"; the last poll failed: {last_error}" if last_error else ""
             raise JobTimedOutError(
-                f"job still {job.state.value} after {limit:.0f} s; a re-run polls it again",
+                f"job still {job.state.value} after {limit:.0f} s{cause}; a re-run polls it again",
                 provider=backend.name,
                 job_id=job.job_id,
             )
-        await asyncio.sleep(interval)
-        job = await backend.poll(job)
+        await asyncio.sleep(min(wait, max(deadline - time.monotonic(), 0.0)))
+        try:
+            job = await backend.poll(job)
+            last_error, wait = None, interval
+        except _PASSING_POLL_ERRORS as error:
+            last_error = error
+            wait = max(interval, _seconds_until(getattr(error, "retry_at", None)), 1.0)
+            logger.warning(
+                "%s: polling job %s failed (%s); polling again in %.1f s", backend.name, job.job_id, error, wait
+            )
+            if job.state is not JobState.COMPLETED or job.result_url is None:
+                continue
+            # A saved job already known to be done: its saved result address is tried as it is.
+        polled = True
     if job.state is JobState.FAILED:
         raise JobFailedError(
             f"job failed: {job.failure_reason or 'no reason given'}",
@@ -186,36 +230,6 @@ async def wait_for_job(
     return job
 
 
-async def run_modify(
-    backend: ModifyBackend,
-    request: ModifyRequest,
-    destination: Path,
-    workdir: Path,
-    on_submitted: Callable[[ModifyJob], Awaitable[None] | None] | None = None,
-    resume_job: ModifyJob | None = None,
-) -> ModifyJob:
-    """Submits (or resumes), waits for and downloads one paid call.
-
-    Args:
-        backend: The service.
-        request: The clip and parameters.
-        destination: Where the returned clip is written.
-        workdir: A folder for the backend's temporary files.
-        on_submitted: Called with the job as soon as the service accepted it, so its id can
-            be saved before any waiting.
-        resume_job: A job saved by an earlier run; polled instead of submitting again.
-
-    Returns:
-        The completed job.
-    """
-    if resume_job is not None:
-        job = await backend.poll(resume_job)
-    else:
-        job = await backend.submit(request, workdir)
-        if on_submitted is not None:
-            maybe = on_submitted(job)
-            if asyncio.iscoroutine(maybe):
-                await maybe
-    job = await wait_for_job(backend, job)
-    await backend.download(job, destination)
-    return job
+def _seconds_until(moment: datetime | None) -> float:
+    """Seconds from now until ``moment`` (0 when it is ``None`` or past)."""
+    return max((moment - datetime.now(timezone.utc)).total_seconds(), 0.0) if moment else 0.0

@@ -1,56 +1,92 @@
-"""The paid step: one segment through the modify-video service, found in the store when already paid for."""
+"""The paid step: one segment through the modify-video service, paid for at most once.
+
+Retries have one owner at each level:
+
+- **a request**: the HTTP client repeats only what is safe to repeat (GETs, and a create that
+  surely never reached the service);
+- **a job**: ``wait_for_job`` polls until the job ends or its deadline passes; a poll that fails
+  for a passing reason (429, 5xx, timeout, dropped connection) is polled again, never submitted;
+- **a segment**: Prefect's task retries, configured once from the run's parameters. Every
+  attempt first reloads the segment's saved job, so no attempt can submit a segment whose job
+  id is saved.
+
+Money: a job id is saved before any waiting (a run that cannot save it sends nothing more);
+every job the service completed (and so billed) is booked once in the run's ledger, whether its
+answer is used, thrown away or only partly used; a failed download keeps the saved job, so the
+next attempt or run fetches the answer again instead of paying for it again.
+
+An answer that covers only the start of what was sent is kept for the part it covers and only
+the missing remainder is sent (``prefect_modify_video.media.answers``); the pieces are joined
+into the segment's answer.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
+from prefect.runtime import task_run as current_task_run
 from pydantic import BaseModel, Field
 
 from prefect_modify_video.errors import (
     BudgetExceededError,
-    ContentModerationError,
+    ClipValidationError,
+    FatalProviderError,
     InsufficientCreditsError,
-    JobTimedOutError,
-    ProviderError,
-    ProviderServerError,
-    ProviderUnavailableError,
-    RateLimitedError,
+    InvalidRequestError,
+    JobFailedError,
+    ModifyVideoError,
     RetryableProviderError,
     SubmitOutcomeUnknownError,
 )
 from prefect_modify_video.flows.parameters import BackendSpec
-from prefect_modify_video.media.edit import CONFORM_VERSION, check_returned_clip
+from prefect_modify_video.media.answers import covered_frames, join_answers, last_frame_image, remainder_clip
 from prefect_modify_video.media.ffmpeg import sha256_of_file
 from prefect_modify_video.media.plan import Segment
-from prefect_modify_video.providers.base import JobState, Mode, ModifyJob, ModifyRequest, run_modify
+from prefect_modify_video.media.probe import probe_video
+from prefect_modify_video.providers.base import JobState, Mode, ModifyBackend, ModifyJob, ModifyRequest, wait_for_job
 from prefect_modify_video.store import ResultStore, cache_key
 
-# Waiting on a 429 stays inside the task: the request was refused, so sending it again is safe.
-MAX_RATE_LIMIT_WAITS = 5
-MAX_RATE_LIMIT_WAIT_SECONDS = 120.0
+EXTRACT_VERSION = "1"
+"""Bumped whenever what is sent for a frame range changes (extraction, size rules), so that
+results made from other input are not reused."""
+MAX_REMAINDERS = 3
+"""Remainders sent for one segment whose answers keep coming back short, before it fails."""
 
+
+@dataclass(frozen=True)
+class BilledCall:
+    """One job the service completed, and so billed, in a run."""
+
+    segment: int
+    job_id: str
+    cost_usd: float
+    used: bool
+    """Whether its answer (or the part it covers) went into the output."""
 
 
 class RunLedger:
-    """What the runs of this process have spent, and which must send nothing more.
+    """What the runs of this process have spent and committed, and which must send nothing more.
 
     Segment tasks of one run share it (they run in the flow's worker threads): a run whose
-    account ran out of credits sends no new segment, and no paid call may take a run past
-    its ``max_cost_usd``.
+    account ran out of credits sends no new segment, no paid call may take a run past its
+    ``max_cost_usd``, and every billed job is booked here once, so the run reports what the
+    service billed.
     """
 
     def __init__(self):
         self._lock = threading.Lock()
         self._stopped: dict[str, str] = {}
-        self._committed: dict[str, float] = {}
+        self._committed: dict[str, dict[str, float]] = {}
         self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._billed: dict[str, dict[str, BilledCall]] = {}
 
     def call_slots(self, run_key: str, concurrency: int) -> threading.BoundedSemaphore:
         """The run's semaphore bounding its paid calls in flight to ``concurrency``."""
@@ -62,32 +98,57 @@ class RunLedger:
         with self._lock:
             self._stopped.setdefault(run_key, reason)
 
-    def reserve(self, run_key: str, amount: float, max_cost_usd: float | None) -> None:
-        """Books ``amount`` for a call about to be sent.
-
-        Raises:
-            InsufficientCreditsError: the run was stopped for lack of credits.
-            BudgetExceededError: the call would take the run past ``max_cost_usd``.
-        """
+    def check_not_stopped(self, run_key: str) -> None:
+        """Raises ``InsufficientCreditsError`` when the run was stopped."""
         with self._lock:
             if run_key in self._stopped:
                 raise InsufficientCreditsError(f"not sent: {self._stopped[run_key]}")
-            committed = self._committed.get(run_key, 0.0)
+
+    def reserve(self, run_key: str, call_key: str, amount: float, max_cost_usd: float | None) -> None:
+        """Commits ``amount`` for the call ``call_key`` about to be sent (once per call key).
+
+        Raises:
+            InsufficientCreditsError: the run was stopped.
+            BudgetExceededError: the call would take the run past ``max_cost_usd``.
+        """
+        self.check_not_stopped(run_key)
+        with self._lock:
+            calls = self._committed.setdefault(run_key, {})
+            if call_key in calls:
+                return
+            committed = sum(calls.values())
             if max_cost_usd is not None and committed + amount > max_cost_usd + 1e-9:
                 raise BudgetExceededError(
                     f"not sent: ${committed:.2f} is committed and this segment's ${amount:.2f} "
                     f"would pass max_cost_usd=${max_cost_usd:.2f}; raise the budget and re-run "
                     "(segments already paid for are reused)"
                 )
-            self._committed[run_key] = committed + amount
+            calls[call_key] = amount
 
-    def settle(self, run_key: str, reserved: float, actual: float | None) -> None:
-        """Replaces a reservation by what the call really cost (0 when it was not billed)."""
+    def settle(self, run_key: str, call_key: str, actual: float) -> None:
+        """Replaces a call's commitment by what it really cost."""
         with self._lock:
-            self._committed[run_key] = self._committed.get(run_key, 0.0) - reserved + (actual or 0.0)
+            self._committed.setdefault(run_key, {})[call_key] = actual
+
+    def release(self, run_key: str, call_key: str) -> None:
+        """Drops a call's commitment: it was not billed."""
+        with self._lock:
+            self._committed.get(run_key, {}).pop(call_key, None)
+
+    def book(self, run_key: str, call: BilledCall) -> None:
+        """Books a billed job once (booking the same job id again only updates whether it was used)."""
+        with self._lock:
+            self._billed.setdefault(run_key, {})[call.job_id] = call
+
+    def billed(self, run_key: str, segment: int | None = None) -> list[BilledCall]:
+        """Every job billed in the run (or for one of its segments), in booking order."""
+        with self._lock:
+            calls = list(self._billed.get(run_key, {}).values())
+        return [c for c in calls if segment is None or c.segment == segment]
 
 
-_ledger = RunLedger()
+ledger = RunLedger()
+"""The process's ledger; the flow reads a run's billed calls from it."""
 
 
 class ModifySettings(BaseModel):
@@ -100,12 +161,15 @@ class ModifySettings(BaseModel):
     )
     first_frame_sha256: str | None = None
     backend: BackendSpec
+    backend_name: str = Field(description="The service's backend, as built (a block may choose it).")
+    model: str = Field(default="", description="The service's model, as built.")
+    source_sha256: str = Field(description="The source file's content hash: part of every segment's key.")
+    sent_size: tuple[int, int] = Field(description="Width and height of the clips sent to the service.")
     store_dir: str
     work_dir: str
-    run_key: str = Field(description="Identifies the run for stopping it when credits run out.")
+    run_key: str = Field(description="Identifies the run in the ledger (spend, billed calls, credit stop).")
     refresh: bool = False
     reference_frame: str | None = None
-    length_tolerance_s: float | None = None
     max_cost_usd: float | None = None
     concurrency: int = Field(default=4, description="Paid calls of the run in flight at once.")
 
@@ -116,10 +180,38 @@ class ModifiedSegment(BaseModel):
     index: int
     clip: str
     paid: bool = Field(description="Whether this run paid for it (False: reused from the store).")
+    billed_calls: int = Field(default=0, description="Jobs billed for it in this run (a short answer's remainders too).")
     cost_usd: float | None = Field(default=None, description="As the service reported it, else the list-price estimate.")
     remaining_credits: float | None = None
     job_id: str | None = None
     seconds: float = Field(description="Wall time of this step.")
+
+
+def segment_key(settings: ModifySettings, segment: Segment, first_frame_key: str | None) -> str:
+    """The store key of a segment's answer: what was asked, never the bytes of an encode.
+
+    It is made of the source's content hash, the sent frame range and size, the normalised
+    prompt and mode, the keys of the images sent, the service and model and the extraction
+    version; so two machines (other ffmpeg builds, other thread counts) find each other's answers.
+
+    Args:
+        settings: The run's settings.
+        segment: The segment.
+        first_frame_key: What identifies the first-frame image sent with it: the image's hash
+            (the run's first frame), the previous segment's key (sequential mode), or ``None``.
+    """
+    return cache_key(
+        source_sha256=settings.source_sha256,
+        sent_frames=[segment.sent_first_frame, segment.end_frame],
+        sent_size=list(settings.sent_size),
+        prompt=" ".join(settings.prompt.split()),
+        mode=settings.mode,
+        first_frame=first_frame_key,
+        run_first_frame_sha256=settings.first_frame_sha256,
+        service=settings.backend_name,
+        model=settings.model,
+        extract_version=EXTRACT_VERSION,
+    )
 
 
 def retry_if_retryable(task, task_run, state) -> bool:
@@ -128,15 +220,28 @@ def retry_if_retryable(task, task_run, state) -> bool:
     return isinstance(state.data, RetryableProviderError)
 
 
-def _job_record(job: ModifyJob) -> dict:
+class ResultUnavailableError(FatalProviderError):
+    """Raised when a billed job's answer cannot be fetched: its link is gone.
+
+    The job stays saved, so a re-run tries the download again first and never pays for it again.
+    """
+
+
+class JobNotSavedError(ModifyVideoError):
+    """Raised when a submitted job's id cannot be saved: the run sends nothing more."""
+
+
+def _job_record(job: ModifyJob, *, billed: bool = False) -> dict:
     return {
         "provider": job.provider,
         "job_id": job.job_id,
         "state": job.state.value,
         "result_url": job.result_url,
         "request_id": job.request_id,
+        "cost_usd": job.cost_usd,
         "extra": job.extra,
-        "submitted_at": datetime.now(timezone.utc).isoformat(),
+        "billed": billed,
+        "saved_at": datetime.now(timezone.utc).isoformat(),
     }
 
 
@@ -147,60 +252,199 @@ def _job_from_record(record: dict) -> ModifyJob:
         job_id=record.get("job_id"),
         result_url=record.get("result_url"),
         request_id=record.get("request_id"),
+        cost_usd=record.get("cost_usd"),
         extra=record.get("extra") or {},
     )
 
 
-# Errors after which a saved job may still finish: keep its id so the next try polls it.
-_JOB_MAY_STILL_FINISH = (JobTimedOutError, ProviderUnavailableError, ProviderServerError, RateLimitedError)
+class _SegmentPayer:
+    """Gets one segment's answer from the service, paying once for every frame of it."""
 
+    def __init__(self, settings: ModifySettings, segment: Segment, key: str, estimate_usd: float, store: ResultStore):
+        self.settings = settings
+        self.segment = segment
+        self.key = key
+        self.estimate_usd = estimate_usd
+        self.store = store
+        self.workdir = Path(settings.work_dir) / "modify" / segment.name
+        self.remaining_credits: float | None = None
+        self.logger = get_run_logger()
+        # --refresh pays again for what is stored: on a segment's first try only, not on its retries.
+        self.refresh = settings.refresh and current_task_run.run_count <= 1
 
-async def _call_service(
-    settings: ModifySettings, segment: Segment, request: ModifyRequest, key: str, store: ResultStore
-) -> tuple[Path, ModifyJob]:
-    """Submits the segment, or polls the job an earlier run saved, and downloads the answer.
+    def backend(self) -> ModifyBackend:
+        options = {}
+        if self.settings.reference_frame and self.settings.first_frame:
+            options = {
+                "reference_frame": Path(self.settings.reference_frame),
+                "styled_first_frame": Path(self.settings.first_frame),
+            }
+        return self.settings.backend.create(**options)
 
-    A 429 is waited out here (the request was refused, so sending it again is safe).
-    """
-    options = {}
-    if settings.reference_frame and settings.first_frame:
-        options = {"reference_frame": Path(settings.reference_frame), "styled_first_frame": Path(settings.first_frame)}
-    workdir = Path(settings.work_dir) / "modify" / segment.name
-    returned = workdir / "returned.mp4"
-    saved = store.load_job(key)
-    resume = _job_from_record(saved) if saved and saved.get("job_id") else None
-    async with settings.backend.create(**options) as backend:
-        for attempt in range(MAX_RATE_LIMIT_WAITS + 1):
+    async def answer(self, clip: Path, first_frame: Path | None) -> Path:
+        """The answer for the whole clip: stored, or paid for (a short one completed by remainders)."""
+        sent_frames = probe_video(clip).frames
+        pieces: list[tuple[Path, int]] = []
+        start, key, image = 0, self.key, first_frame
+        for _ in range(MAX_REMAINDERS + 1):
+            piece_clip = clip if start == 0 else remainder_clip(clip, start, self.workdir / f"from-{start}.mp4")
+            answer, covered = await self._piece(key, piece_clip, image)
+            pieces.append((answer, covered))
+            start += covered
+            if start >= sent_frames:
+                break
+            self.logger.warning(
+                "segment %s: the answer covers %d of the %d frames sent; sending only the remaining %d",
+                self.segment.name, start, sent_frames, sent_frames - start,
+            )
+            key = cache_key(segment_key=self.key, sent_from_frame=start)
+            image = last_frame_image(answer, self.workdir / f"from-{start}.png")
+        else:
+            raise ClipValidationError(
+                f"segment {self.segment.name}: the service's answers covered {start} of {sent_frames} frames "
+                f"after {MAX_REMAINDERS} remainders; the pieces are kept and a re-run sends only what is missing",
+                provider=self.settings.backend_name,
+            )
+        if len(pieces) == 1:
+            return pieces[0][0]
+        rate = probe_video(clip).frame_rate
+        joined = join_answers([p for p, _ in pieces], [c for _, c in pieces], rate, self.workdir / "joined.mp4")
+        return self.store.put(self.key, joined, self._record(joined, clip, sent_frames, pieces=len(pieces)))
+
+    def _record(self, answer: Path, clip: Path, covered: int, **extra) -> dict:
+        return {
+            "segment": self.segment.name,
+            "service": self.settings.backend_name,
+            "covered_frames": covered,
+            "answer_sha256": sha256_of_file(answer),
+            "sent_clip_sha256": sha256_of_file(clip),
+            **extra,
+        }
+
+    async def _piece(self, key: str, clip: Path, first_frame: Path | None) -> tuple[Path, int]:
+        """The stored or paid answer for ``clip`` under ``key``, and how many of its frames it covers."""
+        stored = None if self.refresh else self.store.get(key)
+        if stored is not None and (covered := self.store.record(key).get("covered_frames")):
+            return stored, int(covered)
+        returned, job = await self._pay(key, clip, first_frame)
+        try:
+            covered = covered_frames(returned, clip)
+        except ClipValidationError:
+            # Billed and unusable: booked as unused; the next try sends the piece again.
+            self.store.forget_job(key)
+            raise
+        self._mark_used(job)
+        record = self._record(returned, clip, covered, job_id=job.job_id, request_id=job.request_id,
+                              cost_usd=job.cost_usd)
+        return self.store.put(key, returned, record), covered
+
+    def _call_id(self, key: str, job: ModifyJob) -> str:
+        return job.job_id or job.request_id or f"{self.settings.backend_name}:{key}"
+
+    def _book(self, key: str, job: ModifyJob) -> None:
+        cost = job.cost_usd if job.cost_usd is not None else self.estimate_usd
+        ledger.book(self.settings.run_key, BilledCall(self.segment.index, self._call_id(key, job), cost, used=False))
+
+    def _mark_used(self, job: ModifyJob) -> None:
+        for call in ledger.billed(self.settings.run_key, self.segment.index):
+            if call.job_id == (job.job_id or job.request_id) or not (job.job_id or job.request_id):
+                ledger.book(self.settings.run_key, replace(call, used=True))
+
+    async def _pay(self, key: str, clip: Path, first_frame: Path | None) -> tuple[Path, ModifyJob]:
+        """Submits the piece, or follows the job an earlier try saved, and downloads its answer."""
+        settings = self.settings
+        returned = self.workdir / f"returned-{key[:12]}.mp4"
+        saved = self.store.load_job(key)
+        if saved and self.refresh and not saved.get("billed"):
+            self.logger.info("segment %s: --refresh: abandoning the saved job %s", self.segment.name, saved.get("job_id"))
+            self.store.forget_job(key)
+            saved = None
+        resumed = _job_from_record(saved) if saved and saved.get("job_id") else None
+        billed_before = bool(saved and saved.get("billed"))
+        request = ModifyRequest(clip=clip, prompt=settings.prompt, mode=settings.mode, first_frame=first_frame)
+        slots = ledger.call_slots(settings.run_key, settings.concurrency)
+        # Waiting for a slot in a helper thread keeps this task's event loop free.
+        await asyncio.to_thread(slots.acquire)
+        try:
+            async with self.backend() as backend:
+                if not billed_before:
+                    ledger.reserve(settings.run_key, key, self.estimate_usd, settings.max_cost_usd)
+                try:
+                    job = await self._follow(backend, key, request, resumed)
+                except BaseException as error:
+                    # Kept committed: a job still saved (it may yet finish) and an unanswered create.
+                    if self.store.load_job(key) is None and not isinstance(error, SubmitOutcomeUnknownError):
+                        ledger.release(settings.run_key, key)
+                    raise
+                if not billed_before:
+                    # Billed now: marked before the download, so no later try books or pays it again.
+                    ledger.settle(settings.run_key, key, job.cost_usd if job.cost_usd is not None else self.estimate_usd)
+                    self._book(key, job)
+                    if job.job_id:
+                        self._save_job(key, job, billed=True)
+                if job.remaining_credits is not None:
+                    self.remaining_credits = job.remaining_credits
+                await self._download(backend, job, returned)
+        finally:
+            slots.release()
+        return returned, job
+
+    async def _follow(self, backend: ModifyBackend, key: str, request: ModifyRequest, resumed: ModifyJob | None):
+        """Submits (saving the job id at once) or resumes, then waits for the job to end."""
+        settings = self.settings
+        if resumed is None:
             try:
-                job = await run_modify(
-                    backend,
-                    request,
-                    returned,
-                    workdir,
-                    on_submitted=lambda j: store.save_job(key, _job_record(j)) if j.job_id else None,
-                    resume_job=resume,
-                )
-                return returned, job
-            except RateLimitedError as error:
-                if attempt == MAX_RATE_LIMIT_WAITS:
-                    raise
-                wait = 2.0**attempt
-                if error.retry_at is not None:
-                    wait = (error.retry_at - datetime.now(timezone.utc)).total_seconds()
-                await asyncio.sleep(min(max(wait, 0.5), MAX_RATE_LIMIT_WAIT_SECONDS))
-            except ProviderError as error:
-                if isinstance(error, _JOB_MAY_STILL_FINISH):
-                    raise
-                # The job is over (failed, refused, unknown to the service): never poll it again.
-                store.forget_job(key)
-                if resume is None or isinstance(error, ContentModerationError):
-                    raise
-                get_run_logger().warning(
-                    "segment %s: the saved job %s cannot be resumed (%s); submitting anew",
-                    segment.name, resume.job_id, type(error).__name__,
-                )
-                resume = None
-    raise AssertionError("unreachable")
+                job = await backend.submit(request, self.workdir)
+            except InsufficientCreditsError as error:
+                ledger.stop(settings.run_key, f"the account ran out of credits at segment {self.segment.name}")
+                raise InsufficientCreditsError(
+                    f"{error}. Segments finished so far are kept; add credits and re-run: only the "
+                    "missing segments are sent"
+                ) from error
+            if job.job_id:
+                self._save_job(key, job)
+            poll_first = False
+        else:
+            self.logger.info("segment %s: following the saved job %s", self.segment.name, resumed.job_id)
+            job, poll_first = resumed, True
+        try:
+            return await wait_for_job(backend, job, poll_first=poll_first)
+        except (JobFailedError, InvalidRequestError, FatalProviderError) as error:
+            # The job is over without an answer (failed, refused, unknown to the service): not billed.
+            self.store.forget_job(key)
+            if isinstance(error, InsufficientCreditsError):
+                ledger.stop(settings.run_key, f"the account ran out of credits at segment {self.segment.name}")
+            if resumed is not None and isinstance(error, InvalidRequestError):
+                raise JobFailedError(
+                    f"the saved job {resumed.job_id} cannot be followed ({error}); the next try submits anew",
+                    provider=settings.backend_name, job_id=resumed.job_id,
+                ) from error
+            raise
+
+    def _save_job(self, key: str, job: ModifyJob, *, billed: bool = False) -> None:
+        try:
+            self.store.save_job(key, _job_record(job, billed=billed))
+        except Exception as error:
+            ledger.stop(self.settings.run_key, f"the job id of segment {self.segment.name} could not be saved")
+            raise JobNotSavedError(
+                f"segment {self.segment.name}: job {job.job_id} was accepted by {job.provider} but its id could "
+                f"not be saved in the store {self.store.location} ({error}); the run sends nothing more. "
+                "Fix the store, then re-run"
+            ) from error
+
+    async def _download(self, backend: ModifyBackend, job: ModifyJob, destination: Path) -> None:
+        """Downloads a billed job's answer; a failure keeps the saved job for the next try."""
+        try:
+            await backend.download(job, destination)
+        except RetryableProviderError as error:
+            if isinstance(error, JobFailedError) and error.status_code in (404, 410):
+                raise ResultUnavailableError(
+                    f"segment {self.segment.name}: job {job.job_id} was billed but its result link answers "
+                    f"{error.status_code}; fetch it from the service's dashboard, or re-run: the download is "
+                    "tried again first and the segment is not bought again",
+                    provider=job.provider, job_id=job.job_id, status_code=error.status_code,
+                ) from error
+            raise
 
 
 @task(
@@ -217,18 +461,17 @@ async def modify_video_segment(
     clip: Path,
     segment: Segment,
     settings: ModifySettings,
+    key: str,
     estimated_cost_usd: float = 0.0,
     first_frame: Path | None = None,
 ) -> ModifiedSegment:
-    """Restyles one extracted segment, paying at most once for it across runs.
-
-    The result is stored under a key made of the clip's content and the normalised
-    parameters, so a later run (after a crash, a failure or a credit stop) finds it.
+    """Restyles one extracted segment, paying at most once for it across tries, runs and machines' stores.
 
     Args:
         clip: The extracted segment.
         segment: Its place in the plan.
         settings: Prompt, mode, backend and store of the run.
+        key: The segment's store key (``segment_key``).
         estimated_cost_usd: The list price of this call, booked against ``max_cost_usd``.
         first_frame: The image sent as the clip's restyled first frame, if any (the run's image
             for the segment at frame 0; in the sequential mode, the previous answer's frame).
@@ -237,92 +480,46 @@ async def modify_video_segment(
         The stored clip and what it cost.
 
     Raises:
-        ProviderError: a subclass; retryable ones are retried with backoff.
+        ProviderError: a subclass; retryable ones are retried by Prefect.
     """
-    logger = get_run_logger()
     started = time.monotonic()
     clip = Path(clip)
-    backend_model = settings.backend.model or ""
-    key = cache_key(
-        clip_sha256=sha256_of_file(clip),
-        prompt=settings.prompt,
-        mode=settings.mode,
-        first_frame_sha256=sha256_of_file(Path(first_frame)) if first_frame else None,
-        run_first_frame_sha256=settings.first_frame_sha256,
-        provider=settings.backend.name,
-        model=backend_model,
-        conform_version=CONFORM_VERSION,
-    )
     store = ResultStore(settings.store_dir)
+    logger = get_run_logger()
+
+    def complete_hit() -> Path | None:
+        if settings.refresh and current_task_run.run_count <= 1:
+            return None
+        hit = store.get(key)
+        covered = store.record(key).get("covered_frames") if hit else None
+        return hit if hit and (covered is None or covered >= segment.sent_frames) else None
 
     def reused(path: Path) -> ModifiedSegment:
         logger.info("segment %s: reusing the stored result (not paid again)", segment.name)
-        record = store.record(key)
         return ModifiedSegment(
-            index=segment.index, clip=str(path), paid=False, job_id=record.get("job_id"),
+            index=segment.index, clip=str(path), paid=False, job_id=store.record(key).get("job_id"),
             seconds=time.monotonic() - started,
         )
 
-    if not settings.refresh and (hit := store.get(key)):
+    if hit := complete_hit():
         return reused(hit)
     with store.lock(key):
-        if not settings.refresh and (hit := store.get(key)):
+        if hit := complete_hit():
             return reused(hit)
-        request = ModifyRequest(
-            clip=clip,
-            prompt=settings.prompt,
-            mode=settings.mode,
-            first_frame=Path(first_frame) if first_frame else None,
-        )
-        slots = _ledger.call_slots(settings.run_key, settings.concurrency)
-        # Waiting for a slot in a helper thread keeps this task's event loop free.
-        await asyncio.to_thread(slots.acquire)
-        try:
-            _ledger.reserve(settings.run_key, estimated_cost_usd, settings.max_cost_usd)
-        except BaseException:
-            slots.release()
-            raise
-        try:
-            returned, job = await _call_service(settings, segment, request, key, store)
-        except InsufficientCreditsError as error:
-            _ledger.settle(settings.run_key, estimated_cost_usd, 0.0)
-            _ledger.stop(settings.run_key, f"the account ran out of credits at segment {segment.name}")
-            raise InsufficientCreditsError(
-                f"{error}. Segments finished so far are kept; add credits and re-run: only the "
-                "missing segments are sent"
-            ) from error
-        except ProviderError as error:
-            # Refused and failed calls are not billed; an unanswered one may have been, so it stays booked.
-            if not isinstance(error, SubmitOutcomeUnknownError):
-                _ledger.settle(settings.run_key, estimated_cost_usd, 0.0)
-            raise
-        finally:
-            slots.release()
-        _ledger.settle(settings.run_key, estimated_cost_usd, job.cost_usd if job.cost_usd is not None else estimated_cost_usd)
-        try:
-            check_returned_clip(returned, segment, settings.length_tolerance_s)
-        except RetryableProviderError:
-            store.forget_job(key)
-            raise
-        stored = store.put(
-            key,
-            returned,
-            {
-                "provider": job.provider,
-                "job_id": job.job_id,
-                "request_id": job.request_id,
-                "cost_usd": job.cost_usd,
-                "segment": segment.name,
-            },
-        )
-        returned.unlink(missing_ok=True)
-    logger.info("segment %s: paid call done (job %s)", segment.name, job.job_id or job.request_id or "-")
+        payer = _SegmentPayer(settings, segment, key, estimated_cost_usd, store)
+        stored = await payer.answer(clip, Path(first_frame) if first_frame else None)
+    calls = ledger.billed(settings.run_key, segment.index)
+    logger.info(
+        "segment %s: done with %d billed call(s) (%s)", segment.name, len(calls),
+        ", ".join(c.job_id for c in calls) or "reused pieces",
+    )
     return ModifiedSegment(
         index=segment.index,
         clip=str(stored),
-        paid=True,
-        cost_usd=job.cost_usd if job.cost_usd is not None else estimated_cost_usd,
-        remaining_credits=job.remaining_credits,
-        job_id=job.job_id,
+        paid=bool(calls),
+        billed_calls=len(calls),
+        cost_usd=sum(c.cost_usd for c in calls),
+        remaining_credits=payer.remaining_credits,
+        job_id=calls[-1].job_id if calls else None,
         seconds=time.monotonic() - started,
     )
