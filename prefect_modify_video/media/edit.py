@@ -13,7 +13,7 @@ from pathlib import Path
 import ffmpeg
 
 from prefect_modify_video.errors import ClipValidationError, InvalidInputError
-from prefect_modify_video.media.ffmpeg import atomic_destination, write_with_ffmpeg
+from prefect_modify_video.media.ffmpeg import atomic_destination, encoder_threads, write_with_ffmpeg
 from prefect_modify_video.media.plan import Segment
 from prefect_modify_video.media.probe import VideoInfo, frame_seek_seconds, probe_video
 
@@ -93,12 +93,14 @@ def _write_segment(
         .filter("setsar", "1")
         .filter("tpad", stop_mode="clone", stop=padding)
     )
+    threads = {"threads": encoder_threads()} if encoder_threads() else {}
     args = stream.output(
         "out.mp4",
         an=None,
         r=info.frame_rate,
         **{"frames:v": segment.sent_frames, "movflags": "+faststart"},
         **{**EXTRACT_ENCODE, "crf": crf},
+        **threads,
     ).get_args()
     write_with_ffmpeg(args[:-1], destination)
 

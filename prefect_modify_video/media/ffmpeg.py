@@ -19,6 +19,15 @@ FFMPEG = os.environ.get("PREFECT_MODIFY_VIDEO_FFMPEG", "ffmpeg")
 FFPROBE = os.environ.get("PREFECT_MODIFY_VIDEO_FFPROBE", "ffprobe")
 
 
+def encoder_threads() -> int | None:
+    """Threads of the encoders of extracted clips: ``PREFECT_MODIFY_VIDEO_THREADS``, else the encoder's own choice.
+
+    x264's bytes depend on it, which is why no key of a paid call is made of encoded bytes.
+    """
+    value = os.environ.get("PREFECT_MODIFY_VIDEO_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def require_ffmpeg() -> None:
     """Raises a clear error when ffmpeg or ffprobe is not installed."""
     for program in (FFMPEG, FFPROBE):
