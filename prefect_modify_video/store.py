@@ -2,13 +2,16 @@
 
 Layout under the root folder::
 
-    clips/<key>.mp4      a validated clip the service returned
-    clips/<key>.json     what the call was: provider, job id, cost, when
-    jobs/<key>.json      a submitted, unfinished job (its id), so a resumed run polls it
+    clips/<key>.mp4      a clip the service returned (or the pieces of a short answer, joined)
+    clips/<key>.json     what the call was: service, job id, cost, frames covered, the hashes of
+                         the answer and of the clip that was sent (for checking)
+    jobs/<key>.json      a submitted job (its id; ``billed`` once the service finished it), so a
+                         resumed try or run polls or downloads it instead of paying again
     locks/<key>.lock     held while one process works on the key
 
-The key is the sha256 of the extracted segment file plus the normalised parameters; it holds
-no path, run id or secret, so a new run after a crash finds it.
+The key is logical (``tasks.modify.segment_key``): the source's content hash, the sent frame
+range and the normalised settings, never the bytes of an encode; it holds no path, run id or
+secret, so a new run after a crash, or a run on another machine, finds it.
 
 The store is a local folder, or a folder in a Prefect storage block
 (``block://<block-type-slug>/<block-name>/<folder>``, e.g. S3 through ``RemoteFileSystem``) so
