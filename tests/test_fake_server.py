@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from prefect_modify_video.testing import FakeModifyServer, Fault, FaultKind
-from prefect_modify_video.testing.fake_server import MODES
+from prefect_modify_video.testing.fake import MODES
 
 KEY = "fake-key-123"
 SEGMIND = {"x-api-key": KEY}
