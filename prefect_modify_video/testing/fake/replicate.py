@@ -39,7 +39,9 @@ class ReplicateDialect(Dialect):
     """Replicate: ``Authorization: Bearer`` (or ``Token``); problem-JSON errors
     ``{"title", "detail", "status"}``; 402 when out of credit.
 
-    Its 429 says when it is available again, in a ``retry-after`` header and the body.
+    Its 429 body says when the limit resets, as documented: ``{"detail": "Request was
+    throttled. Your rate limit resets in ~Ns.", "status": 429}``, N the reset delay rounded
+    up (at least 1); a ``retry-after`` header with the same seconds comes with it.
     ``Prefer: wait[=n]`` holds a create until the prediction ends (at most
     ``replicate_max_wait_seconds``).
     """
@@ -72,12 +74,10 @@ class ReplicateDialect(Dialect):
 
     def rate_limited(self, reset_after: float) -> Answer:
         seconds = max(1, math.ceil(reset_after))
-        unit = "second" if seconds == 1 else "seconds"
         return Answer.json(
             429,
             {
-                "title": "Request was throttled.",
-                "detail": f"Request was throttled. Expected available in {seconds} {unit}.",
+                "detail": f"Request was throttled. Your rate limit resets in ~{seconds}s.",
                 "status": 429,
             },
             {"retry-after": str(seconds)},
