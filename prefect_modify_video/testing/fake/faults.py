@@ -61,12 +61,15 @@ class Fault:
         after_accept: For ``DROPPED_CONNECTION``: on a create, do the work (and bill it)
             before dropping, the ambiguous case where a retry would pay twice; on a
             download, send the headers and half the file, then drop (a truncated file).
+        retry_after: For ``RATE_LIMITED``: also send a standard ``Retry-After`` header (the
+            reset in whole seconds, rounded up), whatever the service documents.
     """
 
     kind: FaultKind
     seconds: float | None = None
     factor: float = 0.5
     after_accept: bool = False
+    retry_after: bool = False
 
     SERVER_500: ClassVar[Fault]
     SERVER_502: ClassVar[Fault]
@@ -84,9 +87,16 @@ class Fault:
     STUCK: ClassVar[Fault]
 
     @classmethod
-    def rate_limited(cls, reset_after: float | None = None) -> Fault:
-        """A 429 whose reset time is ``reset_after`` seconds ahead."""
-        return cls(FaultKind.RATE_LIMITED, seconds=reset_after)
+    def rate_limited(cls, reset_after: float | None = None, *, retry_after: bool = False) -> Fault:
+        """A 429 whose reset time is ``reset_after`` seconds ahead.
+
+        Args:
+            reset_after: Seconds until the limit resets; ``None`` takes the server's
+                ``rate_limit_reset_seconds``.
+            retry_after: Add a ``Retry-After`` header even where the service documents
+                another hint (Segmind) or none (Luma, fal).
+        """
+        return cls(FaultKind.RATE_LIMITED, seconds=reset_after, retry_after=retry_after)
 
     @classmethod
     def timeout(cls, seconds: float | None = None) -> Fault:

@@ -41,7 +41,9 @@ from __future__ import annotations
 import base64
 import binascii
 import collections
+import dataclasses
 import logging
+import math
 import re
 import socket
 import threading
@@ -843,7 +845,11 @@ class _Handler(BaseHTTPRequestHandler):
             return Answer.gateway(504, "Gateway Timeout")
         elif kind is FaultKind.RATE_LIMITED:
             reset = fault.seconds if fault.seconds is not None else fake.rate_limit_reset_seconds
-            return dialect.rate_limited(reset)
+            answer = dialect.rate_limited(reset)
+            if fault.retry_after and not any(h.lower() == "retry-after" for h in answer.headers):
+                seconds = str(max(1, math.ceil(reset)))
+                answer = dataclasses.replace(answer, headers={**answer.headers, "Retry-After": seconds})
+            return answer
         elif kind is FaultKind.NO_CREDITS:
             return dialect.no_credits()
         elif kind is FaultKind.NOT_FOUND:
