@@ -64,7 +64,9 @@ class FalDialect(Dialect):
             422, {"detail": [{"loc": ["body", loc], "msg": str(problem), "type": "value_error"}]}
         )
 
-    def parse_create(self, request: ServiceRequest, variant: str = "ray-2", **groups: str) -> CreateInput:
+    def parse_create(
+        self, request: ServiceRequest, variant: str = "ray-2", **groups: str
+    ) -> CreateInput:
         payload = json_object(request.body)
         mode = payload.get("mode") or "flex_1"
         if mode not in MODES:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from prefect_modify_video.testing.fake.server import ServiceRequest
 
 LUMA_MODELS: tuple[str, ...] = ("ray-2", "ray-flash-2")
+_GENERATION = r"/dream-machine/v1/generations/(?P<job_id>[^/]+)"
 
 _STATES = {
     "queued": "queued",
@@ -49,10 +50,8 @@ class LumaDialect(Dialect):
     routes = (
         Route("POST", r"/dream-machine/v1/generations/video/modify", RouteKind.CREATE, "create"),
         Route("GET", r"/dream-machine/v1/credits", RouteKind.ACCOUNT, "credit_balance"),
-        Route("GET", r"/dream-machine/v1/generations/(?P<job_id>[^/]+)", RouteKind.STATUS, "status"),
-        Route(
-            "DELETE", r"/dream-machine/v1/generations/(?P<job_id>[^/]+)", RouteKind.CANCEL, "delete"
-        ),
+        Route("GET", _GENERATION, RouteKind.STATUS, "status"),
+        Route("DELETE", _GENERATION, RouteKind.CANCEL, "delete"),
     )
 
     def no_credits(self) -> Answer:
@@ -83,7 +82,9 @@ class LumaDialect(Dialect):
         if frame is not None:
             if not isinstance(frame, dict) or not frame.get("url"):
                 raise BadInput("first_frame.url: field required")
-            first_frame = request.media(frame["url"], "first_frame.url", params, "first_frame_source")
+            first_frame = request.media(
+                frame["url"], "first_frame.url", params, "first_frame_source"
+            )
         return CreateInput(video, first_frame, model, echo(payload), params)
 
     def generation(self, request: ServiceRequest, job: Job, state: str) -> dict:

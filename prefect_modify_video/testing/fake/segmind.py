@@ -63,9 +63,8 @@ class SegmindDialect(Dialect):
 
     def rate_limited(self, reset_after: float) -> Answer:
         reset_at = datetime.now(timezone.utc) + timedelta(seconds=reset_after)
-        return Answer.json(
-            429, {"error": "Rate limit exceeded"}, {"x-rate-limit-reset-at-utc": reset_at.isoformat()}
-        )
+        hint = {"x-rate-limit-reset-at-utc": reset_at.isoformat()}
+        return Answer.json(429, {"error": "Rate limit exceeded"}, hint)
 
     def no_credits(self) -> Answer:
         return Answer.json(406, {"error": "Not enough credits"})
@@ -178,15 +177,16 @@ class SegmindDialect(Dialect):
         """200 ``{output: url}`` when completed, 422 when failed, 202 while running."""
         state = request.state(job)
         if state in ("failed", "canceled"):
-            return Answer.json(
-                422,
-                {"request_id": job.id, "status": "FAILED", "error": job.failure_reason or "canceled"},
-            )
+            reason = job.failure_reason or "canceled"
+            return Answer.json(422, {"request_id": job.id, "status": "FAILED", "error": reason})
         if state == "completed":
             return Answer.json(
                 200,
                 {"request_id": job.id, "status": "COMPLETED", "output": request.result_url(job)},
-                {"x-remaining-credits": f"{request.credits():.4f}", "x-cost": f"{request.cost():.4f}"},
+                {
+                    "x-remaining-credits": f"{request.credits():.4f}",
+                    "x-cost": f"{request.cost():.4f}",
+                },
             )
         return Answer.json(202, {"request_id": job.id, "status": _STATES[state]})
 

@@ -764,7 +764,8 @@ class _Handler(BaseHTTPRequestHandler):
                 continue
             try:
                 if isinstance(target, Route):
-                    self._service_route(self.fake.dialects[service], target, body, match.groupdict())
+                    dialect = self.fake.dialects[service]
+                    self._service_route(dialect, target, body, match.groupdict())
                 else:
                     getattr(self, target)(body, **match.groupdict())
             except Refused as refusal:
@@ -820,7 +821,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ----------------------------------------------------------------- faults
 
-    def _fault_answer(self, dialect: Dialect, fault: Fault | None, not_found: Answer) -> Answer | None:
+    def _fault_answer(
+        self, dialect: Dialect, fault: Fault | None, not_found: Answer
+    ) -> Answer | None:
         """Applies a fault that comes before the normal work; returns its answer, if any.
 
         Latency and timeout sleep and return ``None``; job faults and a dropped connection
@@ -848,7 +851,8 @@ class _Handler(BaseHTTPRequestHandler):
             answer = dialect.rate_limited(reset)
             if fault.retry_after and not any(h.lower() == "retry-after" for h in answer.headers):
                 seconds = str(max(1, math.ceil(reset)))
-                answer = dataclasses.replace(answer, headers={**answer.headers, "Retry-After": seconds})
+                headers = {**answer.headers, "Retry-After": seconds}
+                answer = dataclasses.replace(answer, headers=headers)
             return answer
         elif kind is FaultKind.NO_CREDITS:
             return dialect.no_credits()
