@@ -18,7 +18,7 @@ from prefect_modify_video.media.plan import plan_segments
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.media.seams import measure_seams
 from prefect_modify_video.testing import FakeModifyServer
-from prefect_modify_video.testing.fake_server import (
+from prefect_modify_video.testing.fake.render import (
     DRIFT_BRIGHTNESS,
     DRIFT_CHANNEL_GAIN,
     drift_filter,

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from prefect_modify_video.testing import FakeModifyServer, Fault, FaultKind
-from prefect_modify_video.testing.fake_server import MODES
+from prefect_modify_video.testing.fake import MODES
 
 KEY = "fake-key-123"
 SEGMIND = {"x-api-key": KEY}
@@ -505,7 +505,10 @@ def test_replicate_429_says_when_it_is_available(server, client, clip_uri):
 
     assert response.status_code == 429
     assert response.headers["retry-after"] == "3"
-    assert response.json()["detail"] == "Request was throttled. Expected available in 3 seconds."
+    assert response.json() == {
+        "detail": "Request was throttled. Your rate limit resets in ~3s.",
+        "status": 429,
+    }
 
 
 def test_luma_429_is_json(server, client, clip_uri):
@@ -770,3 +773,208 @@ def test_run_fake_server_serves_until_interrupted():
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=10) == 0
+
+
+# ----------------------------------------------------------------- dialects
+
+
+def test_services_come_from_the_dialect_registry(server):
+    from prefect_modify_video.testing import DIALECTS
+    from prefect_modify_video.testing.fake.server import DEFAULT_COSTS, PROVIDERS
+
+    assert list(DIALECTS) == ["segmind", "luma", "fal", "replicate"]
+    assert all(cls.service == name for name, cls in DIALECTS.items())
+    assert PROVIDERS == tuple(DIALECTS) and set(DEFAULT_COSTS) == set(DIALECTS)
+    assert [server.stats(name).calls for name in DIALECTS] == [0, 0, 0, 0]
+
+
+# ----------------------------------------------------------------- upload store answers
+
+
+def test_upload_store_answers_json_by_default(server, client, clip):
+    response = client.put("/uploads/plain.mp4", content=clip)
+
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"url": f"{server.base_url}/uploads/plain.mp4"}
+
+
+def test_upload_store_can_answer_the_url_as_plain_text(clip):
+    with FakeModifyServer(upload_answer="text") as fake:
+        base_url = fake.base_url
+        response = httpx.put(f"{base_url}/uploads/a%20clip.mp4", content=clip)
+        stored = httpx.get(response.text)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert response.text == f"{base_url}/uploads/a%20clip.mp4"
+    assert stored.content == clip
+
+
+def test_upload_answer_must_be_json_or_text():
+    with pytest.raises(ValueError, match="upload_answer"):
+        FakeModifyServer(upload_answer="xml")
+
+
+# ----------------------------------------------------------------- rate-limit hints
+
+
+def test_luma_and_fal_429_carry_no_hint_unless_asked(server, client, clip_uri):
+    server.script("luma", [Fault.rate_limited(2)])
+    server.script("fal", [Fault.rate_limited(1.2, retry_after=True)])
+
+    plain = _create(client, "luma", clip_uri)
+    hinted = _create(client, "fal", clip_uri)
+
+    assert plain.status_code == hinted.status_code == 429
+    assert "retry-after" not in plain.headers
+    assert hinted.headers["retry-after"] == "2"
+    assert hinted.json() == {"detail": "Too many requests: rate limit exceeded"}
+
+
+def test_replicate_429_rounds_the_reset_up(server, client, clip_uri):
+    server.script("replicate", [Fault.rate_limited(0.2), Fault.rate_limited(29.5)])
+
+    short = _create(client, "replicate", clip_uri)
+    long = _create(client, "replicate", clip_uri)
+
+    assert short.json()["detail"] == "Request was throttled. Your rate limit resets in ~1s."
+    assert long.json()["detail"] == "Request was throttled. Your rate limit resets in ~30s."
+    assert server.stats("replicate").billed == 0
+
+
+# ----------------------------------------------------------------- per-job faults
+
+
+def _fal_job(client: httpx.Client, clip_uri: str) -> dict:
+    created = _create(client, "fal", clip_uri)
+    assert created.status_code == 200
+    return created.json()
+
+
+def test_each_job_answers_its_first_polls_429(server, client, clip, clip_uri, tmp_path):
+    before = _fal_job(client, clip_uri)
+    server.script_each_job("fal", [Fault.rate_limited(1, retry_after=True)] * 3, on="poll")
+    jobs = [_fal_job(client, clip_uri) for _ in range(2)]
+
+    for job in jobs:
+        answers = [client.get(job["status_url"], headers=FAL) for _ in range(3)]
+        assert [a.status_code for a in answers] == [429] * 3
+        assert all(a.headers["retry-after"] == "1" for a in answers)
+        statuses = poll_until(
+            lambda: client.get(job["status_url"], headers=FAL).json()["status"],
+            lambda status: status == "COMPLETED",
+        )
+        assert statuses == ["IN_PROGRESS", "COMPLETED"]
+        result = client.get(job["response_url"], headers=FAL)
+        assert result.status_code == 200
+        assert_modified(client.get(result.json()["video"]["url"]).content, clip, tmp_path)
+    earlier = client.get(before["status_url"], headers=FAL)
+
+    assert earlier.status_code == 200  # a job created before the call keeps what it had
+    assert server.wait_idle(10)
+    stats = server.stats("fal")
+    assert (stats.calls, stats.billed, stats.polls) == (3, 3, 5)
+    assert stats.credits == pytest.approx(100 - 3 * 1.75)
+
+
+def test_each_job_faults_come_before_the_providers_queue(server, client, clip_uri):
+    server.script("luma", [Fault.SERVER_500], on="poll")
+    server.script_each_job("luma", [Fault.NOT_FOUND], on="poll")
+    generation = _create(client, "luma", clip_uri).json()
+    url = f"/dream-machine/v1/generations/{generation['id']}"
+
+    answers = [client.get(url, headers=LUMA) for _ in range(3)]
+
+    assert [a.status_code for a in answers] == [404, 500, 200]
+    assert answers[0].json() == {"detail": f"Request {generation['id']} not found"}
+    server.script_each_job("luma", [], on="poll")
+    assert _create(client, "luma", clip_uri).status_code == 201
+
+
+def test_each_job_faults_are_for_polls_and_downloads_only(server):
+    with pytest.raises(ValueError, match="poll"):
+        server.script_each_job("fal", [Fault.SERVER_500], on="create")
+    with pytest.raises(ValueError, match="create"):
+        server.script_each_job("fal", [Fault.wrong_length(0.5)], on="poll")
+
+
+@pytest.mark.parametrize(
+    "fault, expect",
+    [
+        (Fault.SERVER_500, 500),
+        (Fault.SERVER_502, 502),
+        (Fault.NOT_FOUND, 404),
+        (Fault.timeout(1.0), httpx.ReadTimeout),
+        (Fault.DROPPED_CONNECTION, (httpx.RemoteProtocolError, httpx.ReadError)),
+        (Fault.dropped_connection(after_accept=True), httpx.RemoteProtocolError),
+    ],
+    ids=["500", "502", "404", "timeout", "dropped", "truncated"],
+)
+def test_each_job_download_faults_never_bill_again(server, client, clip_uri, fault, expect):
+    server.script_each_job("replicate", [fault], on="download")
+    outputs = []
+    for _ in range(2):
+        created = client.post(
+            REPLICATE_CREATE,
+            headers={**REPLICATE, "Prefer": "wait=10"},
+            json={"input": {"video": clip_uri}},
+        )
+        assert created.status_code == 201 and created.json()["status"] == "succeeded"
+        outputs.append(created.json()["output"])
+
+    for output in outputs:  # every job's first download misbehaves, the second works
+        if isinstance(expect, int):
+            assert client.get(output).status_code == expect
+        else:
+            with pytest.raises(expect):
+                client.get(output, timeout=0.5)
+        again = client.get(output)
+        assert again.status_code == 200 and again.content[4:8] == b"ftyp"
+
+    stats = server.stats("replicate")
+    assert (stats.calls, stats.billed) == (2, 2)
+    assert stats.credits == pytest.approx(100 - 2 * 1.75)
+
+
+def test_provider_download_faults_still_work(server, client, clip_uri):
+    server.script("segmind", [Fault.NOT_FOUND, Fault.SERVER_504], on="download")
+    body = client.post("/v2/modify-video", headers=SEGMIND, json={"video_url": clip_uri}).json()
+    poll_until(
+        lambda: client.get(body["status_url"], headers=SEGMIND).json()["status"],
+        lambda status: status == "COMPLETED",
+    )
+    output = client.get(body["response_url"], headers=SEGMIND).json()["output"]
+
+    answers = [client.get(output) for _ in range(3)]
+
+    assert [a.status_code for a in answers] == [404, 504, 200]
+    assert answers[1].headers["content-type"].startswith("text/html")
+    stats = server.stats("segmind")
+    assert (stats.billed, stats.downloads) == (1, 1)
+
+
+# ----------------------------------------------------------------- wrong length
+
+
+def _frames(data: bytes, tmp_path: Path) -> np.ndarray:
+    path = tmp_path / f"frames-{time.monotonic_ns()}.mp4"
+    path.write_bytes(data)
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(path),
+         "-vf", "scale=80:45", "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+        check=True, capture_output=True,
+    ).stdout  # fmt: skip
+    return np.frombuffer(raw, np.uint8).reshape(-1, 45, 80).astype(np.float32)
+
+
+def test_wrong_length_is_the_start_of_the_sent_clip(server, client, clip_uri, tmp_path):
+    server.script("segmind", [None, Fault.wrong_length(0.5)])
+
+    full = _frames(_create(client, "segmind", clip_uri).content, tmp_path)
+    short = _frames(_create(client, "segmind", clip_uri).content, tmp_path)
+
+    assert (len(full), len(short)) == (48, 24)
+    for index, frame in enumerate(short):
+        distances = np.abs(full - frame).mean(axis=(1, 2))
+        assert int(np.argmin(distances)) == index
+    assert server.stats("segmind").billed == 2

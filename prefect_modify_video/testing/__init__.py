@@ -1,6 +1,7 @@
 """Test helpers: a fake modify-video server speaking Segmind, Luma, fal and Replicate."""
 
-from prefect_modify_video.testing.fake_server import (
+from prefect_modify_video.testing.fake import (
+    DIALECTS,
     FakeModifyServer,
     Fault,
     FaultKind,
@@ -11,6 +12,7 @@ from prefect_modify_video.testing.fake_server import (
 )
 
 __all__ = [
+    "DIALECTS",
     "FakeModifyServer",
     "Fault",
     "FaultKind",

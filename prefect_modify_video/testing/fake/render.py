@@ -1,0 +1,125 @@
+"""The fake services' work: a restyled clip made by ffmpeg from the uploaded one.
+
+The answer is hue turned and graded warm, at 24 fps, without audio, H.264 yuv420p, the
+input's size and length, as the real services answer. With ``drift`` above 0 each answer
+also gets its own colour cast and brightness (``drift_filter``), so joins show seams to
+correct.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import subprocess
+import tempfile
+from pathlib import Path
+
+VIDEO_FILTER = "hue=h=90:s=1.5,colorchannelmixer=rr=1:gg=0.8:bb=0.6"
+"""The visible change the fake applies: hue turned 90°, then a warm grade (moves grey too)."""
+
+DRIFT_CHANNEL_GAIN = 0.08
+"""At ``drift=1`` each channel's gain is 1 ± 0.04..0.08 (sign and size random per answer)."""
+DRIFT_BRIGHTNESS = 0.04
+"""At ``drift=1`` the brightness moves by ± 0.02..0.04 of the full range (about 5-10 levels)."""
+
+_FFMPEG = os.environ.get("PREFECT_MODIFY_VIDEO_FFMPEG", "ffmpeg")
+_FFPROBE = os.environ.get("PREFECT_MODIFY_VIDEO_FFPROBE", "ffprobe")
+
+
+class RenderError(RuntimeError):
+    """Raised when ffmpeg cannot make a clip from the uploaded bytes."""
+
+
+def drift_filter(video: bytes, drift: float, seed: int = 0) -> str | None:
+    """The colour cast one answer gets: an ffmpeg filter, or ``None`` when ``drift`` is 0.
+
+    Each channel's gain moves by ``drift * DRIFT_CHANNEL_GAIN`` times a random sign and a
+    random size in 0.5..1, and the brightness by ``drift * DRIFT_BRIGHTNESS`` the same way,
+    so every answer drifts visibly but each its own way. The draw depends only on ``seed``
+    and the uploaded bytes: the same segment gets the same cast again, whatever the order in
+    which concurrent calls arrive.
+
+    Args:
+        video: The uploaded clip.
+        drift: Size of the drift; 0 gives none, 1 is a clearly visible cast.
+        seed: Seed combined with the clip's content.
+    """
+    if drift <= 0:
+        return None
+    digest = hashlib.sha256(f"{seed}:".encode() + hashlib.sha256(video).digest()).digest()
+    draw = random.Random(digest)
+
+    def amount(scale: float) -> float:
+        return draw.choice((-1.0, 1.0)) * draw.uniform(0.5, 1.0) * scale * drift
+
+    red, green, blue = (1 + amount(DRIFT_CHANNEL_GAIN) for _ in range(3))
+    brightness = amount(DRIFT_BRIGHTNESS)
+    return f"colorchannelmixer=rr={red:.4f}:gg={green:.4f}:bb={blue:.4f},eq=brightness={brightness:.4f}"
+
+
+def render_modified_clip(
+    video: bytes,
+    *,
+    output_size: tuple[int, int] | None = None,
+    length_factor: float = 1.0,
+    drift: float = 0.0,
+    drift_seed: int = 0,
+) -> bytes:
+    """Makes the fake service's answer: a colour-changed 24 fps silent H.264 MP4.
+
+    Args:
+        video: The uploaded clip.
+        output_size: ``(width, height)`` of the answer; ``None`` keeps the input's size.
+        length_factor: Part of the input the answer covers (1.0: all of it). Below 1 the
+            answer is the *first* ``length_factor`` of the input (an output ``-t``), so
+            its frames line up with the start of the sent clip.
+        drift: Size of this answer's own colour cast (``drift_filter``); 0 adds none.
+        drift_seed: Seed of the cast.
+
+    Returns:
+        The MP4 bytes.
+
+    Raises:
+        RenderError: ffmpeg or ffprobe failed (not a video, no video stream...).
+    """
+    with tempfile.TemporaryDirectory(prefix="fake-modify-") as tmp:
+        source = Path(tmp) / "in.mp4"
+        target = Path(tmp) / "out.mp4"
+        source.write_bytes(video)
+        filters = ["fps=24", VIDEO_FILTER]
+        cast = drift_filter(video, drift, drift_seed)
+        if cast is not None:
+            filters.append(cast)
+        if output_size is not None:
+            filters.append(f"scale={int(output_size[0])}:{int(output_size[1])},setsar=1")
+        args = [_FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", str(source)]
+        args += ["-vf", ",".join(filters), "-an", "-sn", "-dn"]
+        args += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+        args += ["-movflags", "+faststart"]
+        if length_factor != 1.0:
+            args += ["-t", f"{_probe_duration(source) * length_factor:.3f}"]
+        args.append(str(target))
+        _run(args)
+        return target.read_bytes()
+
+
+def _probe_duration(path: Path) -> float:
+    out = _run(
+        [_FFPROBE, "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)]
+    )
+    try:
+        return float(out.strip())
+    except ValueError as exc:
+        raise RenderError(f"no duration in {out!r}") from exc
+
+
+def _run(args: list[str]) -> str:
+    try:
+        done = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RenderError(f"{args[0]} failed: {exc}") from exc
+    if done.returncode != 0:
+        tail = done.stderr.decode(errors="replace").strip()[-500:]
+        raise RenderError(f"{args[0]} exited with {done.returncode}: {tail}")
+    return done.stdout.decode(errors="replace")
