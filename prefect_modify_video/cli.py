@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "plan":
             return _plan(args)
         if args.command == "fake-server":
-            from prefect_modify_video.testing.fake_server import run_fake_server
+            from prefect_modify_video.testing import run_fake_server
 
             run_fake_server(args.port)
             return 0
