@@ -149,3 +149,18 @@ def test_the_key_is_logical_other_encoder_threads_pay_nothing(one_segment, tmp_p
     second = run(one_segment, tmp_path, server, store=store, output=str(tmp_path / "b.mp4"))
     assert first.billed_calls == 1 and second.billed_calls == 0 and second.reused_segments == 1
     assert server.stats("fal").billed == 1
+
+
+def test_every_job_rate_limited_on_its_first_six_polls_is_paid_once(tmp_path, server):
+    """The reproduction of the review: 3 segments on fal, each job's first six polls answered 429
+    with Retry-After: 1. It used to bill 18 jobs for 3 segments and report 3."""
+    source = make_sample_video(tmp_path / "seven.mp4", seconds=7, width=320, height=180, fps=30, scenes=3)
+    server.script_each_job("fal", [Fault.rate_limited(1, retry_after=True)] * 6, on="poll")
+    try:
+        result = run(source, tmp_path, server, max_segment_seconds=3.0)
+    finally:
+        server.script_each_job("fal", [], on="poll")
+    assert result.segments == 3
+    assert server.stats("fal").calls == 3
+    assert server.stats("fal").billed == 3 and result.billed_calls == 3
+    assert probe_video(result.output).frames == probe_video(source).frames
