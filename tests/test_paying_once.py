@@ -164,3 +164,10 @@ def test_every_job_rate_limited_on_its_first_six_polls_is_paid_once(tmp_path, se
     assert server.stats("fal").calls == 3
     assert server.stats("fal").billed == 3 and result.billed_calls == 3
     assert probe_video(result.output).frames == probe_video(source).frames
+
+
+def test_rate_limited_creates_are_not_billed_and_the_segment_goes_through(one_segment, tmp_path, server):
+    server.script("fal", [Fault.rate_limited(0.2, retry_after=True)] * 3)
+    result = run(one_segment, tmp_path, server)
+    assert server.stats("fal").calls == 4, "three refused creates, then the one that was accepted"
+    assert_reported_equals_billed(result, server, 1)

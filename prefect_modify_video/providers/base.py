@@ -213,7 +213,7 @@ async def wait_for_job(
             last_error, wait = None, interval
         except _PASSING_POLL_ERRORS as error:
             last_error = error
-            wait = max(interval, _seconds_until(getattr(error, "retry_at", None)), 1.0)
+            wait = max(interval, seconds_until(getattr(error, "retry_at", None)), 1.0)
             logger.warning(
                 "%s: polling job %s failed (%s); polling again in %.1f s", backend.name, job.job_id, error, wait
             )
@@ -230,6 +230,6 @@ async def wait_for_job(
     return job
 
 
-def _seconds_until(moment: datetime | None) -> float:
+def seconds_until(moment: datetime | None) -> float:
     """Seconds from now until ``moment`` (0 when it is ``None`` or past)."""
     return max((moment - datetime.now(timezone.utc)).total_seconds(), 0.0) if moment else 0.0

@@ -41,6 +41,7 @@ from prefect_modify_video.errors import (
     FatalProviderError,
     InsufficientCreditsError,
     InvalidRequestError,
+    RateLimitedError,
     JobFailedError,
     ModifyVideoError,
     RetryableProviderError,
@@ -51,12 +52,22 @@ from prefect_modify_video.media.answers import covered_frames, join_answers, las
 from prefect_modify_video.media.ffmpeg import sha256_of_file
 from prefect_modify_video.media.plan import Segment
 from prefect_modify_video.media.probe import probe_video
-from prefect_modify_video.providers.base import JobState, Mode, ModifyBackend, ModifyJob, ModifyRequest, wait_for_job
+from prefect_modify_video.providers.base import (
+    JobState,
+    Mode,
+    ModifyBackend,
+    ModifyJob,
+    ModifyRequest,
+    seconds_until,
+    wait_for_job,
+)
 from prefect_modify_video.store import ResultStore, cache_key
 
 EXTRACT_VERSION = "1"
 """Bumped whenever what is sent for a frame range changes (extraction, size rules), so that
 results made from other input are not reused."""
+MAX_RATE_LIMIT_PAUSE_SECONDS = 120.0
+"""Longest a refused create waits for the service's reset time before its try fails and Prefect retries."""
 MAX_REMAINDERS = 3
 """Remainders sent for one segment whose answers keep coming back short, before it fails."""
 
@@ -395,6 +406,11 @@ class _SegmentPayer:
         if resumed is None:
             try:
                 job = await backend.submit(request, self.workdir)
+            except RateLimitedError as error:
+                # Refused, so not billed: the segment's next try (Prefect's) goes after the reset the
+                # service gave (Segmind's header, Replicate's body, Retry-After), holding the run's slot.
+                await asyncio.sleep(min(seconds_until(error.retry_at), MAX_RATE_LIMIT_PAUSE_SECONDS))
+                raise
             except InsufficientCreditsError as error:
                 ledger.stop(settings.run_key, f"the account ran out of credits at segment {self.segment.name}")
                 raise InsufficientCreditsError(
