@@ -169,7 +169,9 @@ async def _call_service(
     returned = workdir / "returned.mp4"
     saved = store.load_job(key)
     resume = _job_from_record(saved) if saved and saved.get("job_id") else None
-    async with settings.backend.create(**options) as backend:
+    from prefect_modify_video.blocks.credentials import build_backend  # blocks import flows.parameters
+
+    async with build_backend(settings.backend, **options) as backend:
         for attempt in range(MAX_RATE_LIMIT_WAITS + 1):
             try:
                 job = await run_modify(
