@@ -450,6 +450,28 @@ def test_http_put_uploader(tmp_path):
     assert url == f"http://store.test/files/{put.url.path.rsplit('/', 1)[1]}"
 
 
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (httpx.Response(200, text="https://cdn.test/files/a.mp4\n"), "https://cdn.test/files/a.mp4"),
+        (httpx.Response(201, text="http://cdn.test/a.mp4", headers={"content-type": "text/plain"}), "http://cdn.test/a.mp4"),
+        (httpx.Response(200, json={"url": "https://cdn.test/b.mp4"}), "https://cdn.test/b.mp4"),
+        (httpx.Response(200, json={"ok": True}), None),
+        (httpx.Response(200, text="OK"), None),
+        (httpx.Response(204), None),
+        (httpx.Response(200, text="stored at https://cdn.test/c.mp4"), None),
+    ],
+)
+def test_http_put_uploader_reads_a_json_or_plain_text_url(tmp_path, answer, expected):
+    clip = tmp_path / "a.mp4"
+    clip.write_bytes(MP4)
+    handler = Recorder(answer)
+    uploader = HttpPutUploader("http://store.test", transport=httpx.MockTransport(handler))
+    url = run(uploader.upload(clip))
+    assert url == (expected or str(handler.requests[0].url))
+    assert handler.calls == 1
+
+
 # --------------------------------------------------------------------------- fal
 
 
@@ -595,6 +617,18 @@ def test_replicate_429_body_gives_retry_at(request_, tmp_path):
     assert before + timedelta(seconds=0.9) <= info.value.retry_at <= datetime.now(timezone.utc) + timedelta(seconds=1.1)
 
 
+def test_replicate_documented_429_body_gives_retry_at(request_, tmp_path):
+    body = {"detail": "Request was throttled. Your rate limit resets in ~30s."}
+    now = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    assert parse_retry_at(httpx.Response(429, json=body), now=now) == now + timedelta(seconds=30)
+    handler = Recorder(httpx.Response(429, json=body))
+    before = datetime.now(timezone.utc)
+    with pytest.raises(RateLimitedError, match="resets in ~30s") as info:
+        run(make(ReplicateBackend, handler).submit(request_, tmp_path))
+    assert handler.calls == 1  # 30 s is within MAX_RETRY_WAIT_SECONDS, but a create is not resent
+    assert before + timedelta(seconds=29) <= info.value.retry_at <= datetime.now(timezone.utc) + timedelta(seconds=31)
+
+
 def test_poll_waits_out_a_short_rate_limit():
     job = ModifyJob(provider="replicate", state=JobState.QUEUED, job_id="p-1")
     handler = Recorder(
@@ -684,6 +718,8 @@ def test_retry_at_formats():
     assert at({"retry-after": "Tue, 01 Jan 2030 00:01:00 GMT"}) == now + timedelta(minutes=1)
     assert at(text="Expected available in 3 seconds.") == now + timedelta(seconds=3)
     assert at(text="Expected available in 500ms") == now + timedelta(seconds=0.5)
+    assert at(text="Your rate limit resets in ~30s.") == now + timedelta(seconds=30)
+    assert at(text="Your rate limit resets in 2 minutes") == now + timedelta(minutes=2)
     assert at({"retry-after": "soon"}) is None and at() is None
 
 
