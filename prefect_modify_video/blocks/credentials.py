@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 
 def _base_url_field(default: str) -> Any:
+    """The ``base_url`` field of a service's block, defaulting to the real service."""
     return Field(
         default=default,
         title="Base URL",
@@ -48,7 +49,11 @@ class ServiceCredentials(CredentialsBlock, ABC):
         title="API Key",
         description="The service's API key; it is sent only in request headers.",
     )
-    base_url: str
+    base_url: str = Field(
+        title="Base URL",
+        description="The root of the service's API; change it only for a proxy or a test server.",
+    )
+    """Each subclass gives its service's address as the default (``_base_url_field``)."""
 
     @property
     def backend_name(self) -> str:

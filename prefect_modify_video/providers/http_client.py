@@ -201,7 +201,8 @@ def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
 class HttpModifyBackend(ModifyBackend):
     """Base of the service backends: one ``httpx.AsyncClient`` and one ``_request``.
 
-    Subclasses set ``name``, ``default_base_url`` and ``_auth_headers``, and implement
+    Subclasses declare their service (``name``, ``service``, ``api_key_env``,
+    ``credentials_block``, ``default_base_url``, caps), set ``_auth_headers``, and implement
     ``submit``, ``poll`` and ``estimate_cost_usd``; downloads are shared.
     """
 
