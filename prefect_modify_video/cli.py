@@ -179,6 +179,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from prefect_modify_video.blocks.credentials import build_backend
     from prefect_modify_video.flows.modify_video import segment_cost_estimates
     from prefect_modify_video.flows.parameters import BackendSpec, ModifyVideoParameters
     from prefect_modify_video.media.edit import service_size
@@ -187,10 +188,10 @@ def _plan(args: argparse.Namespace) -> int:
 
     info = probe_video(args.input)
     # Planning makes no request, so it needs no key.
-    backend = BackendSpec(name=args.backend).create(api_key="plan-makes-no-request")
+    backend = build_backend(BackendSpec(name=args.backend), api_key="plan-makes-no-request")
     cap = min(args.max_segment_seconds or backend.max_segment_seconds, backend.max_segment_seconds)
     overlap = ModifyVideoParameters(source=args.input, overlap_frames=args.overlap_frames).resolved_overlap_frames(
-        backend.name
+        backend
     )
     plan = plan_video(info, cap, overlap)
     width, height = service_size(info, backend.max_dimension)

@@ -27,21 +27,23 @@ from prefect_modify_video.errors import (
     RateLimitedError,
     SubmitOutcomeUnknownError,
 )
+from prefect_modify_video.blocks import build_backend
+from prefect_modify_video.flows.parameters import BackendSpec
 from prefect_modify_video.providers import registry
 from prefect_modify_video.providers.base import JobState, ModifyJob, ModifyRequest, wait_for_job
 from prefect_modify_video.providers.fal import FalBackend
-from prefect_modify_video.providers.http import (
-    USER_AGENT,
-    check_video_answer,
+from prefect_modify_video.providers.http_client import USER_AGENT, check_video_answer
+from prefect_modify_video.providers.http_errors import (
     describe_body,
     parse_retry_at,
     raise_for_status,
-    submit_is_safe_to_retry,
+    request_surely_not_sent,
     translate_transport_errors,
 )
-from prefect_modify_video.providers.luma import HttpPutUploader, LumaBackend
+from prefect_modify_video.providers.luma import LumaBackend
 from prefect_modify_video.providers.replicate import ReplicateBackend
 from prefect_modify_video.providers.segmind import SegmindAsyncBackend, SegmindBackend
+from prefect_modify_video.providers.uploaders import HttpPutUploader
 
 KEY = "sk-test-SECRET-0123456789"
 BASE = "https://api.test"
@@ -248,7 +250,7 @@ def test_ambiguous_create_failure_surfaces_and_is_not_resent(request_, tmp_path,
         run(make(SegmindBackend, handler).submit(request_, tmp_path))
     assert handler.calls == 1
     assert isinstance(info.value.__cause__, type(exc))
-    assert not submit_is_safe_to_retry(info.value)
+    assert not request_surely_not_sent(info.value)
 
 
 def test_submit_checks_the_request_before_paying(tmp_path):
@@ -448,6 +450,28 @@ def test_http_put_uploader(tmp_path):
     assert url == f"http://store.test/files/{put.url.path.rsplit('/', 1)[1]}"
 
 
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (httpx.Response(200, text="https://cdn.test/files/a.mp4\n"), "https://cdn.test/files/a.mp4"),
+        (httpx.Response(201, text="http://cdn.test/a.mp4", headers={"content-type": "text/plain"}), "http://cdn.test/a.mp4"),
+        (httpx.Response(200, json={"url": "https://cdn.test/b.mp4"}), "https://cdn.test/b.mp4"),
+        (httpx.Response(200, json={"ok": True}), None),
+        (httpx.Response(200, text="OK"), None),
+        (httpx.Response(204), None),
+        (httpx.Response(200, text="stored at https://cdn.test/c.mp4"), None),
+    ],
+)
+def test_http_put_uploader_reads_a_json_or_plain_text_url(tmp_path, answer, expected):
+    clip = tmp_path / "a.mp4"
+    clip.write_bytes(MP4)
+    handler = Recorder(answer)
+    uploader = HttpPutUploader("http://store.test", transport=httpx.MockTransport(handler))
+    url = run(uploader.upload(clip))
+    assert url == (expected or str(handler.requests[0].url))
+    assert handler.calls == 1
+
+
 # --------------------------------------------------------------------------- fal
 
 
@@ -591,7 +615,18 @@ def test_replicate_429_body_gives_retry_at(request_, tmp_path):
         run(make(ReplicateBackend, handler).submit(request_, tmp_path))
     assert handler.calls == 1
     assert before + timedelta(seconds=0.9) <= info.value.retry_at <= datetime.now(timezone.utc) + timedelta(seconds=1.1)
-    assert submit_is_safe_to_retry(info.value)
+
+
+def test_replicate_documented_429_body_gives_retry_at(request_, tmp_path):
+    body = {"detail": "Request was throttled. Your rate limit resets in ~30s."}
+    now = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    assert parse_retry_at(httpx.Response(429, json=body), now=now) == now + timedelta(seconds=30)
+    handler = Recorder(httpx.Response(429, json=body))
+    before = datetime.now(timezone.utc)
+    with pytest.raises(RateLimitedError, match="resets in ~30s") as info:
+        run(make(ReplicateBackend, handler).submit(request_, tmp_path))
+    assert handler.calls == 1  # 30 s is within MAX_RETRY_WAIT_SECONDS, but a create is not resent
+    assert before + timedelta(seconds=29) <= info.value.retry_at <= datetime.now(timezone.utc) + timedelta(seconds=31)
 
 
 def test_poll_waits_out_a_short_rate_limit():
@@ -683,6 +718,8 @@ def test_retry_at_formats():
     assert at({"retry-after": "Tue, 01 Jan 2030 00:01:00 GMT"}) == now + timedelta(minutes=1)
     assert at(text="Expected available in 3 seconds.") == now + timedelta(seconds=3)
     assert at(text="Expected available in 500ms") == now + timedelta(seconds=0.5)
+    assert at(text="Your rate limit resets in ~30s.") == now + timedelta(seconds=30)
+    assert at(text="Your rate limit resets in 2 minutes") == now + timedelta(minutes=2)
     assert at({"retry-after": "soon"}) is None and at() is None
 
 
@@ -746,7 +783,7 @@ def test_create_errors_after_sending_are_outcome_unknown(exc, error):
     with pytest.raises(error) as info:
         with translate_transport_errors("fal", what="submit", creates_job=True):
             raise exc
-    assert submit_is_safe_to_retry(info.value) is (error is ProviderUnavailableError)
+    assert request_surely_not_sent(info.value) is (error is ProviderUnavailableError)
 
 
 def test_check_video_answer():
@@ -797,20 +834,20 @@ def test_registry_names_and_keys(monkeypatch):
         ("replicate", "REPLICATE_API_TOKEN", "ReplicateCredentials"),
     ]:
         monkeypatch.delenv(env_var, raising=False)
-        assert registry.api_key_from_env(name) is None
+        assert registry.backend_class(name).api_key_env == env_var
         with pytest.raises(InvalidInputError, match=f"{env_var}.*{block}"):
-            registry.create_backend(name)
+            build_backend(BackendSpec(name=name))
         monkeypatch.setenv(env_var, " from-env ")
-        assert registry.api_key_from_env(name) == "from-env"
-        backend = registry.create_backend(name, base_url="http://127.0.0.1:9")
+        backend = build_backend(BackendSpec(name=name, base_url="http://127.0.0.1:9"))
         assert backend.name == name and backend.base_url == "http://127.0.0.1:9"
         assert backend._auth_headers()  # the key from the environment is used
         assert "from-env" in "".join(backend._auth_headers().values())
-    assert type(registry.create_backend("FAL", api_key="k", model="ray-2-flash")).__name__ == "FalBackend"
+    assert registry.backend_class(" FAL ") is FalBackend
+    assert type(build_backend(BackendSpec(name="fal", model="ray-2-flash"), api_key="k")).__name__ == "FalBackend"
     with pytest.raises(InvalidInputError, match="unknown backend"):
-        registry.create_backend("runway", api_key="k")
+        registry.backend_class("runway")
 
 
 def test_registry_builds_the_local_backend_without_a_key():
-    backend = registry.create_backend("local")
+    backend = build_backend(BackendSpec(name="local"))
     assert backend.name == "local"

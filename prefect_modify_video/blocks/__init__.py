@@ -5,6 +5,8 @@ from prefect_modify_video.blocks.credentials import (
     LumaCredentials,
     ReplicateCredentials,
     SegmindCredentials,
+    ServiceCredentials,
+    build_backend,
     credentials_block_for,
 )
 from prefect_modify_video.blocks.presets import ModifyVideoPreset
@@ -15,5 +17,7 @@ __all__ = [
     "ModifyVideoPreset",
     "ReplicateCredentials",
     "SegmindCredentials",
+    "ServiceCredentials",
+    "build_backend",
     "credentials_block_for",
 ]

@@ -1,22 +1,84 @@
-"""Credentials blocks, one per modify-video service; each builds its backend."""
+"""Credentials blocks, one per modify-video service, and the one way to build a run's backend.
+
+Every paid backend is built by its block's ``get_client``: ``build_backend`` loads the block a
+run names (or makes one from the service's environment variable) and asks it, so whatever the
+saved block says (Segmind's v2 API, Luma's model, a proxy's address) is what the run uses.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import os
+from abc import ABC
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr
 
 from prefect.blocks.abstract import CredentialsBlock
 from prefect_modify_video.errors import InvalidInputError
 from prefect_modify_video.providers.base import ModifyBackend
-from prefect_modify_video.providers.fal import FAL_BASE_URL
-from prefect_modify_video.providers.luma import LUMA_BASE_URL
-from prefect_modify_video.providers.registry import create_backend
-from prefect_modify_video.providers.replicate import REPLICATE_BASE_URL
-from prefect_modify_video.providers.segmind import SEGMIND_BASE_URL
+from prefect_modify_video.providers.fal import FalBackend
+from prefect_modify_video.providers.luma import LumaBackend
+from prefect_modify_video.providers.registry import BACKENDS, backend_class
+from prefect_modify_video.providers.replicate import ReplicateBackend
+from prefect_modify_video.providers.segmind import SegmindBackend
+from prefect_modify_video.providers.uploaders import BlockUploader, HttpPutUploader
+
+if TYPE_CHECKING:
+    from prefect_modify_video.flows.parameters import BackendSpec
 
 
-class SegmindCredentials(CredentialsBlock):
+def _base_url_field(default: str) -> Any:
+    """The ``base_url`` field of a service's block, defaulting to the real service."""
+    return Field(
+        default=default,
+        title="Base URL",
+        description="The root of the service's API; change it only for a proxy or a test server.",
+    )
+
+
+class ServiceCredentials(CredentialsBlock, ABC):
+    """What every service's block holds, its API key and API root, and how it builds a backend.
+
+    Attributes:
+        api_key: The service's API key.
+        base_url: The API root; change it only for a proxy or a test server.
+    """
+
+    api_key: SecretStr = Field(
+        default=...,
+        title="API Key",
+        description="The service's API key; it is sent only in request headers.",
+    )
+    base_url: str = Field(
+        title="Base URL",
+        description="The root of the service's API; change it only for a proxy or a test server.",
+    )
+    """Each subclass gives its service's address as the default (``_base_url_field``)."""
+
+    @property
+    def backend_name(self) -> str:
+        """The name of the backend ``get_client`` builds."""
+        return next(
+            name for name, cls in BACKENDS.items() if cls.credentials_block == type(self).__name__
+        )
+
+    def for_backend(self, backend_name: str) -> ServiceCredentials:
+        """This block, set to build ``backend_name`` (a backend whose key it holds)."""
+        return self
+
+    def get_client(self, **options: Any) -> ModifyBackend:
+        """Builds the service's backend with this block's key and API root.
+
+        Args:
+            **options: Passed to the backend's constructor, e.g. ``timeout_seconds``,
+                ``poll_interval_seconds``, ``model`` or ``uploader``.
+        """
+        return backend_class(self.backend_name)(
+            self.api_key.get_secret_value(), self.base_url, **options
+        )
+
+
+class SegmindCredentials(ServiceCredentials):
     """Segmind API key and host, for Luma Ray 2 Modify as sold by Segmind.
 
     Attributes:
@@ -39,16 +101,7 @@ class SegmindCredentials(CredentialsBlock):
     _logo_url = "https://github.com/segmind.png?size=200"
     _documentation_url = "https://www.segmind.com/models/modify-video/api"
 
-    api_key: SecretStr = Field(
-        default=...,
-        title="API Key",
-        description="The Segmind API key, sent in the x-api-key header.",
-    )
-    base_url: str = Field(
-        default=SEGMIND_BASE_URL,
-        title="Base URL",
-        description="The root of the Segmind API; change it only for a proxy or a test server.",
-    )
+    base_url: str = _base_url_field(SegmindBackend.default_base_url)
     use_async_api: bool = Field(
         default=False,
         title="Use Async API",
@@ -58,19 +111,19 @@ class SegmindCredentials(CredentialsBlock):
         ),
     )
 
-    def get_client(self, **options: Any) -> ModifyBackend:
-        """Builds a Segmind backend (``segmind``, or ``segmind-async`` with the v2 API).
+    @property
+    def backend_name(self) -> str:
+        """``segmind-async`` with the v2 API, else ``segmind``."""
+        return "segmind-async" if self.use_async_api else "segmind"
 
-        Args:
-            **options: Passed to the backend's constructor, e.g. ``timeout_seconds``.
-        """
-        name = "segmind-async" if self.use_async_api else "segmind"
-        return create_backend(
-            name, api_key=self.api_key.get_secret_value(), base_url=self.base_url, **options
-        )
+    def for_backend(self, backend_name: str) -> SegmindCredentials:
+        """This block, switched to the v2 API when ``backend_name`` is ``segmind-async``."""
+        if backend_name == "segmind-async" and not self.use_async_api:
+            return self.model_copy(update={"use_async_api": True})
+        return self
 
 
-class LumaCredentials(CredentialsBlock):
+class LumaCredentials(ServiceCredentials):
     """Luma Dream Machine API key, host and model, for Luma's own Ray 2 Modify.
 
     Luma reads media only by URL: pass an ``uploader`` to ``get_client``.
@@ -94,16 +147,7 @@ class LumaCredentials(CredentialsBlock):
     _logo_url = "https://github.com/lumalabs.png?size=200"
     _documentation_url = "https://docs.lumalabs.ai/docs/modify-video"
 
-    api_key: SecretStr = Field(
-        default=...,
-        title="API Key",
-        description="The Luma API key, sent as a Bearer token.",
-    )
-    base_url: str = Field(
-        default=LUMA_BASE_URL,
-        title="Base URL",
-        description="The root of the Luma API; change it only for a proxy or a test server.",
-    )
+    base_url: str = _base_url_field(LumaBackend.default_base_url)
     model: Literal["ray-2", "ray-flash-2"] = Field(
         default="ray-2",
         title="Model",
@@ -111,18 +155,16 @@ class LumaCredentials(CredentialsBlock):
     )
 
     def get_client(self, **options: Any) -> ModifyBackend:
-        """Builds a ``LumaBackend``.
+        """Builds a ``LumaBackend`` with this block's model unless ``model`` is given.
 
         Args:
             **options: Passed to the backend's constructor; ``uploader`` is needed to submit.
         """
         options.setdefault("model", self.model)
-        return create_backend(
-            "luma", api_key=self.api_key.get_secret_value(), base_url=self.base_url, **options
-        )
+        return super().get_client(**options)
 
 
-class FalCredentials(CredentialsBlock):
+class FalCredentials(ServiceCredentials):
     """fal API key and queue host, for Luma Ray 2 Modify as sold by fal.
 
     Attributes:
@@ -143,29 +185,10 @@ class FalCredentials(CredentialsBlock):
     _logo_url = "https://github.com/fal-ai.png?size=200"
     _documentation_url = "https://fal.ai/models/fal-ai/luma-dream-machine/ray-2/modify/api"
 
-    api_key: SecretStr = Field(
-        default=...,
-        title="API Key",
-        description="The fal key, sent as 'Authorization: Key <key>'.",
-    )
-    base_url: str = Field(
-        default=FAL_BASE_URL,
-        title="Base URL",
-        description="The root of fal's queue API; change it only for a proxy or a test server.",
-    )
-
-    def get_client(self, **options: Any) -> ModifyBackend:
-        """Builds a ``FalBackend``.
-
-        Args:
-            **options: Passed to the backend's constructor, e.g. ``model="ray-2-flash"``.
-        """
-        return create_backend(
-            "fal", api_key=self.api_key.get_secret_value(), base_url=self.base_url, **options
-        )
+    base_url: str = _base_url_field(FalBackend.default_base_url)
 
 
-class ReplicateCredentials(CredentialsBlock):
+class ReplicateCredentials(ServiceCredentials):
     """Replicate API token and host, for ``luma/modify-video`` on Replicate.
 
     Attributes:
@@ -186,47 +209,85 @@ class ReplicateCredentials(CredentialsBlock):
     _logo_url = "https://github.com/replicate.png?size=200"
     _documentation_url = "https://replicate.com/luma/modify-video/api"
 
-    api_key: SecretStr = Field(
-        default=...,
-        title="API Token",
-        description="The Replicate API token, sent as a Bearer token.",
-    )
-    base_url: str = Field(
-        default=REPLICATE_BASE_URL,
-        title="Base URL",
-        description="The root of the Replicate API; change it only for a proxy or a test server.",
-    )
-
-    def get_client(self, **options: Any) -> ModifyBackend:
-        """Builds a ``ReplicateBackend``.
-
-        Args:
-            **options: Passed to the backend's constructor, e.g. ``uploader``.
-        """
-        return create_backend(
-            "replicate", api_key=self.api_key.get_secret_value(), base_url=self.base_url, **options
-        )
+    base_url: str = _base_url_field(ReplicateBackend.default_base_url)
 
 
-_BLOCKS: dict[str, type[CredentialsBlock]] = {
-    "segmind": SegmindCredentials,
-    "segmind-async": SegmindCredentials,
-    "luma": LumaCredentials,
-    "fal": FalCredentials,
-    "replicate": ReplicateCredentials,
-}
-
-
-def credentials_block_for(backend_name: str) -> type[CredentialsBlock]:
+def credentials_block_for(backend_name: str) -> type[ServiceCredentials]:
     """The credentials block class that holds the key of backend ``backend_name``.
 
     Raises:
         InvalidInputError: the backend is unknown or needs no key (``local``).
     """
-    key = str(backend_name).strip().lower().replace("_", "-")
-    if key not in _BLOCKS:
+    block_name = backend_class(backend_name).credentials_block
+    blocks = {block.__name__: block for block in ServiceCredentials.__subclasses__()}
+    if block_name not in blocks:
         raise InvalidInputError(
-            f"no credentials block for backend {backend_name!r}; "
-            f"blocks exist for {', '.join(_BLOCKS)}"
+            f"no credentials block for backend {backend_name!r}: it needs no key"
         )
-    return _BLOCKS[key]
+    return blocks[block_name]
+
+
+def build_backend(spec: BackendSpec, *, api_key: str | None = None, **options: Any) -> ModifyBackend:
+    """Builds the backend ``spec`` names: the one construction path of a run's backend.
+
+    A free backend (``local``) is built directly. A paid one is built by a credentials
+    block's ``get_client``: the saved block ``spec.credentials_block``, else a block made
+    from ``api_key`` or the service's environment variable (``SEGMIND_API_KEY``,
+    ``LUMAAI_API_KEY``, ``FAL_KEY``, ``REPLICATE_API_TOKEN``). So the saved block's own
+    settings apply: ``SegmindCredentials(use_async_api=True)`` gives Segmind's v2 API,
+    ``LumaCredentials(model="ray-flash-2")`` gives ray-flash-2.
+
+    Args:
+        spec: The run's backend parameters. ``base_url`` overrides the block's; ``model``,
+            ``poll_interval_seconds``, ``timeout_seconds`` and the upload store
+            (``upload_block`` or ``upload_url``) are passed to ``get_client``.
+        api_key: A key to use instead of a saved block or the environment, e.g. a dummy for
+            a backend that only prices a plan.
+        **options: Passed to the backend's constructor, over those taken from ``spec``
+            (``local`` takes ``reference_frame`` and ``styled_first_frame``).
+
+    Returns:
+        A backend ready to ``submit``; close it with ``aclose()`` or ``async with``.
+
+    Raises:
+        InvalidInputError: the name is unknown, the saved block cannot be loaded, or a paid
+            backend has no key (the message names the environment variable and the block).
+    """
+    cls = backend_class(spec.name)
+    if cls.is_free:
+        return cls(**options)
+    block_class = credentials_block_for(cls.name)
+    if api_key is None and spec.credentials_block:
+        try:
+            # Called from async tasks too, where load() would return a coroutine.
+            block = block_class.load(spec.credentials_block, _sync=True)
+        except ValueError as exc:
+            raise InvalidInputError(
+                f"{cls.name}: cannot load the {block_class.__name__} block "
+                f"{spec.credentials_block!r}: {exc}"
+            ) from exc
+    else:
+        api_key = api_key or os.environ.get(cls.api_key_env or "", "").strip()
+        if not api_key:
+            raise InvalidInputError(cls.missing_key_message())
+        block = block_class(api_key=api_key)
+    block = block.for_backend(cls.name)
+    if spec.base_url:
+        block = block.model_copy(update={"base_url": spec.base_url})
+    return block.get_client(**{**_options_of(spec), **options})
+
+
+def _options_of(spec: BackendSpec) -> dict[str, Any]:
+    """The constructor options ``spec`` sets: model, poll interval, timeout, uploader."""
+    options: dict[str, Any] = {}
+    if spec.model:
+        options["model"] = spec.model
+    if spec.poll_interval_seconds is not None:
+        options["poll_interval_seconds"] = spec.poll_interval_seconds
+    if spec.timeout_seconds is not None:
+        options["timeout_seconds"] = spec.timeout_seconds
+    if spec.upload_block:
+        options["uploader"] = BlockUploader(spec.upload_block)
+    elif spec.upload_url:
+        options["uploader"] = HttpPutUploader(spec.upload_url)
+    return options

@@ -97,9 +97,11 @@ def create_checked_backend(params: ModifyVideoParameters) -> ModifyBackend:
     Raises:
         InvalidInputError: naming what is missing and where to give it.
     """
-    backend = params.backend.create()
+    from prefect_modify_video.blocks.credentials import build_backend
+
+    backend = build_backend(params.backend)
     has_uploader = params.backend.upload_url or params.backend.upload_block
-    if getattr(backend, "requires_uploader", False) and not has_uploader:
+    if backend.requires_uploader and not has_uploader:
         raise InvalidInputError(
             f"{backend.name} takes media only by URL: give backend.upload_block (--upload-block), a storage "
             "block folder on S3 or GCS, or backend.upload_url (--upload-url), an HTTP PUT store the service can read"
@@ -200,7 +202,7 @@ def _modify_fetched_video(
         logger.warning(warning)
     cap = min(params.max_segment_seconds or backend.max_segment_seconds, backend.max_segment_seconds)
     concurrency = params.concurrency or backend.max_concurrency
-    plan = plan_video_segments(info, cap, params.resolved_overlap_frames(backend.name))
+    plan = plan_video_segments(info, cap, params.resolved_overlap_frames(backend))
     width, height = service_size(info, backend.max_dimension)
     estimates = segment_cost_estimates(backend, plan, width, height)
     estimate = sum(estimates.values())
@@ -237,7 +239,7 @@ def _modify_fetched_video(
         concurrency=concurrency,
         reference_frame=(
             str(write_frame_image(source, 0, work_dir / "reference.png"))
-            if first_frame and backend.name == "local"
+            if first_frame and backend.uses_reference_frame
             else None
         ),
     )
@@ -271,7 +273,7 @@ def _modify_fetched_video(
                 f"{len(plan.segments) - len(failures)} are stored and a re-run sends only these:\n"
                 + "\n".join(failures)
             )
-        anchor = params.anchor_colours if params.anchor_colours is not None else backend.name != "local"
+        anchor = params.anchor_colours if params.anchor_colours is not None else not backend.uses_reference_frame
         finished = finish_segment_clips(
             plan, info, extracted, conformed, str(work_dir), anchor=anchor, anchor_strength=params.anchor_strength
         )

@@ -6,7 +6,6 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from prefect_modify_video.media.plan import DEFAULT_OVERLAP_FRAMES
 from prefect_modify_video.providers.base import Mode, ModifyBackend
 
 BackendName = Literal["local", "segmind", "segmind-async", "luma", "fal", "replicate"]
@@ -40,39 +39,6 @@ class BackendSpec(BaseModel):
         description="Or a storage block's folder for those uploads, read by the service through presigned URLs: "
         "block://remote-file-system/<block-name>/<folder> on s3:// or gs://.",
     )
-
-    def create(self, *, api_key: str | None = None, **options) -> ModifyBackend:
-        """Builds the backend.
-
-        The key is ``api_key`` when given, else the credentials block's, else the service's
-        environment variable (``SEGMIND_API_KEY``, ``LUMAAI_API_KEY``, ``FAL_KEY``,
-        ``REPLICATE_API_TOKEN``).
-        """
-        from prefect_modify_video.providers.registry import create_backend
-
-        base_url = self.base_url
-        if self.name != "local" and self.credentials_block and api_key is None:
-            from prefect_modify_video.blocks import credentials_block_for
-
-            # Called from async tasks too, where load() would return a coroutine.
-            block = credentials_block_for(self.name).load(self.credentials_block, _sync=True)
-            api_key = block.api_key.get_secret_value()
-            base_url = base_url or block.base_url
-        if self.model:
-            options["model"] = self.model
-        if self.poll_interval_seconds is not None:
-            options["poll_interval_seconds"] = self.poll_interval_seconds
-        if self.timeout_seconds is not None:
-            options["timeout_seconds"] = self.timeout_seconds
-        if self.upload_block:
-            from prefect_modify_video.providers.luma import BlockUploader
-
-            options["uploader"] = BlockUploader(self.upload_block)
-        elif self.upload_url:
-            from prefect_modify_video.providers.luma import HttpPutUploader
-
-            options["uploader"] = HttpPutUploader(self.upload_url)
-        return create_backend(self.name, api_key=api_key, base_url=base_url, **options)
 
 
 class ModifyVideoParameters(BaseModel):
@@ -171,12 +137,11 @@ class ModifyVideoParameters(BaseModel):
     )
     refresh: bool = Field(default=False, description="Pay for every segment again instead of reusing stored results.")
 
-    def resolved_overlap_frames(self, backend_name: str) -> int:
-        """The overlap to plan with: as given, else ``DEFAULT_OVERLAP_FRAMES`` for a service and 0 for
-        the local backend (its answers are the same on both sides of a seam: nothing to blend)."""
+    def resolved_overlap_frames(self, backend: ModifyBackend) -> int:
+        """The overlap to plan with: as given, else the backend's ``default_overlap_frames``."""
         if self.overlap_frames is not None:
             return self.overlap_frames
-        return 0 if backend_name == "local" else DEFAULT_OVERLAP_FRAMES
+        return backend.default_overlap_frames
 
     def resolved_output(self) -> str:
         """The output location, defaulting to ``<stem>.modified<ext>`` beside the source.

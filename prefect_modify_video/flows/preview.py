@@ -357,7 +357,7 @@ def preview_modes(params: PreviewParameters) -> PreviewResult:
         backend = create_checked_backend(run_params)
         cap = min(params.max_segment_seconds or backend.max_segment_seconds, backend.max_segment_seconds)
         # Planned as the full run plans, so an excerpt at frame 0 is its first segment, reused by it.
-        plan = plan_video_segments(info, cap, run_params.resolved_overlap_frames(backend.name))
+        plan = plan_video_segments(info, cap, run_params.resolved_overlap_frames(backend))
         segment, reusable = choose_excerpt(info, plan, params.start_s, params.end_s, cap)
         width, height = service_size(info, backend.max_dimension)
         call_estimate = backend.estimate_cost_usd(segment.sent_duration_s, width, height)
@@ -372,7 +372,7 @@ def preview_modes(params: PreviewParameters) -> PreviewResult:
         store = ResultStore(params.store_dir)
         run_key = uuid.uuid4().hex
         reference = (
-            str(write_frame_image(source, 0, work / "reference.png")) if first_frame and backend.name == "local" else None
+            str(write_frame_image(source, 0, work / "reference.png")) if first_frame and backend.uses_reference_frame else None
         )
         extracted = extract_video_segment(
             info=info, segment=segment, work_dir=str(work), max_dimension=backend.max_dimension,

@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 _PASSING_POLL_ERRORS = (RateLimitedError, ProviderServerError, ProviderUnavailableError)
 """Errors of one poll after which the job itself may well be fine: it is polled again."""
+from prefect_modify_video.media.plan import DEFAULT_OVERLAP_FRAMES
 
 Mode = Literal[
     "adhere_1",
@@ -112,22 +113,56 @@ class MediaUploader(Protocol):
 class ModifyBackend(ABC):
     """A modify-video service behind submit, poll and download.
 
-    Subclasses set the class attributes from the service's documentation; ``plan`` uses the
-    caps, the flow uses ``max_concurrency`` and the cost model.
+    Each subclass declares its service once, in class attributes taken from the service's
+    documentation: its name, the account it bills and where that account's key comes from,
+    its caps (``plan`` uses them), its capabilities (the flows read them instead of comparing
+    names) and, in ``estimate_cost_usd``, its price.
     """
 
     name: ClassVar[str]
+    """The backend's name in parameters, the CLI and the registry, e.g. ``"segmind-async"``."""
+    service: ClassVar[str]
+    """The account and API dialect it bills: ``"segmind"`` for both Segmind backends."""
+    api_key_env: ClassVar[str | None] = None
+    """The environment variable holding the service's key (``None``: no key needed)."""
+    credentials_block: ClassVar[str | None] = None
+    """The name of the credentials block class holding the key, e.g. ``"SegmindCredentials"``."""
+    requires_uploader: ClassVar[bool] = False
+    """Whether ``submit`` needs a ``MediaUploader`` (the service takes media only by URL)."""
+    default_overlap_frames: ClassVar[int] = DEFAULT_OVERLAP_FRAMES
+    """Frames shared by neighbouring segments, blended at the seams, unless the run says."""
+    uses_reference_frame: ClassVar[bool] = False
+    """Whether the backend takes ``reference_frame`` (an image of the source's first frame) and
+    ``styled_first_frame`` to fit its own colour transfer, so no colour anchoring is needed."""
+    is_free: ClassVar[bool] = False
+    """Whether calls cost nothing: no account, no key, no credentials block."""
+
     model: str = ""
     max_segment_seconds: float = 30.0
     """Longest clip the service takes; segments are planned strictly under it."""
     max_upload_bytes: int = 100_000_000
     max_dimension: int | None = None
     """Longest side of what we send; larger sources are scaled down on extract."""
-    output_fps: float | None = 24.0
-    """Frame rate of what the service returns (``None``: the same as what was sent)."""
     max_concurrency: int = 4
     poll_interval_seconds: float = 10.0
     max_wait_seconds: float = 900.0
+
+    @classmethod
+    def credentials_hint(cls) -> str:
+        """Where the service's key comes from, for messages that ask to fix it."""
+        return (
+            f"the `api_key` of your {cls.credentials_block} block or the {cls.api_key_env} "
+            "environment variable"
+        )
+
+    @classmethod
+    def missing_key_message(cls) -> str:
+        """The message for a paid backend asked for without an API key."""
+        return (
+            f"{cls.name}: no API key given. Set {cls.api_key_env} or save a "
+            f"{cls.credentials_block} block and name it in the backend's credentials_block "
+            "(or pass its `get_client()` to the flow)."
+        )
 
     @abstractmethod
     def estimate_cost_usd(self, seconds: float, width: int, height: int) -> float:

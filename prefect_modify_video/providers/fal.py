@@ -15,11 +15,8 @@ from typing import Any, ClassVar
 
 from prefect_modify_video.errors import InvalidInputError
 from prefect_modify_video.providers.base import JobState, ModifyJob, ModifyRequest
-from prefect_modify_video.providers.http import (
-    HttpModifyBackend,
-    describe_body,
-    failure_error,
-)
+from prefect_modify_video.providers.http_client import HttpModifyBackend
+from prefect_modify_video.providers.http_errors import describe_body, failure_error
 
 FAL_BASE_URL = "https://queue.fal.run"
 FAL_APP = "/fal-ai/luma-dream-machine"
@@ -43,6 +40,9 @@ class FalBackend(HttpModifyBackend):
     """
 
     name: ClassVar[str] = "fal"
+    service: ClassVar[str] = "fal"
+    api_key_env: ClassVar[str] = "FAL_KEY"
+    credentials_block: ClassVar[str] = "FalCredentials"
     default_base_url: ClassVar[str] = FAL_BASE_URL
     default_timeout_seconds: ClassVar[float] = 300.0
     """Long enough to send a clip as a data URI in the JSON body."""
@@ -51,7 +51,6 @@ class FalBackend(HttpModifyBackend):
     max_upload_bytes = 100_000_000
     max_dimension = 1280
     """Ray 2 Modify works at up to 720p (1280 long side); larger only costs upload time."""
-    output_fps = 24.0
     max_concurrency = 4
     """fal queues what is over the account's limit instead of refusing it; 4 keeps the
     queue short and each job's wait within ``max_wait_seconds``."""

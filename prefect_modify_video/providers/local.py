@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import ClassVar
 
 from prefect_modify_video.media.edit import LOCAL_ENCODE
 from prefect_modify_video.media.ffmpeg import write_with_ffmpeg
@@ -37,12 +38,16 @@ class LocalBackend(ModifyBackend):
         styled_first_frame: The restyled first frame whose colours the video takes.
     """
 
-    name = "local"
+    name: ClassVar[str] = "local"
+    service: ClassVar[str] = "local"
+    default_overlap_frames: ClassVar[int] = 0
+    """Its answers are the same on both sides of a seam: nothing to blend."""
+    uses_reference_frame: ClassVar[bool] = True
+    is_free: ClassVar[bool] = True
     model = "ffmpeg-looks-1"
     max_segment_seconds = 30.0
     max_upload_bytes = 2**62
     max_dimension = None
-    output_fps = None
     max_concurrency = 2
     poll_interval_seconds = 0.0
 

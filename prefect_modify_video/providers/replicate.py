@@ -18,11 +18,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from prefect_modify_video.providers.base import JobState, ModifyJob, ModifyRequest
-from prefect_modify_video.providers.http import (
-    HttpModifyBackend,
-    failure_error,
-    request_id_of,
-)
+from prefect_modify_video.providers.http_client import HttpModifyBackend
+from prefect_modify_video.providers.http_errors import failure_error, request_id_of
 from prefect_modify_video.providers.luma import LUMA_PRICE_PER_MEGAPIXEL_USD, scaled_to
 
 REPLICATE_BASE_URL = "https://api.replicate.com"
@@ -55,6 +52,9 @@ class ReplicateBackend(HttpModifyBackend):
     """
 
     name: ClassVar[str] = "replicate"
+    service: ClassVar[str] = "replicate"
+    api_key_env: ClassVar[str] = "REPLICATE_API_TOKEN"
+    credentials_block: ClassVar[str] = "ReplicateCredentials"
     default_base_url: ClassVar[str] = REPLICATE_BASE_URL
     default_timeout_seconds: ClassVar[float] = 300.0
     model = "luma/modify-video"
@@ -63,7 +63,6 @@ class ReplicateBackend(HttpModifyBackend):
     max_upload_bytes = 100_000_000
     max_dimension = 1280
     """Ray 2 Modify works at up to 720p (1280 long side); larger only costs upload time."""
-    output_fps = 24.0
     max_concurrency = 4
     """Replicate queues predictions over capacity; 4 keeps each wait short."""
     poll_interval_seconds = 5.0

@@ -26,17 +26,14 @@ from typing import Any, ClassVar
 import httpx
 
 from prefect_modify_video.providers.base import JobState, ModifyJob, ModifyRequest
-from prefect_modify_video.providers.http import (
+from prefect_modify_video.providers.http_client import (
     HttpModifyBackend,
     check_video_answer,
-    describe_body,
-    failure_error,
     guess_mime,
     parse_float,
-    raise_for_status,
-    request_id_of,
     temp_path_beside,
 )
+from prefect_modify_video.providers.http_errors import describe_body, failure_error, request_id_of
 
 SEGMIND_BASE_URL = "https://api.segmind.com"
 SEGMIND_PRICE_PER_CALL_USD = 0.60
@@ -78,6 +75,9 @@ def output_url(output: Any) -> str | None:
 class _SegmindBase(HttpModifyBackend):
     """What both Segmind APIs share: auth, body, headers, caps and price."""
 
+    service: ClassVar[str] = "segmind"
+    api_key_env: ClassVar[str] = "SEGMIND_API_KEY"
+    credentials_block: ClassVar[str] = "SegmindCredentials"
     default_base_url: ClassVar[str] = SEGMIND_BASE_URL
     model = "luma-ray-2-modify"
     max_segment_seconds = 30.0
@@ -85,7 +85,6 @@ class _SegmindBase(HttpModifyBackend):
     max_upload_bytes = 100_000_000
     max_dimension = 1280
     """Ray 2 Modify works at up to 720p (1280 long side); larger only costs upload time."""
-    output_fps = 24.0
     max_concurrency = 4
     """Segmind states no concurrency limit; 4 keeps 429s rare on a default account."""
     poll_interval_seconds = 5.0
@@ -265,7 +264,7 @@ class SegmindAsyncBackend(_SegmindBase):
             except ValueError:
                 data = None
             if not (isinstance(data, dict) and str(data.get("status", "")).upper() == "FAILED"):
-                raise_for_status(response, self.name, redact=(self._api_key,))
+                self._raise_for_status(response)
             return response, data, True
         data = self._json(response, what=what)
         status = str(data.get("status", "")).upper() if isinstance(data, dict) else ""

@@ -290,7 +290,9 @@ class _SegmentPayer:
                 "reference_frame": Path(self.settings.reference_frame),
                 "styled_first_frame": Path(self.settings.first_frame),
             }
-        return self.settings.backend.create(**options)
+        from prefect_modify_video.blocks.credentials import build_backend  # blocks import flows.parameters
+
+        return build_backend(self.settings.backend, **options)
 
     async def answer(self, clip: Path, first_frame: Path | None) -> Path:
         """The answer for the whole clip: stored, or paid for (a short one completed by remainders)."""

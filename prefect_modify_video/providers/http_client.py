@@ -1,10 +1,8 @@
-"""Shared HTTP plumbing for the service backends: one request chokepoint, one error map.
+"""The HTTP client shared by the service backends: one request chokepoint, retries, downloads.
 
 Every call a backend makes goes through ``HttpModifyBackend._request``. It adds the
-user-agent and the service's auth header, turns httpx transport exceptions into
-``ProviderUnavailableError`` (``translate_transport_errors``) and answers of 300 or more
-into the most specific class of ``prefect_modify_video.errors`` (``raise_for_status``),
-always chaining the original with ``from``.
+user-agent and the service's auth header, and maps failures through
+``prefect_modify_video.providers.http_errors``.
 
 Retries inside the client:
 
@@ -12,10 +10,9 @@ Retries inside the client:
   times with exponential backoff on any ``RetryableProviderError`` (a 429 waits until the
   time the service gives, up to ``MAX_RETRY_WAIT_SECONDS``).
 - A create (a paid call) is retried only when the request surely never reached the
-  service: ``httpx.ConnectError``, ``ConnectTimeout`` or ``PoolTimeout``. Anything more
-  ambiguous (a read timeout, a connection dropped after sending) surfaces as
-  ``SubmitOutcomeUnknownError``, which is fatal, so that a double charge is never made
-  silently. ``submit_is_safe_to_retry`` tells the task layer which create errors are safe.
+  service (``request_surely_not_sent``). Anything more ambiguous (a read timeout, a
+  connection dropped after sending) surfaces as ``SubmitOutcomeUnknownError``, which is
+  fatal, so that a double charge is never made silently.
 
 The API key is only ever put into request headers: it never appears in a message, a log
 record or a URL, and any echo of it in an error body is redacted.
@@ -26,18 +23,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import email.utils
-import html
 import importlib.metadata
-import json
 import logging
-import math
 import mimetypes
 import os
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
-from datetime import datetime, timedelta, timezone
+from collections.abc import Awaitable, Callable, Collection
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -46,18 +39,13 @@ import httpx
 from prefect_modify_video.errors import (
     AuthenticationError,
     ClipValidationError,
-    ContentModerationError,
-    InsufficientCreditsError,
     InvalidInputError,
     InvalidRequestError,
     JobFailedError,
     JobTimedOutError,
-    ProviderError,
     ProviderServerError,
-    ProviderUnavailableError,
     RateLimitedError,
     RetryableProviderError,
-    SubmitOutcomeUnknownError,
 )
 from prefect_modify_video.providers.base import (
     MODES,
@@ -65,6 +53,13 @@ from prefect_modify_video.providers.base import (
     ModifyBackend,
     ModifyJob,
     ModifyRequest,
+)
+from prefect_modify_video.providers.http_errors import (
+    describe_body,
+    raise_for_status,
+    request_id_of,
+    request_surely_not_sent,
+    translate_transport_errors,
 )
 
 logger = logging.getLogger("prefect_modify_video.providers")
@@ -82,393 +77,11 @@ def _package_version() -> str:
 USER_AGENT = f"prefect-modify-video/{_package_version()}"
 """Sent with every request, so the services can tell this client apart."""
 
-CREDENTIAL_SOURCES: dict[str, tuple[str, str]] = {
-    "segmind": ("SegmindCredentials", "SEGMIND_API_KEY"),
-    "segmind-async": ("SegmindCredentials", "SEGMIND_API_KEY"),
-    "luma": ("LumaCredentials", "LUMAAI_API_KEY"),
-    "fal": ("FalCredentials", "FAL_KEY"),
-    "replicate": ("ReplicateCredentials", "REPLICATE_API_TOKEN"),
-}
-"""Backend name -> (credentials block class, environment variable) holding its key."""
-
 MAX_RETRY_WAIT_SECONDS = 60.0
 """Longest a client-side retry waits for a rate limit to reset; longer waits surface."""
 
-NOT_SENT_EXCEPTIONS: tuple[type[Exception], ...] = (
-    httpx.ConnectError,
-    httpx.ConnectTimeout,
-    httpx.PoolTimeout,
-)
-"""httpx errors raised before any byte of the request left: a create may be sent again."""
-
-_MODERATION = re.compile(r"moderat|flagged|nsfw|safety|content[ _]policy", re.IGNORECASE)
-_CREDITS = re.compile(
-    r"not enough (?:credit|balance|fund)|insufficient (?:credit|balance|fund)|exhausted balance"
-    r"|out of credit|no credits? (?:left|remaining)|credit balance is too low",
-    re.IGNORECASE,
-)
-_CONTENT_TYPE = re.compile(r"content[- _]type|media type|unsupported format", re.IGNORECASE)
-_AVAILABLE_IN = re.compile(r"available in (\d+(?:\.\d+)?)\s*(ms|milliseconds?|s|sec|seconds?)?", re.I)
-_TAGS = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.IGNORECASE | re.DOTALL)
-_HEAD = re.compile(r"<head\b.*?</head>", re.IGNORECASE | re.DOTALL)
-_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
-_REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-fal-request-id", "x-replicate-request-id")
 _MP4_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot"}
 _MATROSKA_MAGIC = b"\x1a\x45\xdf\xa3"
-
-
-# --------------------------------------------------------------------------- key hints
-
-
-def credentials_hint(provider: str) -> str:
-    """Says where the key for ``provider`` comes from, for messages that ask to fix it."""
-    block, env_var = CREDENTIAL_SOURCES.get(provider, ("the credentials block", ""))
-    env = f" or the {env_var} environment variable" if env_var else ""
-    return f"the `api_key` of your {block} block{env}"
-
-
-def missing_key_message(provider: str) -> str:
-    """Message for a paid backend created without an API key."""
-    block, env_var = CREDENTIAL_SOURCES.get(provider, ("a credentials block", "the API key"))
-    return (
-        f"{provider}: no API key given. Set {env_var} or save a {block} block "
-        f"and pass it (or its `get_client()`) to the flow."
-    )
-
-
-# --------------------------------------------------------------------------- error mapping
-
-
-def _redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
-
-
-def _message_from_json(value: Any, depth: int = 0) -> str:
-    """Pulls a human message out of the usual error shapes of the four services."""
-    if depth > 3 or value is None:
-        return ""
-    if isinstance(value, str):
-        return value.strip()
-    if isinstance(value, list):
-        parts = [_message_from_json(item, depth + 1) for item in value[:5]]
-        return "; ".join(part for part in parts if part)
-    if isinstance(value, dict):
-        for key in ("error", "detail", "message", "failure_reason", "msg", "title", "errors"):
-            text = _message_from_json(value.get(key), depth + 1)
-            if text:
-                # fal puts the machine-readable reason in ``type`` next to ``msg``.
-                kind = value.get("type")
-                if isinstance(kind, str) and kind and kind not in text:
-                    text = f"{text} ({kind})"
-                return text
-    return ""
-
-
-def _text_of(response: httpx.Response) -> str:
-    try:
-        return response.text
-    except (httpx.ResponseNotRead, UnicodeDecodeError, LookupError):
-        try:
-            return response.content.decode("utf-8", errors="replace")
-        except httpx.ResponseNotRead:
-            return ""
-
-
-def describe_body(response: httpx.Response, *, redact: Iterable[str] = (), limit: int = 300) -> str:
-    """A short, single-line summary of an answer's body, safe to put in a message.
-
-    JSON bodies give their ``error``/``detail``/``message`` field; HTML bodies give their
-    title and text without tags; anything else gives its first characters.
-    """
-    text = ""
-    raw = _text_of(response)
-    try:
-        text = _message_from_json(json.loads(raw)) if raw.strip() else ""
-    except ValueError:
-        text = ""
-    if not text and raw:
-        if "<" in raw and ">" in raw:
-            match = _TITLE.search(raw)
-            title = " ".join(html.unescape(match.group(1)).split()) if match else ""
-            body = " ".join(html.unescape(_TAGS.sub(" ", _HEAD.sub(" ", raw))).split())
-            text = body if not title or body.startswith(title) else f"{title}: {body}"
-        else:
-            text = raw
-    text = " ".join(text.split()).rstrip(" .")
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return _redact(text, redact)
-
-
-def request_id_of(response: httpx.Response) -> str | None:
-    """The service's id for one answer, from its headers or its JSON body."""
-    for header in _REQUEST_ID_HEADERS:
-        value = response.headers.get(header)
-        if value:
-            return value
-    if "json" in response.headers.get("content-type", ""):
-        try:
-            body = response.json()
-        except (ValueError, httpx.ResponseNotRead):
-            return None
-        if isinstance(body, dict) and isinstance(body.get("request_id"), str):
-            return body["request_id"]
-    return None
-
-
-def _parse_when(value: str, now: datetime) -> datetime | None:
-    """Reads a reset time given as seconds, epoch seconds/ms, ISO 8601 or an HTTP date."""
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        number = None
-    if number is not None:
-        if not math.isfinite(number) or number < 0:
-            return None
-        if number > 1e11:  # epoch milliseconds
-            return datetime.fromtimestamp(number / 1000, tz=timezone.utc)
-        if number > 1e9:  # epoch seconds
-            return datetime.fromtimestamp(number, tz=timezone.utc)
-        return now + timedelta(seconds=number)
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" UTC", "+00:00"))
-    except ValueError:
-        try:
-            parsed = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
-
-
-def parse_retry_at(response: httpx.Response, now: datetime | None = None) -> datetime | None:
-    """When a rate-limited request may be sent again, if the answer says.
-
-    Reads, in order: Segmind's ``x-rate-limit-reset-at-utc`` header, ``Retry-After``
-    (seconds or an HTTP date), and a body such as Replicate's "Expected available in
-    1 second".
-    """
-    now = now or datetime.now(timezone.utc)
-    for header in ("x-rate-limit-reset-at-utc", "retry-after"):
-        value = response.headers.get(header)
-        if value:
-            when = _parse_when(value, now)
-            if when is not None:
-                return when
-    match = _AVAILABLE_IN.search(_text_of(response))
-    if match:
-        amount = float(match.group(1))
-        unit = (match.group(2) or "s").lower()
-        seconds = amount / 1000 if unit.startswith("m") else amount
-        return now + timedelta(seconds=seconds)
-    return None
-
-
-def is_moderation_text(text: str) -> bool:
-    """Whether a service's message says its content filter refused the request."""
-    return bool(_MODERATION.search(text or ""))
-
-
-def is_credits_text(text: str) -> bool:
-    """Whether a service's message says the account has no credits or balance left."""
-    return bool(_CREDITS.search(text or ""))
-
-
-def failure_error(
-    reason: str | None, *, provider: str, job_id: str | None = None, request_id: str | None = None
-) -> ProviderError | None:
-    """The fatal error a failed job's reason calls for, or ``None`` (an ordinary failure).
-
-    A moderation refusal or an empty account would fail the same way on every retry, so
-    they are raised instead of being reported as a failed (retryable) job.
-    """
-    kwargs = {"provider": provider, "job_id": job_id, "request_id": request_id}
-    reason = (reason or "").strip().rstrip(".")
-    if is_moderation_text(reason):
-        return ContentModerationError(
-            f"the service refused the content: {reason}. Change the prompt, the first frame "
-            "or the source clip; trying again unchanged fails the same way",
-            **kwargs,
-        )
-    if is_credits_text(reason):
-        return InsufficientCreditsError(
-            f"the account has no credits left: {reason}. Top up, then re-run: finished "
-            "segments are cached and are not paid for again",
-            **kwargs,
-        )
-    return None
-
-
-def _status_error_cause(response: httpx.Response) -> httpx.HTTPStatusError | None:
-    try:
-        request = response.request
-    except RuntimeError:
-        return None
-    return httpx.HTTPStatusError(
-        f"{response.status_code} {response.reason_phrase}", request=request, response=response
-    )
-
-
-def error_for_status(
-    response: httpx.Response, provider: str, *, redact: Iterable[str] = ()
-) -> ProviderError | None:
-    """The error an answer stands for, or ``None`` for a 2xx. See ``raise_for_status``."""
-    status = response.status_code
-    if 200 <= status < 300:
-        return None
-    reason = describe_body(response, redact=redact) or response.reason_phrase or "no details"
-    service = provider.partition("-")[0]
-    kwargs = {"provider": provider, "status_code": status, "request_id": request_id_of(response)}
-    if status == 402 or (status >= 400 and is_credits_text(reason)):
-        return InsufficientCreditsError(
-            f"the account has no credits left: {reason}. Top up at {service}, then re-run: "
-            "finished segments are cached and are not paid for again",
-            **kwargs,
-        )
-    if status == 406:
-        if _CONTENT_TYPE.search(reason):
-            return InvalidRequestError(
-                f"the service refused the request's Content-Type: {reason}. This is a bug in "
-                "prefect-modify-video or a proxy in between; please report it",
-                **kwargs,
-            )
-        # Segmind documents 406 as "not enough credits"; its body is often empty.
-        return InsufficientCreditsError(
-            f"not enough credits (406): {reason}. Top up at {service}, then re-run: "
-            "finished segments are cached and are not paid for again",
-            **kwargs,
-        )
-    if status in (401, 403):
-        return AuthenticationError(
-            f"the API key was refused: {reason}. Fix {credentials_hint(provider)}",
-            **kwargs,
-        )
-    if status == 429:
-        retry_at = parse_retry_at(response)
-        when = f"after {retry_at.isoformat(timespec='seconds')}" if retry_at else "later"
-        return RateLimitedError(
-            f"rate limited: {reason}. Try again {when}, or lower the number of segments "
-            "sent at once",
-            retry_at=retry_at,
-            **kwargs,
-        )
-    if 400 <= status < 500 and is_moderation_text(reason):
-        return ContentModerationError(
-            f"the service refused the content: {reason}. Change the prompt, the first frame "
-            "or the source clip; trying again unchanged fails the same way",
-            **kwargs,
-        )
-    if status == 408:
-        return ProviderUnavailableError(f"the service timed out reading the request: {reason}", **kwargs)
-    if 400 <= status < 500:
-        return InvalidRequestError(
-            f"the service rejected the request: {reason}. Check the mode, prompt, clip "
-            "length and size against the service's limits, and the block's base_url",
-            **kwargs,
-        )
-    if status >= 500:
-        return ProviderServerError(
-            f"server error: {reason}. The service is failing; a later retry may succeed",
-            **kwargs,
-        )
-    return ProviderError(f"unexpected answer {status}: {reason}", **kwargs)
-
-
-def raise_for_status(
-    response: httpx.Response, provider: str, *, redact: Iterable[str] = ()
-) -> None:
-    """Raises the most specific ``ProviderError`` for an answer of 300 or more.
-
-    The body may be JSON, HTML (Segmind's 405) or empty: the message quotes a short summary
-    of it, names the provider, status and request id, and says what to do next.
-
-    Args:
-        response: An answer whose body has been read.
-        provider: The backend's name, e.g. ``"segmind"``.
-        redact: Secrets to blank out should the body echo them.
-
-    Raises:
-        AuthenticationError: 401/403 (names the block and environment variable to fix).
-        InsufficientCreditsError: 402, Segmind's 406, or a message about credits.
-        RateLimitedError: 429, with ``retry_at`` when the answer says.
-        ContentModerationError: a 4xx whose message speaks of moderation or safety.
-        InvalidRequestError: other 4xx (400, 404, 405, 422, ...).
-        ProviderServerError: 5xx.
-    """
-    error = error_for_status(response, provider, redact=redact)
-    if error is not None:
-        raise error from _status_error_cause(response)
-
-
-@contextlib.contextmanager
-def translate_transport_errors(
-    provider: str, *, what: str, creates_job: bool = False
-) -> Iterator[None]:
-    """Turns httpx's request errors into ``ProviderError``s, keeping the cause.
-
-    Args:
-        provider: The backend's name.
-        what: The operation, for the message ("submit", "poll", "download").
-        creates_job: Whether the request starts a paid job; a failure after sending is
-            then ``SubmitOutcomeUnknownError`` (the job may have been accepted and billed).
-    """
-    try:
-        yield
-    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-        raise InvalidRequestError(
-            f"{what}: bad URL ({exc}); check the block's base_url", provider=provider
-        ) from exc
-    except NOT_SENT_EXCEPTIONS as exc:
-        raise ProviderUnavailableError(
-            f"{what}: could not connect ({type(exc).__name__}: {str(exc) or 'no details'}); "
-            "nothing was sent",
-            provider=provider,
-        ) from exc
-    except (httpx.TransportError, httpx.DecodingError, httpx.TooManyRedirects) as exc:
-        kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
-        detail = f"{what} {kind} ({type(exc).__name__}: {str(exc) or 'no details'})"
-        if creates_job:
-            raise SubmitOutcomeUnknownError(
-                f"{detail} after the request was sent: the service may have accepted and "
-                "billed it, so it is not sent again in this run. Check the service's "
-                "dashboard; a re-run sends the segment again",
-                provider=provider,
-            ) from exc
-        error_class = (
-            ProviderServerError
-            if isinstance(exc, (httpx.DecodingError, httpx.TooManyRedirects))
-            else ProviderUnavailableError
-        )
-        raise error_class(detail, provider=provider) from exc
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__
-
-
-def request_surely_not_sent(exc: BaseException) -> bool:
-    """Whether ``exc`` was raised before the request reached the service."""
-    return any(isinstance(cause, NOT_SENT_EXCEPTIONS) for cause in _causes(exc))
-
-
-def submit_is_safe_to_retry(exc: BaseException) -> bool:
-    """Whether a failed create can be sent again without risking a second charge.
-
-    True only for errors proving that nothing was accepted: a connection never made, or a
-    429 (the service refused the request outright). For the tasks' ``retry_condition_fn``.
-    """
-    return request_surely_not_sent(exc) or isinstance(exc, RateLimitedError)
 
 
 async def retry_idempotent(
@@ -581,20 +194,20 @@ def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     return url.scheme, url.host, port
 
 
+
 # --------------------------------------------------------------------------- base backend
 
 
 class HttpModifyBackend(ModifyBackend):
     """Base of the service backends: one ``httpx.AsyncClient`` and one ``_request``.
 
-    Subclasses set ``name``, ``default_base_url`` and ``_auth_headers``, and implement
+    Subclasses declare their service (``name``, ``service``, ``api_key_env``,
+    ``credentials_block``, ``default_base_url``, caps), set ``_auth_headers``, and implement
     ``submit``, ``poll`` and ``estimate_cost_usd``; downloads are shared.
     """
 
     default_base_url: ClassVar[str] = ""
     default_timeout_seconds: ClassVar[float] = 120.0
-    requires_uploader: ClassVar[bool] = False
-    """Whether ``submit`` needs a ``MediaUploader`` (the service takes media only by URL)."""
 
     def __init__(
         self,
@@ -627,7 +240,7 @@ class HttpModifyBackend(ModifyBackend):
             retry_backoff_seconds: First retry delay; it doubles on each retry.
         """
         if not api_key or not str(api_key).strip():
-            raise InvalidInputError(missing_key_message(self.name))
+            raise InvalidInputError(self.missing_key_message())
         self._api_key = str(api_key).strip()
         self.base_url = (base_url or self.default_base_url).rstrip("/")
         if poll_interval_seconds is not None:
@@ -712,8 +325,14 @@ class HttpModifyBackend(ModifyBackend):
                 await response.aread()
             finally:
                 await response.aclose()
-        raise_for_status(response, self.name, redact=(self._api_key,))
+        self._raise_for_status(response)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _raise_for_status(self, response: httpx.Response) -> None:
+        """``raise_for_status`` with this backend's name, key to redact and key hint."""
+        raise_for_status(
+            response, self.name, redact=(self._api_key,), key_hint=self.credentials_hint()
+        )
 
     async def _request(
         self,

@@ -1,0 +1,119 @@
+"""The backend registry, the credentials blocks and ``build_backend`` name each service once."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+import prefect_modify_video.blocks as blocks
+from prefect_modify_video.blocks import (
+    LumaCredentials,
+    SegmindCredentials,
+    ServiceCredentials,
+    build_backend,
+    credentials_block_for,
+)
+from prefect_modify_video.errors import InvalidInputError
+from prefect_modify_video.flows.parameters import BackendSpec, BackendName
+from prefect_modify_video.providers.base import ModifyBackend
+from prefect_modify_video.providers.luma import LumaBackend
+from prefect_modify_video.providers.registry import BACKEND_NAMES, BACKENDS, backend_class
+from prefect_modify_video.providers.segmind import SegmindAsyncBackend, SegmindBackend
+from prefect_modify_video.providers.uploaders import HttpPutUploader
+
+PAID = [cls for cls in BACKENDS.values() if not cls.is_free]
+
+
+def test_the_registry_is_derived_from_the_classes():
+    assert BACKEND_NAMES == ("local", "segmind", "segmind-async", "luma", "fal", "replicate")
+    assert set(BackendName.__args__) == set(BACKEND_NAMES)
+    for name, cls in BACKENDS.items():
+        assert cls.name == name and issubclass(cls, ModifyBackend)
+        assert backend_class(name.upper().replace("-", "_")) is cls
+    assert [cls.name for cls in BACKENDS.values() if cls.is_free] == ["local"]
+
+
+@pytest.mark.parametrize("cls", PAID, ids=lambda cls: cls.name)
+def test_each_paid_backend_names_an_existing_block_that_builds_it(cls):
+    block_class = getattr(blocks, cls.credentials_block)
+    assert issubclass(block_class, ServiceCredentials) and credentials_block_for(cls.name) is block_class
+    assert cls.credentials_block in blocks.__all__
+    backend = block_class(api_key="sk-k").for_backend(cls.name).get_client(uploader=HttpPutUploader("http://s.test"))
+    assert backend.name == cls.name and type(backend) is cls
+    assert backend.base_url == cls.default_base_url
+    assert cls.api_key_env and cls.api_key_env in cls.missing_key_message()
+    assert cls.credentials_block in cls.credentials_hint()
+
+
+def test_one_key_variable_per_service():
+    env_by_service: dict[str, set[str]] = {}
+    for cls in PAID:
+        env_by_service.setdefault(cls.service, set()).add(cls.api_key_env)
+    assert env_by_service["segmind"] == {"SEGMIND_API_KEY"}
+    assert all(len(names) == 1 for names in env_by_service.values())
+    all_names = [next(iter(names)) for names in env_by_service.values()]
+    assert len(all_names) == len(set(all_names)) == 4
+    blocks_by_service = {cls.service: cls.credentials_block for cls in PAID}
+    assert all(blocks_by_service[cls.service] == cls.credentials_block for cls in PAID)
+
+
+def test_capabilities():
+    assert [cls.name for cls in BACKENDS.values() if cls.requires_uploader] == ["luma"]
+    assert [cls.name for cls in BACKENDS.values() if cls.uses_reference_frame] == ["local"]
+    assert BACKENDS["local"].default_overlap_frames == 0
+    assert all(cls.default_overlap_frames > 0 for cls in PAID)
+
+
+def test_local_needs_no_block():
+    with pytest.raises(InvalidInputError, match="no credentials block"):
+        credentials_block_for("local")
+    backend = build_backend(BackendSpec(name="local", credentials_block="ignored"))
+    assert backend.name == "local" and backend.estimate_cost_usd(10, 1280, 720) == 0
+
+
+def _saved(block: ServiceCredentials) -> str:
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    block.save(name)
+    return name
+
+
+def test_a_saved_segmind_block_with_the_async_api_gives_the_v2_backend(monkeypatch):
+    monkeypatch.delenv("SEGMIND_API_KEY", raising=False)
+    name = _saved(SegmindCredentials(api_key="sk-saved", base_url="http://127.0.0.1:9", use_async_api=True))
+    backend = build_backend(BackendSpec(name="segmind", credentials_block=name, poll_interval_seconds=0.5))
+    assert type(backend) is SegmindAsyncBackend
+    assert backend.base_url == "http://127.0.0.1:9" and backend.poll_interval_seconds == 0.5
+    assert "sk-saved" in "".join(backend._auth_headers().values())
+
+    plain = _saved(SegmindCredentials(api_key="sk-saved"))
+    assert type(build_backend(BackendSpec(name="segmind", credentials_block=plain))) is SegmindBackend
+    # Naming the v2 backend asks for the v2 API whatever the saved block says.
+    assert type(build_backend(BackendSpec(name="segmind-async", credentials_block=plain))) is SegmindAsyncBackend
+
+
+def test_a_saved_luma_block_gives_its_model_and_the_spec_overrides_it(monkeypatch):
+    monkeypatch.delenv("LUMAAI_API_KEY", raising=False)
+    name = _saved(LumaCredentials(api_key="sk-saved", model="ray-flash-2"))
+    backend = build_backend(BackendSpec(name="luma", credentials_block=name, upload_url="http://store.test"))
+    assert type(backend) is LumaBackend
+    assert backend.model == "ray-flash-2" and backend.max_segment_seconds == 15.0
+    assert isinstance(backend.uploader, HttpPutUploader) and backend.uploader.base_url == "http://store.test"
+    assert backend.base_url == "https://api.lumalabs.ai"
+
+    spec = BackendSpec(name="luma", credentials_block=name, model="ray-2", base_url="http://127.0.0.1:9")
+    overridden = build_backend(spec)
+    assert overridden.model == "ray-2" and overridden.base_url == "http://127.0.0.1:9"
+
+
+def test_the_environment_key_goes_through_the_block(monkeypatch):
+    monkeypatch.setenv("SEGMIND_API_KEY", " sk-env ")
+    backend = build_backend(BackendSpec(name="segmind-async"))
+    assert type(backend) is SegmindAsyncBackend
+    assert backend._auth_headers() == {"x-api-key": "sk-env"}
+
+
+def test_a_missing_saved_block_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("FAL_KEY", "sk-env")
+    with pytest.raises(InvalidInputError, match="FalCredentials block 'no-such-block'"):
+        build_backend(BackendSpec(name="fal", credentials_block="no-such-block"))
