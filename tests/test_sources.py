@@ -13,23 +13,18 @@ import pytest
 from prefect.filesystems import LocalFileSystem, RemoteFileSystem
 
 from prefect_modify_video.errors import InvalidInputError
-from prefect_modify_video.media.ffmpeg import sha256_of_file
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.media.sample import make_sample_video
-from prefect_modify_video.sources import (
+from prefect_modify_video.media.files import sha256_of_file, sniff_media
+from prefect_modify_video.storage.blocks import deliver_output, signed_block_url
+from prefect_modify_video.storage.download import NEW_VIDEO_EVENT, emit_new_video_event, fetch_source, list_videos
+from prefect_modify_video.storage.locations import (
     BlockReference,
-    NEW_VIDEO_EVENT,
-    deliver_output,
-    emit_new_video_event,
-    fetch_source,
     is_remote,
     join_location,
-    list_videos,
     location_name,
     parse_block_reference,
     sibling_location,
-    signed_block_url,
-    sniff_media,
 )
 
 

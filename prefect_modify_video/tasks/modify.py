@@ -26,8 +26,8 @@ from prefect_modify_video.errors import (
     SubmitOutcomeUnknownError,
 )
 from prefect_modify_video.flows.parameters import BackendSpec
-from prefect_modify_video.media.edit import CONFORM_VERSION, check_returned_clip
-from prefect_modify_video.media.ffmpeg import sha256_of_file
+from prefect_modify_video.media.conform import CONFORM_VERSION, check_returned_clip
+from prefect_modify_video.media.files import sha256_of_file
 from prefect_modify_video.media.plan import Segment
 from prefect_modify_video.providers.base import JobState, Mode, ModifyJob, ModifyRequest, run_modify
 from prefect_modify_video.store import ResultStore, cache_key
