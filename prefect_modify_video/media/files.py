@@ -20,6 +20,23 @@ IMAGE_FORMATS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "gif": ".gif", 
 
 # Top-level boxes an MP4/QuickTime/3GP file may start with (``uuid``: a vendor box some cameras write first).
 _MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid")
+# The form a RIFF file names at offset 8.
+_RIFF_FORMS = {b"AVI ": "avi", b"WEBP": "webp"}
+# The first bytes of every other format sniffed.
+_PREFIXES = (
+    (b"\x1a\x45\xdf\xa3", "matroska"),
+    (b"\x00\x00\x01\xba", "mpegps"),
+    (b"FLV", "flv"),
+    (b"OggS", "ogg"),
+    (b"\x30\x26\xb2\x75\x8e\x66\xcf\x11", "asf"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"BM", "bmp"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+)
 
 
 def atomic_destination(destination: str | Path) -> Path:
@@ -87,33 +104,12 @@ def sniff_media(head: bytes) -> str | None:
     """
     if len(head) >= 8 and head[4:8] in _MP4_BOXES:
         return "mp4"
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return "matroska"
-    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
-        return "avi"
-    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
-        return "webp"
+    if head.startswith(b"RIFF"):
+        return _RIFF_FORMS.get(head[8:12])
+    # MPEG-TS: a sync byte every 188 bytes. Tested before the prefixes: a GIF also starts with 0x47 ("G").
     if head[:1] == b"\x47" and (len(head) < 189 or head[188:189] == b"\x47"):
         return "mpegts"
-    if head.startswith(b"\x00\x00\x01\xba"):
-        return "mpegps"
-    if head.startswith(b"FLV"):
-        return "flv"
-    if head.startswith(b"OggS"):
-        return "ogg"
-    if head.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"):
-        return "asf"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "gif"
-    if head.startswith(b"BM"):
-        return "bmp"
-    if head.startswith((b"II*\x00", b"MM\x00*")):
-        return "tiff"
-    return None
+    return next((media_format for prefix, media_format in _PREFIXES if head.startswith(prefix)), None)
 
 
 def sha256_of_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
