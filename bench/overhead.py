@@ -15,9 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from prefect_modify_video.media.edit import conform_clip, extract_segment, join_segments
+from prefect_modify_video.media.conform import conform_clip
+from prefect_modify_video.media.extract import extract_segment
+from prefect_modify_video.media.join import join_segments
 from prefect_modify_video.media.ffmpeg import run_ffmpeg
-from prefect_modify_video.media.scenes import plan_video
+from prefect_modify_video.media.plan import plan_video
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.media.sample import make_sample_video
 

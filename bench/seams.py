@@ -25,7 +25,7 @@ from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 from prefect_modify_video.flows import BackendSpec, ModifyVideoParameters, modify_video  # noqa: E402
 from prefect_modify_video.media.probe import probe_video  # noqa: E402
 from prefect_modify_video.media.sample import make_sample_video  # noqa: E402
-from prefect_modify_video.media.scenes import plan_video  # noqa: E402
+from prefect_modify_video.media.plan import plan_video  # noqa: E402
 from prefect_modify_video.media.seams import measure_seams  # noqa: E402
 from prefect_modify_video.testing import FakeModifyServer  # noqa: E402
 

@@ -182,9 +182,9 @@ def _plan(args: argparse.Namespace) -> int:
     from prefect_modify_video.blocks.credentials import build_backend
     from prefect_modify_video.flows.modify_video import segment_cost_estimates
     from prefect_modify_video.flows.parameters import BackendSpec, ModifyVideoParameters
-    from prefect_modify_video.media.edit import service_size
+    from prefect_modify_video.media.extract import service_size
     from prefect_modify_video.media.probe import probe_video
-    from prefect_modify_video.media.scenes import plan_video
+    from prefect_modify_video.media.plan import plan_video
 
     info = probe_video(args.input)
     # Planning makes no request, so it needs no key.

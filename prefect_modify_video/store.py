@@ -33,15 +33,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from prefect_modify_video.media.ffmpeg import atomic_destination
-from prefect_modify_video.sources import (
-    BlockReference,
-    delete_block_file,
-    deliver_output,
-    download_block_file,
-    is_block_reference,
-    parse_block_reference,
-)
+from prefect_modify_video.media.files import atomic_destination
+from prefect_modify_video.storage.blocks import delete_block_file, deliver_output, download_block_file
+from prefect_modify_video.storage.locations import BlockReference, is_block_reference, parse_block_reference
 
 
 def default_store_root() -> Path:

@@ -10,11 +10,13 @@ import httpx
 import numpy as np
 import pytest
 
+from plans import plan_segments
 from prefect_modify_video.media.anchor import plan_anchors, segment_statistics
-from prefect_modify_video.media.edit import conform_clip, extract_segment, join_segments
+from prefect_modify_video.media.conform import conform_clip
+from prefect_modify_video.media.extract import extract_segment
+from prefect_modify_video.media.join import join_segments
 from prefect_modify_video.media.ffmpeg import run_ffmpeg
 from prefect_modify_video.media.finish import finish_clip
-from prefect_modify_video.media.plan import plan_segments
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.media.seams import measure_seams
 from prefect_modify_video.testing import FakeModifyServer

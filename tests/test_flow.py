@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from conftest import audio_md5, read_frames, saturation
 from prefect_modify_video.errors import InvalidInputError
 from prefect_modify_video.flows import ModifyVideoParameters, modify_video
-from prefect_modify_video.media.ffmpeg import sha256_of_file
+from prefect_modify_video.media.files import sha256_of_file
 from prefect_modify_video.media.probe import probe_video
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import read_frames, saturation
-from prefect_modify_video.media.edit import write_frame_image
+from prefect_modify_video.media.extract import write_frame_image
 from prefect_modify_video.media.looks import choose_looks
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.providers.base import ModifyRequest

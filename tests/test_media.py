@@ -8,16 +8,12 @@ import numpy as np
 import pytest
 
 from conftest import audio_md5, read_frames
+from plans import plan_segments
 from prefect_modify_video.errors import ClipValidationError, InvalidInputError
-from prefect_modify_video.media.edit import (
-    check_output_path,
-    check_returned_clip,
-    conform_clip,
-    extract_segment,
-    join_segments,
-)
+from prefect_modify_video.media.conform import check_returned_clip, conform_clip
+from prefect_modify_video.media.extract import extract_segment
+from prefect_modify_video.media.join import check_output_path, join_segments
 from prefect_modify_video.media.ffmpeg import run_ffmpeg
-from prefect_modify_video.media.plan import plan_segments
 from prefect_modify_video.media.probe import check_image, probe_video
 from prefect_modify_video.media.sample import make_sample_video
 

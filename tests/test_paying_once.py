@@ -9,11 +9,11 @@ from __future__ import annotations
 import pytest
 
 from prefect_modify_video.flows import BackendSpec, ModifyVideoParameters, modify_video
-from prefect_modify_video.media.edit import extract_segment
-from prefect_modify_video.media.ffmpeg import sha256_of_file
+from prefect_modify_video.media.extract import extract_segment
+from prefect_modify_video.media.files import sha256_of_file
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.media.sample import make_sample_video
-from prefect_modify_video.media.scenes import plan_video
+from prefect_modify_video.media.plan import plan_video
 from prefect_modify_video.testing import FakeModifyServer, Fault
 
 FAKE_KEY = "sk-test-0123456789abcdef"

@@ -22,7 +22,7 @@ from conftest import audio_md5, read_frames, saturation
 from prefect_modify_video.blocks.presets import ModifyVideoPreset
 from prefect_modify_video.flows import ModifyVideoParameters, modify_video
 from prefect_modify_video.media.probe import probe_video
-from prefect_modify_video.sources import emit_new_video_event
+from prefect_modify_video.storage.download import emit_new_video_event
 
 ROOT = Path(__file__).resolve().parents[1]
 

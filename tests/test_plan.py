@@ -5,7 +5,8 @@ from fractions import Fraction
 import pytest
 
 from prefect_modify_video.errors import InvalidInputError
-from prefect_modify_video.media.plan import max_frames_under, plan_segments
+from plans import plan_segments
+from prefect_modify_video.media.plan import max_frames_under
 
 
 def test_segments_cover_every_frame_once_in_order():

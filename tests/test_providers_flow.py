@@ -14,7 +14,7 @@ from conftest import audio_md5, read_frames
 from prefect_modify_video.flows import BackendSpec, ModifyVideoParameters, SegmentsFailedError, modify_video
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.media.sample import make_sample_video
-from prefect_modify_video.media.scenes import plan_video
+from prefect_modify_video.media.plan import plan_video
 from prefect_modify_video.testing import FakeModifyServer, Fault
 
 SERVICES = {

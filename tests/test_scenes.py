@@ -11,15 +11,9 @@ import pytest
 
 from prefect_modify_video.errors import FfmpegError, InvalidInputError
 from prefect_modify_video.media.ffmpeg import run_ffmpeg
-from prefect_modify_video.media.plan import max_frames_under
+from prefect_modify_video.media.plan import max_frames_under, plan_segments_on_cuts
 from prefect_modify_video.media.sample import make_sample_video
-from prefect_modify_video.media.scenes import (
-    cut_ratios,
-    cuts_from_differences,
-    detect_cuts,
-    frame_differences,
-    plan_segments_on_cuts,
-)
+from prefect_modify_video.media.scenes import cut_ratios, cuts_from_differences, detect_cuts, frame_differences
 
 
 def shot_bounds(plan) -> list[tuple[int, int, bool]]:

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from plans import plan_segments
 from prefect_modify_video.errors import InvalidInputError
 from prefect_modify_video.media.anchor import (
     ClipStatistics,
-    YuvStatistics,
     anchor_weights,
     clip_statistics,
     fit_anchor,
@@ -19,25 +19,20 @@ from prefect_modify_video.media.anchor import (
     segment_statistics,
     transfer_statistics,
 )
-from prefect_modify_video.media.edit import conform_clip, extract_segment, join_segments
+from prefect_modify_video.media.colour import IDENTITY, ColourTransfer, YuvStatistics
+from prefect_modify_video.media.conform import conform_clip
+from prefect_modify_video.media.extract import extract_segment
+from prefect_modify_video.media.join import join_segments
 from prefect_modify_video.media.ffmpeg import FFPROBE, run_ffmpeg
 from prefect_modify_video.media.finish import (
-    IDENTITY,
     blend_keeping_contrast,
     blend_weights,
     finish_clip,
     read_head,
 )
-from prefect_modify_video.media.looks import ColourTransfer
-from prefect_modify_video.media.plan import plan_segments
 from prefect_modify_video.media.probe import probe_video
-from prefect_modify_video.media.seams import (
-    contact_sheet_size,
-    measure_seams,
-    plane_means,
-    read_frames,
-    write_contact_sheet,
-)
+from prefect_modify_video.media.frames import read_frames
+from prefect_modify_video.media.seams import contact_sheet_size, measure_seams, plane_means, write_seam_sheet
 
 # What the "service" does to every segment (its style), and the casts two answers came back with.
 STYLE = "colorchannelmixer=rr=1:gg=0.9:bb=0.8"
@@ -141,7 +136,7 @@ def png_size(path: Path) -> tuple[int, int]:
 
 def test_contact_sheet_has_the_documented_size_and_marks_each_seam(sample_video, drifted, tmp_path):
     destination = tmp_path / "sheets" / "seams.png"
-    written = write_contact_sheet(sample_video, sample_video, [45, 90, 135], destination, thumb_width=96)
+    written = write_seam_sheet(sample_video, sample_video, [45, 90, 135], destination, thumb_width=96)
     assert written == destination
     assert png_size(destination) == contact_sheet_size(3, frames_each_side=1, thumb_size=(96, 54)) == (614, 112)
     pixels = np.frombuffer(
@@ -150,12 +145,12 @@ def test_contact_sheet_has_the_documented_size_and_marks_each_seam(sample_video,
     assert (pixels[:, 96:98] == [255, 0, 0]).all()  # the red mark between frames 44 and 45
     assert not list(destination.parent.glob(".*partial*"))
 
-    two = write_contact_sheet(drifted["info"].path, drifted["joined"], [60], tmp_path / "two.png", frames_each_side=2)
+    two = write_seam_sheet(drifted["info"].path, drifted["joined"], [60], tmp_path / "two.png", frames_each_side=2)
     assert png_size(two) == contact_sheet_size(1, frames_each_side=2, thumb_size=(160, 90)) == (646, 184)
 
 
 def test_contact_sheet_of_no_seams_writes_nothing(sample_video, tmp_path):
-    assert write_contact_sheet(sample_video, sample_video, [], tmp_path / "none.png") is None
+    assert write_seam_sheet(sample_video, sample_video, [], tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
 
 

@@ -13,23 +13,18 @@ import pytest
 from prefect.filesystems import LocalFileSystem, RemoteFileSystem
 
 from prefect_modify_video.errors import InvalidInputError
-from prefect_modify_video.media.ffmpeg import sha256_of_file
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.media.sample import make_sample_video
-from prefect_modify_video.sources import (
+from prefect_modify_video.media.files import sha256_of_file, sniff_media
+from prefect_modify_video.storage.blocks import GenericStorage, deliver_output, signed_block_url, storage_for
+from prefect_modify_video.storage.download import NEW_VIDEO_EVENT, emit_new_video_event, fetch_source, list_videos
+from prefect_modify_video.storage.locations import (
     BlockReference,
-    NEW_VIDEO_EVENT,
-    deliver_output,
-    emit_new_video_event,
-    fetch_source,
     is_remote,
     join_location,
-    list_videos,
     location_name,
     parse_block_reference,
     sibling_location,
-    signed_block_url,
-    sniff_media,
 )
 
 
@@ -332,3 +327,39 @@ def test_new_video_event_names_the_video_as_its_resource():
     assert event.resource.id == "block://remote-file-system/s3-videos/in/film.mp4"
     assert event.resource["prefect.resource.name"] == "film.mp4"
     assert event.payload == {"source": "block://remote-file-system/s3-videos/in/film.mp4", "size": 123}
+
+
+class _BytesBlock:
+    """A block with only ``read_path``/``write_path``, as prefect-aws's ``S3Bucket``."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+
+    def read_path(self, path: str) -> bytes:
+        if path not in self.files:
+            raise FileNotFoundError(path)
+        return self.files[path]
+
+    def write_path(self, path: str, content: bytes) -> str:
+        self.files[path] = content
+        return f"memory://{path}"
+
+
+def test_a_block_with_only_read_and_write_path_is_read_written_and_emptied(small_video, tmp_path):
+    block = _BytesBlock()
+    storage = storage_for(block)
+    assert isinstance(storage, GenericStorage)
+    ref = parse_block_reference("block://s3-bucket/videos/in/clip.mp4")
+    assert storage.write(ref, small_video) == "memory://in/clip.mp4"
+    assert storage.read(ref, tmp_path / "copy.mp4") is True
+    assert sha256_of_file(tmp_path / "copy.mp4") == sha256_of_file(small_video)
+    with pytest.raises(InvalidInputError, match="over the 100-byte limit"):
+        storage.read(ref, tmp_path / "big.mp4", max_bytes=100)
+    assert storage.read(parse_block_reference("block://s3-bucket/videos/in/missing.mp4"), tmp_path / "m.mp4") is False
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.mp4"], "nothing kept of a refused read"
+    storage.delete(ref)
+    assert block.files["in/clip.mp4"] == b""
+    with pytest.raises(InvalidInputError, match="cannot list its files"):
+        storage.list_files(parse_block_reference("block://s3-bucket/videos/in/"), recursive=False)
+    with pytest.raises(InvalidInputError, match="cannot make URLs"):
+        storage.sign(ref, 60)

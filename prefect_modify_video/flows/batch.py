@@ -25,17 +25,10 @@ from pydantic import BaseModel, Field, create_model, model_validator
 from prefect_modify_video.errors import InvalidInputError, ModifyVideoError
 from prefect_modify_video.flows.modify_video import modify_video
 from prefect_modify_video.flows.parameters import ModifyVideoParameters
-from prefect_modify_video.media.edit import default_output_path
-from prefect_modify_video.sources import (
-    DEFAULT_MAX_BYTES,
-    deliver_output,
-    fetch_source,
-    is_remote,
-    join_location,
-    list_videos,
-    location_name,
-    sibling_location,
-)
+from prefect_modify_video.media.join import default_output_path
+from prefect_modify_video.storage.blocks import deliver_output
+from prefect_modify_video.storage.download import DEFAULT_MAX_BYTES, fetch_source, list_videos
+from prefect_modify_video.storage.locations import is_remote, join_location, location_name, sibling_location
 
 # Parameters of one video that the batch sets per video (or, for the first frame, not at all:
 # a restyled first frame belongs to one video).

@@ -19,15 +19,16 @@ from pydantic import BaseModel, Field
 
 from prefect_modify_video.errors import BudgetExceededError, InvalidInputError, ModifyVideoError
 from prefect_modify_video.flows.parameters import ModifyVideoParameters
-from prefect_modify_video.media.edit import check_output_path, service_size, write_frame_image
-from prefect_modify_video.media.ffmpeg import sha256_of_file
+from prefect_modify_video.media.extract import service_size, write_frame_image
+from prefect_modify_video.media.files import sha256_of_file
+from prefect_modify_video.media.join import check_output_path
 from prefect_modify_video.media.plan import SegmentPlan
 from prefect_modify_video.media.probe import VideoInfo, check_image, probe_video
 from prefect_modify_video.progress import PROGRESS_RECORD_KEY, SegmentProgress
 from prefect_modify_video.providers.base import ModifyBackend
-from prefect_modify_video.sources import (
-    deliver_output,
-    fetch_source,
+from prefect_modify_video.storage.blocks import deliver_output
+from prefect_modify_video.storage.download import fetch_source
+from prefect_modify_video.storage.locations import (
     is_block_reference,
     is_remote,
     location_name,

@@ -151,8 +151,8 @@ class ModifyVideoParameters(BaseModel):
         """
         from pathlib import Path
 
-        from prefect_modify_video.media.edit import default_output_path
-        from prefect_modify_video.sources import location_name, sibling_location
+        from prefect_modify_video.media.join import default_output_path
+        from prefect_modify_video.storage.locations import location_name, sibling_location
 
         if self.output:
             return self.output

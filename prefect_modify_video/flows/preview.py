@@ -26,10 +26,8 @@ up to the service's cap (10–30 s) long, for every mode previewed.
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
-import subprocess
 import tempfile
 import uuid
 from fractions import Fraction
@@ -43,20 +41,16 @@ from pydantic import BaseModel, Field, field_validator
 from prefect_modify_video.errors import InvalidInputError, ModifyVideoError
 from prefect_modify_video.flows.modify_video import create_checked_backend, segment_cost_estimates
 from prefect_modify_video.flows.parameters import BackendSpec, ModifyVideoParameters
-from prefect_modify_video.media.edit import conform_clip, service_size, write_frame_image
-from prefect_modify_video.media.ffmpeg import atomic_destination, sha256_of_file, write_with_ffmpeg
+from prefect_modify_video.media.conform import conform_clip
+from prefect_modify_video.media.extract import service_size, write_frame_image
+from prefect_modify_video.media.files import atomic_copy, sha256_of_file
 from prefect_modify_video.media.plan import MIN_SEGMENT_SECONDS, Segment, SegmentPlan, max_frames_under
+from prefect_modify_video.media.preview import label_font, tile_size, write_grid_video, write_tile_strip
 from prefect_modify_video.media.probe import VideoInfo, check_image
 from prefect_modify_video.providers.base import Mode
-from prefect_modify_video.sources import (
-    deliver_output,
-    fetch_source,
-    is_remote,
-    is_url,
-    join_location,
-    location_name,
-    sibling_location,
-)
+from prefect_modify_video.storage.blocks import deliver_output
+from prefect_modify_video.storage.download import fetch_source
+from prefect_modify_video.storage.locations import is_remote, is_url, join_location, location_name, sibling_location
 from prefect_modify_video.store import ResultStore
 from prefect_modify_video.tasks import (
     conform_modified_segment,
@@ -69,19 +63,6 @@ from prefect_modify_video.tasks.modify import ModifiedSegment, ModifySettings, s
 
 DEFAULT_PREVIEW_MODES: tuple[Mode, ...] = ("adhere_3", "flex_1", "flex_3", "reimagine_1")
 DEFAULT_EXCERPT_SECONDS = 5.0
-MAX_TILE_WIDTH = 480
-# Where a font for the tile labels may be; PREFECT_MODIFY_VIDEO_FONT overrides.
-FONT_CANDIDATES = (
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "/System/Library/Fonts/Supplemental/Arial.ttf",
-    "/Library/Fonts/Arial.ttf",
-)
-# Characters that would need escaping inside a filter graph; a font path holding one is not used.
-_FILTER_SPECIALS = set("\\':,;[]")
 
 
 class PreviewParameters(BaseModel):
@@ -214,91 +195,6 @@ def choose_excerpt(
         start_s=float(start_frame / rate), end_s=float(end_frame / rate),
     )
     return segment, False
-
-
-def label_font() -> str | None:
-    """A font file for tile labels when ffmpeg has ``drawtext``, else ``None`` (tiles unlabelled)."""
-    try:
-        filters = subprocess.run(["ffmpeg", "-hide_banner", "-filters"], capture_output=True, text=True, check=False)
-    except OSError:
-        return None
-    if " drawtext " not in filters.stdout:
-        return None
-    candidates = [os.environ.get("PREFECT_MODIFY_VIDEO_FONT", "")]
-    if shutil.which("fc-match"):
-        found = subprocess.run(["fc-match", "-f", "%{file}", "sans:bold"], capture_output=True, text=True, check=False)
-        candidates.append(found.stdout.strip() if found.returncode == 0 else "")
-    candidates += FONT_CANDIDATES
-    return next((c for c in candidates if c and Path(c).is_file() and not _FILTER_SPECIALS & set(c)), None)
-
-
-def _tile_size(info: VideoInfo) -> tuple[int, int]:
-    width, height = info.output_width, info.output_height
-    if width > MAX_TILE_WIDTH:
-        height, width = round(height * MAX_TILE_WIDTH / width), MAX_TILE_WIDTH
-    return width - width % 2, max(2, height - height % 2)
-
-
-
-
-def _tile_chain(index: int, label: str, width: int, height: int, font: str | None, extra: str = "") -> str:
-    chain = f"[{index}:v]{extra}scale={width}:{height}:flags=bicubic,setsar=1"
-    if font:
-        size = max(10, height // 12)
-        chain += (
-            f",drawtext=fontfile='{font}':text='{label}'"
-            f":x={size // 2}:y={size // 2}:fontsize={size}:fontcolor=white:box=1:boxcolor=black@0.6:boxborderw={size // 4}"
-        )
-    return chain + f"[t{index}]"
-
-
-def write_contact_sheet(clips: list[Path], labels: list[str], frame: int, tile: tuple[int, int],
-                        destination: Path, font: str | None) -> Path:
-    """One row of tiles: frame ``frame`` of each clip, left to right in the order given."""
-    width, height = tile
-    args: list[str] = []
-    for clip in clips:
-        args += ["-i", str(clip)]
-    chains = [
-        _tile_chain(i, label, width, height, font, extra=f"trim=start_frame={frame}:end_frame={frame + 1},")
-        for i, label in enumerate(labels)
-    ]
-    graph = ";".join(chains) + ";" + "".join(f"[t{i}]" for i in range(len(clips))) + f"hstack=inputs={len(clips)}[out]"
-    return write_with_ffmpeg([*args, "-filter_complex", graph, "-map", "[out]", "-frames:v", "1"], destination)
-
-
-def grid_shape(tiles: int) -> tuple[int, int]:
-    """Columns and rows of the grid video for ``tiles`` tiles (as square as can be, filled row by row)."""
-    columns = math.ceil(math.sqrt(tiles))
-    return columns, math.ceil(tiles / columns)
-
-
-def write_grid_video(clips: list[Path], labels: list[str], info: VideoInfo, segment: Segment,
-                     tile: tuple[int, int], destination: Path, font: str | None) -> Path:
-    """The clips as a grid (row by row, in order) with the source's first audio stream for the excerpt."""
-    width, height = tile
-    columns, rows = grid_shape(len(clips))
-    args: list[str] = []
-    for clip in clips:
-        args += ["-i", str(clip)]
-    chains = [_tile_chain(i, label, width, height, font) for i, label in enumerate(labels)]
-    blanks = columns * rows - len(clips)
-    chains += [f"color=c=black:s={width}x{height}:r={info.frame_rate}[b{k}]" for k in range(blanks)]
-    inputs = "".join(f"[t{i}]" for i in range(len(clips))) + "".join(f"[b{k}]" for k in range(blanks))
-    layout = "|".join(f"{(k % columns) * width}_{(k // columns) * height}" for k in range(columns * rows))
-    graph = ";".join(chains) + f";{inputs}xstack=inputs={columns * rows}:layout={layout}:shortest=1[out]"
-    audio = bool(info.audio_streams)
-    if audio:
-        start = info.start_offset_s + segment.start_s
-        args += ["-ss", f"{start:.6f}", "-t", f"{segment.duration_s:.6f}", "-i", info.path]
-    args += ["-filter_complex", graph, "-map", "[out]"]
-    if audio:
-        args += ["-map", f"{len(clips)}:a:0", "-c:a", "aac", "-b:a", "128k"]
-    args += [
-        "-r", info.frame_rate, "-frames:v", str(segment.frames),
-        "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", "-movflags", "+faststart",
-    ]
-    return write_with_ffmpeg(args, destination)
 
 
 def _destination(params: PreviewParameters, name: str) -> str:
@@ -435,9 +331,9 @@ def preview_modes(params: PreviewParameters) -> PreviewResult:
         font = label_font()
         if font is None:
             logger.info("no drawtext or font: tiles are unlabelled; order left to right: %s", ", ".join(labels))
-        tile = _tile_size(info)
+        tile = tile_size(info)
         outputs = work / "outputs"
-        sheet = write_contact_sheet(clips, labels, segment.frames // 2, tile, outputs / f"{stem}.preview.png", font)
+        sheet = write_tile_strip(clips, labels, segment.frames // 2, tile, outputs / f"{stem}.preview.png", font)
         grid = write_grid_video(clips, labels, info, segment, tile, outputs / f"{stem}.preview.mp4", font)
         sheet_location = _place(sheet, sheet_destination)
         grid_location = _place(grid, grid_destination)
@@ -472,15 +368,7 @@ def _place(local_file: Path, destination: str) -> str:
     """Moves a finished output to a local destination, or delivers it to a block."""
     if is_remote(destination):
         return deliver_output(local_file, destination)
-    target = Path(os.path.expanduser(destination))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = atomic_destination(target)
-    try:
-        shutil.copyfile(local_file, partial)
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
-    return str(target)
+    return str(atomic_copy(local_file, Path(os.path.expanduser(destination))))
 
 
 def _report(params, segment, reusable, rows, labels, sheet, grid, billed, preview_cost, call_estimate) -> None:

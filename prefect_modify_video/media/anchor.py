@@ -45,17 +45,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, NamedTuple, Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 
 from prefect_modify_video.errors import InvalidInputError
-from prefect_modify_video.media.ffmpeg import run_ffmpeg
-from prefect_modify_video.media.finish import IDENTITY
-from prefect_modify_video.media.looks import ColourTransfer
+from prefect_modify_video.media.colour import IDENTITY, ColourTransfer, YuvStatistics
+from prefect_modify_video.media.ffmpeg import iter_raw_frames, run_ffmpeg
+from prefect_modify_video.media.frames import read_frames, yuv420p_planes
 from prefect_modify_video.media.probe import probe_video
-from prefect_modify_video.media.scenes import iter_raw_frames
-from prefect_modify_video.media.seams import read_frames, yuv420p_planes
 
 STATISTICS_SIZE = (160, 90)
 """Frames are scaled to this (area average, aspect ignored) before their statistics are taken."""
@@ -69,13 +67,6 @@ MIN_SPREAD = 2.0
 """Standard deviations are floored at this before dividing, so flat pictures get a gain of 1."""
 RAMP_FRAMES = 30
 """Default length of the ramp from weight 1 at an in-shot seam to ``strength``."""
-
-
-class YuvStatistics(NamedTuple):
-    """Mean and standard deviation of the Y, U and V planes of some frames (0-255 scale)."""
-
-    mean: np.ndarray
-    std: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -270,7 +261,7 @@ def fit_anchor(
         gain_range: Lowest and highest gain.
 
     Returns:
-        The transfer (``ColourTransfer`` of ``media.looks``).
+        The transfer (``ColourTransfer`` of ``media.colour``).
     """
     segment_mean, segment_std = (np.asarray(v, dtype=np.float64) for v in segment_stats)
     anchor_mean, anchor_std = (np.asarray(v, dtype=np.float64) for v in anchor_stats)

@@ -19,21 +19,18 @@ so finished and conformed clips join by stream copy.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import tempfile
 from fractions import Fraction
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from prefect_modify_video.errors import FfmpegError, InvalidInputError
-from prefect_modify_video.media.edit import CONFORM_ENCODE, track_timescale
-from prefect_modify_video.media.ffmpeg import FFMPEG, FFPROBE, atomic_destination, run_ffmpeg
-from prefect_modify_video.media.looks import ColourTransfer
+from prefect_modify_video.media.colour import IDENTITY, ColourTransfer
+from prefect_modify_video.media.conform import CONFORM_ENCODE, track_timescale
+from prefect_modify_video.media.ffmpeg import FFPROBE, encode_raw_frames, ffmpeg_command, iter_raw_frames, run_ffmpeg
+from prefect_modify_video.media.files import atomic_write
 from prefect_modify_video.media.probe import probe_video
-
-IDENTITY = ColourTransfer(gain=(1.0, 1.0, 1.0), offset=(0.0, 0.0, 0.0))
 
 
 def blend_weights(frames: int) -> np.ndarray:
@@ -75,16 +72,10 @@ class _Layout:
         return frame[:luma], frame[luma : luma + chroma], frame[luma + chroma :]
 
 
-def _luts(transfer: ColourTransfer, weight: float) -> list[np.ndarray]:
-    """Lookup tables of Y, U and V for ``transfer`` at ``weight`` (0: none, 1: full)."""
-    values = np.arange(256, dtype=np.float64)
-    return [np.clip(np.rint(values * g + o), 0, 255).astype(np.uint8) for g, o in zip(*transfer.weighted(weight))]
-
-
 def _transferred(frame: np.ndarray, layout: _Layout, transfer: ColourTransfer, weight: float) -> np.ndarray:
     if transfer == IDENTITY or weight == 0:
         return frame
-    return np.concatenate([lut[plane] for lut, plane in zip(_luts(transfer, weight), layout.planes(frame))])
+    return np.concatenate([lut[plane] for lut, plane in zip(transfer.lookup_tables(weight), layout.planes(frame))])
 
 
 def _decode_args(clip: Path, frames: int | None = None) -> list[str]:
@@ -200,59 +191,40 @@ def finish_clip(
     rate = Fraction(frame_rate if frame_rate is not None else info.frame_rate)
     rate_text = f"{rate.numerator}/{rate.denominator}"
     settings = {**CONFORM_ENCODE, **(encode or {})}
-    decode = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", *_decode_args(clip)]
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = atomic_destination(destination)
     encode_args = [
-        FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error",
         "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{layout.width}x{layout.height}",
         "-framerate", rate_text, "-i", "-",
         "-vf", f"setsar={info.sample_aspect_ratio.replace(':', '/')}", "-an",
         *[item for key, value in settings.items() for item in (f"-{key}", str(value))],
         *_colour_tags(clip),
         "-r", rate_text, "-video_track_timescale", str(track_timescale(rate)),
-        "-frames:v", str(kept), "-y", str(partial),
-    ]
-    with tempfile.TemporaryFile() as decode_log, tempfile.TemporaryFile() as encode_log:
-        decoder = subprocess.Popen(decode, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=decode_log)
-        encoder = subprocess.Popen(encode_args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=encode_log)
-        assert decoder.stdout is not None and encoder.stdin is not None
-        decoded = 0
-        try:
-            while len(raw := decoder.stdout.read(layout.frame_bytes)) == layout.frame_bytes:
-                index = decoded
-                decoded += 1
-                if index < drop_frames or index >= info.frames:
-                    continue
-                frame = _transferred(np.frombuffer(raw, dtype=np.uint8), layout, transfer, float(weights[index]))
-                if index >= blend_from:
-                    k = index - blend_from
-                    frame = np.concatenate(
-                        [
-                            blend_keeping_contrast(own, theirs, float(mix[k]))
-                            for own, theirs in zip(layout.planes(frame), layout.planes(tail[k]))
-                        ]
-                    )
-                encoder.stdin.write(frame.tobytes())
-        except BrokenPipeError:
-            pass  # the encoder stopped early; its status and log say why
-        finally:
-            decoder.stdout.close()
-            try:
-                encoder.stdin.close()
-            except BrokenPipeError:
-                pass
-            statuses = [(decode, decoder.wait(), decode_log), (encode_args, encoder.wait(), encode_log)]
-        for command, status, log in statuses:
-            if status != 0:
-                partial.unlink(missing_ok=True)
-                log.seek(0)
-                raise FfmpegError(command, status, log.read().decode(errors="replace"))
-    if decoded < info.frames:
-        partial.unlink(missing_ok=True)
-        raise FfmpegError(decode, 0, f"{clip}: {decoded} frames decoded, {info.frames} expected")
-    try:
-        os.replace(partial, destination)
-    finally:
-        partial.unlink(missing_ok=True)
+        "-frames:v", str(kept),
+    ]  # fmt: skip
+    decoded = 0
+
+    def owned_frames() -> Iterator[bytes]:
+        """The clip's frames the output keeps, transferred and blended, counting those decoded."""
+        nonlocal decoded
+        for batch in iter_raw_frames(_decode_args(clip), layout.frame_bytes, batch_frames=1):
+            index = decoded
+            decoded += 1
+            if index < drop_frames or index >= info.frames:
+                continue
+            frame = _transferred(batch[0], layout, transfer, float(weights[index]))
+            if index >= blend_from:
+                k = index - blend_from
+                frame = np.concatenate(
+                    [
+                        blend_keeping_contrast(own, theirs, float(mix[k]))
+                        for own, theirs in zip(layout.planes(frame), layout.planes(tail[k]))
+                    ]
+                )
+            yield frame.tobytes()
+
+    with atomic_write(destination) as partial:
+        encode_raw_frames([*encode_args, "-y", str(partial)], owned_frames())
+        if decoded < info.frames:
+            raise FfmpegError(
+                ffmpeg_command(_decode_args(clip)), 0, f"{clip}: {decoded} frames decoded, {info.frames} expected"
+            )
     return destination

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prefect_modify_video.media.ffmpeg import run_ffmpeg
+from prefect_modify_video.media.colour import ColourTransfer, yuv_statistics
 
 MODE_STRENGTH = {
     "adhere_1": 0.25,
@@ -138,41 +138,6 @@ def choose_looks(prompt: str) -> LookChoice:
     unknown = tuple(w for w in re.findall(r"[a-z][a-z'-]*", text) if w not in STOP_WORDS)
     looks = tuple(look for _, look in sorted(found)) or (DEFAULT_LOOK,)
     return LookChoice(looks=looks, unknown_words=unknown)
-
-
-@dataclass(frozen=True)
-class ColourTransfer:
-    """One per-channel gain and offset in YUV that moves a reference's statistics to a target's."""
-
-    gain: tuple[float, float, float]
-    offset: tuple[float, float, float]
-
-    def weighted(self, weight: float) -> tuple[np.ndarray, np.ndarray]:
-        """Gain and offset of Y, U and V at ``weight`` (0: none, 1: full): the gain eased toward 1, the offset toward 0."""
-        return 1 + weight * (np.asarray(self.gain) - 1), weight * np.asarray(self.offset)
-
-    def filter(self, strength: float) -> str:
-        """The ``lutyuv`` filter applying this transfer at ``strength`` (0: none, 1: full)."""
-        gains, offsets = self.weighted(strength)
-        parts = [f"{name}='clip(val*{g:.5f}+{o:.3f},0,255)'" for name, g, o in zip("yuv", gains, offsets)]
-        return "lutyuv=" + ":".join(parts)
-
-
-def yuv_statistics(path: Path, *, at_seconds: float = 0.0, width: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of Y, U and V of one frame of a video, or of an image.
-
-    The frame is scaled to ``width`` pixels wide and read through a rawvideo pipe.
-    """
-    args = []
-    if at_seconds > 0:
-        args += ["-ss", f"{at_seconds:.6f}"]
-    args += [
-        "-i", str(path), "-frames:v", "1",
-        "-vf", f"scale={width}:-2,format=yuv444p", "-f", "rawvideo", "-pix_fmt", "yuv444p", "-",
-    ]
-    raw = run_ffmpeg(args)
-    planes = np.frombuffer(raw, dtype=np.uint8).reshape(3, -1).astype(np.float64)
-    return planes.mean(axis=1), planes.std(axis=1)
 
 
 def fit_colour_transfer(reference: Path, target_image: Path) -> ColourTransfer:

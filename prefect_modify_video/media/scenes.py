@@ -1,4 +1,4 @@
-"""Finding shot cuts and planning segments whose seams fall on them.
+"""Finding shot cuts: where a new shot starts, from one small decode of the video.
 
 One decode of the whole video, scaled to 64x36 and read as YUV through a rawvideo pipe, gives
 each frame's mean absolute difference to the previous one (``frame_differences``). Cuts are
@@ -40,19 +40,13 @@ here, so ``frame_differences`` adds little to it, and its numbers also serve the
 
 from __future__ import annotations
 
-import math
-import subprocess
-import tempfile
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from prefect_modify_video.errors import FfmpegError, InvalidInputError
-from prefect_modify_video.media.ffmpeg import FFMPEG
-from prefect_modify_video.media.probe import VideoInfo
-from prefect_modify_video.media.plan import MIN_SEGMENT_SECONDS, Segment, SegmentPlan, max_frames_under
+from prefect_modify_video.media.ffmpeg import iter_raw_frames
 
 # Defaults of the adaptive cut rule; see the module docstring for the margins they leave.
 CUT_THRESHOLD = 3.0
@@ -62,44 +56,6 @@ CUT_MIN_SHOT_FRAMES = 8
 # Below this the mean of a frame's neighbours is taken as still: a tiny jump after stillness
 # is then judged by ``min_difference`` alone, not by a huge ratio.
 STILL_DIFFERENCE = 1.0
-
-
-def iter_raw_frames(args: list[str], frame_bytes: int, *, batch_frames: int = 256) -> Iterator[np.ndarray]:
-    """Runs ffmpeg writing rawvideo to stdout and yields its frames in batches.
-
-    Memory stays at one batch however long the video is.
-
-    Args:
-        args: ffmpeg arguments (after the program name); they must end by writing rawvideo to ``-``.
-        frame_bytes: Size of one frame in bytes.
-        batch_frames: Frames per yielded array.
-
-    Yields:
-        ``uint8`` arrays of shape (frames, frame_bytes); the last one may be shorter.
-
-    Raises:
-        FfmpegError: ffmpeg exited with an error.
-    """
-    command = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", *args]
-    # stderr goes to a file: a damaged file can log an error per frame, more than a pipe holds.
-    with tempfile.TemporaryFile() as log:
-        with subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log) as process:
-            assert process.stdout is not None
-            try:
-                while True:
-                    chunk = process.stdout.read(frame_bytes * batch_frames)
-                    whole = len(chunk) - len(chunk) % frame_bytes
-                    if whole:
-                        yield np.frombuffer(chunk[:whole], dtype=np.uint8).reshape(-1, frame_bytes)
-                    if len(chunk) < frame_bytes * batch_frames:
-                        break
-            finally:
-                # Closing stdout first stops an ffmpeg whose frames are no longer wanted.
-                process.stdout.close()
-                returncode = process.wait()
-        if returncode != 0:
-            log.seek(0)
-            raise FfmpegError(command, returncode, log.read().decode(errors="replace"))
 
 
 def frame_differences(
@@ -219,7 +175,7 @@ def detect_cuts(
     """Frame indices where a new shot starts (hard cuts), never 0.
 
     Decodes the video once (``frame_differences``); when the differences are needed too
-    (for ``plan_segments_on_cuts``), call that and ``cuts_from_differences`` instead.
+    (for ``plan.plan_segments_on_cuts``), call that and ``cuts_from_differences`` instead.
 
     Args:
         path: The video.
@@ -239,227 +195,4 @@ def detect_cuts(
         window=window,
         min_difference=min_difference,
         min_shot_frames=min_shot_frames,
-    )
-
-
-# ----------------------------------------------------------------- planning on cuts
-
-
-def _pack_cost(frames: int, min_frames: int) -> tuple[int, int, int]:
-    return (1, int(frames < min_frames), 0)
-
-
-def _add(a: tuple[int, int, int], b: tuple[int, int, int]) -> tuple[int, int, int]:
-    return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
-
-
-def _split_points(
-    first: int,
-    end: int,
-    parts: int,
-    shot: tuple[int, int],
-    differences: np.ndarray | None,
-    search_frames: int,
-    min_frames: int,
-    max_frames: int,
-) -> list[int]:
-    """Inner boundaries of ``parts`` equal parts of first..end, each moved to the stillest frame near it.
-
-    A boundary stays inside ``shot`` (the long shot being split), keeps both parts it touches
-    between ``min_frames`` and ``max_frames``, and is moved at most ``search_frames``. Moving
-    them left to right keeps a solution: each next nominal boundary stays reachable.
-    """
-    length = end - first
-    bounds = [first + length * k // parts for k in range(parts + 1)]
-    for k in range(1, parts):
-        nominal = bounds[k]
-        low = max(nominal - search_frames, bounds[k - 1] + min_frames, bounds[k + 1] - max_frames, shot[0] + 1)
-        high = min(nominal + search_frames, bounds[k - 1] + max_frames, bounds[k + 1] - min_frames, shot[1] - 1)
-        if differences is None or low > high:
-            continue
-        candidates = np.arange(low, high + 1)
-        # Stillest frame first, then the one nearest the equal split.
-        order = np.lexsort((np.abs(candidates - nominal), differences[candidates]))
-        bounds[k] = int(candidates[order[0]])
-    return bounds[1:-1]
-
-
-def plan_segments_on_cuts(
-    total_frames: int,
-    frame_rate: str | Fraction,
-    max_segment_seconds: float,
-    cuts: Sequence[int],
-    differences: Sequence[float] | np.ndarray | None = None,
-    *,
-    min_segment_seconds: float = MIN_SEGMENT_SECONDS,
-    search_seconds: float = 0.5,
-    overlap_frames: int = 0,
-) -> SegmentPlan:
-    """Splits the frames into segments under the cap with seams on shot cuts first.
-
-    Whole consecutive shots are packed into segments under the cap, as many as fit in each
-    (greedy, front first). A shot longer than the cap is split into the fewest equal parts,
-    each split point moved to the lowest-motion frame (smallest ``differences``) within
-    ``search_seconds`` while every part stays under the cap and at least
-    ``min_segment_seconds`` long. A shot shorter than ``min_segment_seconds`` that cannot share
-    a segment with whole neighbours goes into the parts of a long neighbouring shot; if there
-    is none it becomes a short segment of its own.
-
-    Exactly: among plans whose seams are cuts or split points inside long shots, this is one
-    with the fewest segments, then the fewest segments under ``min_segment_seconds``, then the
-    fewest seams off cuts; among those, each segment ends as late as possible (the greedy
-    packing). It is found by a shortest path over the cuts.
-
-    A segment starting inside a shot also gets ``overlap_frames`` frames before its start
-    (``Segment.overlap_frames``; fewer if the previous segment or the shot is shorter): they are
-    sent with it and cross-blended with the previous segment's last frames. The parts of a long
-    shot are sized so that each, overlap included, stays under the cap.
-
-    Args:
-        total_frames: Number of frames in the source.
-        frame_rate: Frames per second, e.g. ``"30000/1001"``.
-        max_segment_seconds: The backend's cap; every segment is strictly shorter.
-        cuts: Frames where a shot starts (``detect_cuts``); 0, duplicates and frames outside
-            the video are ignored.
-        differences: ``frame_differences`` of the source, for choosing split points; ``None``
-            splits long shots exactly equally.
-        min_segment_seconds: Shortest segment wanted.
-        search_seconds: How far a split point may move from the equal split.
-        overlap_frames: Frames each in-shot seam's segments share (0: none); at most half of
-            ``min_segment_seconds`` is used.
-
-    Returns:
-        The plan; segments starting on a cut have ``cut_before=True``.
-
-    Raises:
-        InvalidInputError: no frames, no frame rate, or a cap under twice ``min_segment_seconds``.
-    """
-    rate = Fraction(frame_rate)
-    if total_frames <= 0 or rate <= 0:
-        raise InvalidInputError("plan: the video has no frames or no frame rate")
-    if max_segment_seconds < 2 * min_segment_seconds:
-        raise InvalidInputError(
-            f"plan: max_segment_seconds={max_segment_seconds} is too short; "
-            f"use at least {2 * min_segment_seconds:g} s"
-        )
-    if differences is not None:
-        # Frames without a measure are never chosen as split points.
-        differences = np.asarray(differences, dtype=np.float64)[:total_frames]
-        if len(differences) < total_frames:
-            differences = np.concatenate([differences, np.full(total_frames - len(differences), np.inf)])
-    max_frames = max_frames_under(max_segment_seconds, rate)
-    min_frames = min(max_frames, math.ceil(Fraction(min_segment_seconds).limit_denominator(1000) * rate))
-    if overlap_frames < 0:
-        raise InvalidInputError(f"plan: overlap_frames={overlap_frames} must be 0 or more")
-    # At most half the shortest segment wanted; parts of a long shot carry it on top of their own frames.
-    overlap_frames = min(overlap_frames, min_frames // 2)
-    part_max_frames = max_frames - overlap_frames
-    search_frames = int(search_seconds * rate)
-
-    cut_set = sorted({int(c) for c in cuts if 0 < int(c) < total_frames})
-    starts = [0, *cut_set]
-    ends = [*cut_set, total_frames]
-    lengths = [e - s for s, e in zip(starts, ends)]
-    count = len(starts)
-    long_shot = [n > max_frames for n in lengths]
-
-    # edges[a] = list of (b, cost, long shot index or None): shots a..b-1 make one unit.
-    edges: list[list[tuple[int, tuple[int, int, int], int | None]]] = [[] for _ in range(count)]
-    for a in range(count):
-        frames = 0
-        for b in range(a + 1, count + 1):
-            if long_shot[b - 1]:
-                break
-            frames += lengths[b - 1]
-            if frames > max_frames:
-                break
-            edges[a].append((b, _pack_cost(frames, min_frames), None))
-    for k in range(count):
-        if not long_shot[k]:
-            continue
-        # A long shot with the short shots next to it (each side under min_frames) attached.
-        firsts = [k]
-        total = 0
-        for a in range(k - 1, -1, -1):
-            total += lengths[a]
-            if long_shot[a] or total >= min_frames:
-                break
-            firsts.append(a)
-        afters = [k + 1]
-        total = 0
-        for b in range(k + 1, count):
-            total += lengths[b]
-            if long_shot[b] or total >= min_frames:
-                break
-            afters.append(b + 1)
-        for a in firsts:
-            for b in afters:
-                frames = ends[b - 1] - starts[a]
-                parts = math.ceil(frames / part_max_frames)
-                edges[a].append((b, (parts, 0, parts - 1), k))
-
-    # Cheapest cover of shots a..count-1, filled from the end.
-    best: list[tuple[int, int, int] | None] = [None] * (count + 1)
-    best[count] = (0, 0, 0)
-    for a in range(count - 1, -1, -1):
-        for b, cost, _ in edges[a]:
-            if best[b] is not None:
-                total_cost = _add(cost, best[b])
-                if best[a] is None or total_cost < best[a]:
-                    best[a] = total_cost
-
-    boundaries: list[int] = []
-    a = 0
-    while a < count:
-        choices = [(b, cost, k) for b, cost, k in edges[a] if best[b] is not None and _add(cost, best[b]) == best[a]]
-        b, cost, k = max(choices, key=lambda choice: choice[0])
-        first, end = starts[a], ends[b - 1]
-        boundaries.append(first)
-        if k is not None:
-            parts = cost[0]
-            boundaries += _split_points(
-                first, end, parts, (starts[k], ends[k]), differences, search_frames, min_frames, part_max_frames
-            )
-        a = b
-    boundaries.append(total_frames)
-
-    segments = []
-    for index, (first, end) in enumerate(zip(boundaries, boundaries[1:])):
-        in_shot = index > 0 and first not in cut_set
-        shot_start = max((c for c in starts if c <= first), default=0)
-        overlap = min(overlap_frames, first - shot_start, first - boundaries[index - 1]) if in_shot else 0
-        segments.append(
-            Segment(
-                index=index,
-                first_frame=first,
-                end_frame=end,
-                start_s=float(first / rate),
-                end_s=float(end / rate),
-                cut_before=index > 0 and not in_shot,
-                overlap_frames=overlap,
-            )
-        )
-    return SegmentPlan(
-        frame_rate=f"{rate.numerator}/{rate.denominator}",
-        total_frames=total_frames,
-        max_segment_seconds=max_segment_seconds,
-        segments=segments,
-    )
-
-
-def plan_video(info: VideoInfo, max_segment_seconds: float, overlap_frames: int = 0) -> SegmentPlan:
-    """Plans a probed video's segments with seams on its shot cuts first (one small decode).
-
-    Args:
-        info: The probed source.
-        max_segment_seconds: The cap every segment stays strictly under, overlap included.
-        overlap_frames: Frames shared by the two segments of each seam inside a shot.
-
-    Returns:
-        The plan; ``cut_before`` marks the seams that fall on a cut.
-    """
-    differences = frame_differences(info.path, frame_rate=info.frame_rate)
-    cuts = cuts_from_differences(differences)
-    return plan_segments_on_cuts(
-        info.frames, info.frame_rate, max_segment_seconds, cuts, differences, overlap_frames=overlap_frames
     )

@@ -1,4 +1,4 @@
-"""Measuring how visible each seam of a joined output is, and a contact sheet to look at them.
+"""Measuring how visible each seam of a joined output is, and a contact sheet of the frames around them.
 
 A seam at frame ``k`` joins frame ``k - 1`` of one segment to frame ``k`` of the next. Its
 metric compares the output's jump in mean Y, U and V across it (ffmpeg ``signalstats``'
@@ -9,7 +9,6 @@ jump at the same frame (large on a cut) and the output's usual frame-to-frame ju
 
 from __future__ import annotations
 
-import os
 from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
@@ -18,8 +17,9 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from prefect_modify_video.errors import InvalidInputError
-from prefect_modify_video.media.ffmpeg import atomic_destination, run_ffmpeg
-from prefect_modify_video.media.probe import VideoInfo, frame_seek_seconds, probe_video
+from prefect_modify_video.media.ffmpeg import write_with_ffmpeg
+from prefect_modify_video.media.frames import read_frames, yuv420p_planes
+from prefect_modify_video.media.probe import VideoInfo, probe_video
 
 SEAM_THRESHOLD = 1.5
 # A change of mean level smaller than this (on the 0-255 scale) is taken as invisible, so
@@ -68,62 +68,6 @@ def measure_size(info: VideoInfo, max_width: int = MEASURE_WIDTH) -> tuple[int, 
         height = height * max_width / width
         width = max_width
     return max(2, int(width) - int(width) % 2), max(2, int(round(height)) - int(round(height)) % 2)
-
-
-def read_frames(
-    path: str | Path,
-    first: int,
-    count: int,
-    *,
-    frame_rate: str | Fraction,
-    size: tuple[int, int],
-    pix_fmt: str = "yuv420p",
-    start_offset_s: float = 0.0,
-) -> np.ndarray:
-    """Reads ``count`` frames from frame ``first`` on, by seeking, as raw bytes per frame.
-
-    Frames are numbered at ``frame_rate`` as the pipeline's extract step numbers them (a
-    quarter-frame early seek, then the ``fps`` filter), so index ``k`` is the plan's frame ``k``.
-    A read past the end returns fewer frames.
-
-    Args:
-        path: The video.
-        first: First frame wanted.
-        count: Number of frames wanted.
-        frame_rate: The rate frames are numbered at.
-        size: ``(width, height)`` the frames are scaled to (area average).
-        pix_fmt: Raw pixel format, ``yuv420p`` or ``rgb24``.
-        start_offset_s: The video's start after the file's earliest stream (``VideoInfo.start_offset_s``).
-
-    Returns:
-        ``uint8`` array of shape (frames, bytes per frame).
-    """
-    rate = Fraction(frame_rate)
-    width, height = size
-    frame_bytes = {"yuv420p": width * height * 3 // 2, "rgb24": width * height * 3}[pix_fmt]
-    scale = f"scale={width}:{height}:flags=area,format={pix_fmt}"
-    output = ["-frames:v", str(count), "-f", "rawvideo", "-pix_fmt", pix_fmt, "-"]
-    seek = frame_seek_seconds(first, rate, start_offset_s)
-    raw = run_ffmpeg([
-        *(["-ss", f"{seek:.6f}"] if seek > 0 else []), "-i", str(path), "-map", "0:v:0", "-an", "-sn", "-dn",
-        "-vf", f"fps={rate.numerator}/{rate.denominator},{scale}", *output,
-    ])  # fmt: skip
-    if seek > 0 and len(raw) < count * frame_bytes:
-        # Seeking failed on this file (some MPEG-TS do), or the read runs past the end: count from the start.
-        raw = run_ffmpeg([
-            "-i", str(path), "-map", "0:v:0", "-an", "-sn", "-dn",
-            "-vf", f"fps={rate.numerator}/{rate.denominator},trim=start_frame={first},{scale}", *output,
-        ])  # fmt: skip
-    whole = len(raw) - len(raw) % frame_bytes
-    return np.frombuffer(raw[:whole], dtype=np.uint8).reshape(-1, frame_bytes)
-
-
-def yuv420p_planes(frames: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Splits raw yuv420p frames (frames, bytes) into Y, U and V arrays (frames, pixels)."""
-    width, height = size
-    luma = width * height
-    chroma = luma // 4
-    return frames[:, :luma], frames[:, luma : luma + chroma], frames[:, luma + chroma : luma + 2 * chroma]
 
 
 def plane_means(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -238,7 +182,7 @@ def thumbnail_size(info: VideoInfo, thumb_width: int) -> tuple[int, int]:
     return max(2, width), max(2, int(round(height / 2)) * 2)
 
 
-def write_contact_sheet(
+def write_seam_sheet(
     source: str | Path,
     output: str | Path,
     seams: Sequence[int],
@@ -268,7 +212,7 @@ def write_contact_sheet(
     if not seams:
         return None
     if frames_each_side < 1 or thumb_width < 2:
-        raise InvalidInputError("write_contact_sheet: frames_each_side must be >= 1 and thumb_width >= 2")
+        raise InvalidInputError("write_seam_sheet: frames_each_side must be >= 1 and thumb_width >= 2")
     destination = Path(destination_png)
     source_info = probe_video(source)
     output_info = probe_video(output)
@@ -297,17 +241,10 @@ def write_contact_sheet(
             for index, frame in enumerate(frames[: shown - offset]):
                 x = left + (index + offset) * per_frame
                 sheet[top : top + thumb_height, x : x + thumb_width] = frame
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = atomic_destination(destination)
-    try:
-        run_ffmpeg(
-            [
-                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-i", "-",
-                "-frames:v", "1", "-update", "1", "-f", "image2", "-c:v", "png", "-y", str(partial),
-            ],
-            input_bytes=sheet.tobytes(),
-        )
-        os.replace(partial, destination)
-    finally:
-        partial.unlink(missing_ok=True)
+    write_with_ffmpeg(
+        ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-i", "-",
+         "-frames:v", "1", "-update", "1", "-f", "image2", "-c:v", "png"],
+        destination,
+        input_bytes=sheet.tobytes(),
+    )  # fmt: skip
     return destination

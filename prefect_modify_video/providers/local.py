@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 from typing import ClassVar
 
-from prefect_modify_video.media.edit import LOCAL_ENCODE
+from prefect_modify_video.media.conform import LOCAL_ENCODE
 from prefect_modify_video.media.ffmpeg import write_with_ffmpeg
 from prefect_modify_video.media.looks import (
     LOOKS,

@@ -130,13 +130,13 @@ class BlockUploader:
             folder: ``block://<block-type-slug>/<block-name>/<folder>``.
             expires_seconds: How long each URL works (long enough for the service's queue).
         """
-        from prefect_modify_video.sources import parse_block_reference
+        from prefect_modify_video.storage.locations import parse_block_reference
 
         self.folder = parse_block_reference(folder.rstrip("/") + "/")
         self.expires_seconds = expires_seconds
 
     def _upload(self, path: Path) -> str:
-        from prefect_modify_video.sources import deliver_output, signed_block_url
+        from prefect_modify_video.storage.blocks import deliver_output, signed_block_url
 
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
         target = self.folder.joined(f"{digest}-{path.name}")

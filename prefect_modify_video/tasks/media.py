@@ -11,9 +11,10 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from prefect_modify_video.media.edit import conform_clip, extract_segment, join_segments, write_frame_image
-from prefect_modify_video.media.plan import Segment, SegmentPlan
-from prefect_modify_video.media.scenes import plan_video
+from prefect_modify_video.media.conform import conform_clip
+from prefect_modify_video.media.extract import extract_segment, write_frame_image
+from prefect_modify_video.media.join import join_segments
+from prefect_modify_video.media.plan import Segment, SegmentPlan, plan_video
 from prefect_modify_video.media.probe import VideoInfo, probe_video
 from prefect_modify_video.tasks.modify import ModifiedSegment
 

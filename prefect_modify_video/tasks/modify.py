@@ -49,7 +49,7 @@ from prefect_modify_video.errors import (
 )
 from prefect_modify_video.flows.parameters import BackendSpec
 from prefect_modify_video.media.answers import covered_frames, join_answers, last_frame_image, remainder_clip
-from prefect_modify_video.media.ffmpeg import sha256_of_file
+from prefect_modify_video.media.files import sha256_of_file
 from prefect_modify_video.media.plan import Segment
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.providers.base import (

@@ -11,11 +11,11 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from prefect_modify_video.media.anchor import AnchorStep, plan_anchors, segment_statistics
-from prefect_modify_video.media.finish import IDENTITY, finish_clip, read_head
-from prefect_modify_video.media.looks import ColourTransfer
+from prefect_modify_video.media.colour import IDENTITY, ColourTransfer
+from prefect_modify_video.media.finish import finish_clip, read_head
 from prefect_modify_video.media.plan import SegmentPlan
 from prefect_modify_video.media.probe import VideoInfo
-from prefect_modify_video.media.seams import SeamMetric, measure_seams, write_contact_sheet
+from prefect_modify_video.media.seams import SeamMetric, measure_seams, write_seam_sheet
 
 SEAM_WINDOW_FRAMES = 2
 
@@ -131,5 +131,5 @@ def report_video_seams(
         key="modify-video-seams",
         description="Jump at each seam against the source's own jump and the neighbouring frames'.",
     )
-    sheet = write_contact_sheet(Path(source), Path(output), [s.first_frame for s in seams], Path(contact_sheet))
+    sheet = write_seam_sheet(Path(source), Path(output), [s.first_frame for s in seams], Path(contact_sheet))
     return metrics, str(sheet) if sheet else None

@@ -1,0 +1,71 @@
+"""Reading a video's frames into numpy: a window of frames found by seeking, and the planes of raw yuv420p frames.
+
+Frames are numbered as the pipeline's extract step numbers them (the ``fps`` filter at the
+source's rate after a seek), so index ``k`` is a plan's frame ``k``.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from prefect_modify_video.media.ffmpeg import run_ffmpeg
+from prefect_modify_video.media.probe import frame_seek_seconds
+
+
+def read_frames(
+    path: str | Path,
+    first: int,
+    count: int,
+    *,
+    frame_rate: str | Fraction,
+    size: tuple[int, int],
+    pix_fmt: str = "yuv420p",
+    start_offset_s: float = 0.0,
+) -> np.ndarray:
+    """Reads ``count`` frames from frame ``first`` on, by seeking, as raw bytes per frame.
+
+    Frames are numbered at ``frame_rate`` as the pipeline's extract step numbers them (a
+    quarter-frame early seek, then the ``fps`` filter), so index ``k`` is the plan's frame ``k``.
+    A read past the end returns fewer frames.
+
+    Args:
+        path: The video.
+        first: First frame wanted.
+        count: Number of frames wanted.
+        frame_rate: The rate frames are numbered at.
+        size: ``(width, height)`` the frames are scaled to (area average).
+        pix_fmt: Raw pixel format, ``yuv420p`` or ``rgb24``.
+        start_offset_s: The video's start after the file's earliest stream (``VideoInfo.start_offset_s``).
+
+    Returns:
+        ``uint8`` array of shape (frames, bytes per frame).
+    """
+    rate = Fraction(frame_rate)
+    width, height = size
+    frame_bytes = {"yuv420p": width * height * 3 // 2, "rgb24": width * height * 3}[pix_fmt]
+    scale = f"scale={width}:{height}:flags=area,format={pix_fmt}"
+    output = ["-frames:v", str(count), "-f", "rawvideo", "-pix_fmt", pix_fmt, "-"]
+    seek = frame_seek_seconds(first, rate, start_offset_s)
+    raw = run_ffmpeg([
+        *(["-ss", f"{seek:.6f}"] if seek > 0 else []), "-i", str(path), "-map", "0:v:0", "-an", "-sn", "-dn",
+        "-vf", f"fps={rate.numerator}/{rate.denominator},{scale}", *output,
+    ])  # fmt: skip
+    if seek > 0 and len(raw) < count * frame_bytes:
+        # Seeking failed on this file (some MPEG-TS do), or the read runs past the end: count from the start.
+        raw = run_ffmpeg([
+            "-i", str(path), "-map", "0:v:0", "-an", "-sn", "-dn",
+            "-vf", f"fps={rate.numerator}/{rate.denominator},trim=start_frame={first},{scale}", *output,
+        ])  # fmt: skip
+    whole = len(raw) - len(raw) % frame_bytes
+    return np.frombuffer(raw[:whole], dtype=np.uint8).reshape(-1, frame_bytes)
+
+
+def yuv420p_planes(frames: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Splits raw yuv420p frames (frames, bytes) into Y, U and V arrays (frames, pixels)."""
+    width, height = size
+    luma = width * height
+    chroma = luma // 4
+    return frames[:, :luma], frames[:, luma : luma + chroma], frames[:, luma + chroma : luma + 2 * chroma]

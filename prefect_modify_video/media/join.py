@@ -1,0 +1,90 @@
+"""Joining conformed clips with the source's audio, and the rules an output path must follow to carry it.
+
+The join copies every stream (video from the clips, audio from the source) without re-encoding;
+its output is written atomically (``media.files.atomic_write``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from prefect_modify_video.errors import InvalidInputError
+from prefect_modify_video.media.ffmpeg import write_with_ffmpeg
+from prefect_modify_video.media.probe import VideoInfo
+
+# Audio codecs the MP4 muxer can carry as they are.
+MP4_AUDIO_CODECS = {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac", "mp2", "mp1"}
+MP4_EXTENSIONS = {".mp4", ".m4v"}
+OUTPUT_EXTENSIONS = MP4_EXTENSIONS | {".mov", ".mkv"}
+
+
+def check_output_path(info: VideoInfo, output: Path) -> None:
+    """Refuses an output path that would overwrite the source or cannot hold its audio.
+
+    Raises:
+        InvalidInputError: naming the path and what to do.
+    """
+    source = Path(info.path).resolve()
+    if output.resolve() == source:
+        raise InvalidInputError(f"{output}: the output path is the source itself; choose another output path")
+    if output.exists() and output.is_dir():
+        raise InvalidInputError(f"{output}: the output path is a directory; give a file name")
+    if output.suffix.lower() not in OUTPUT_EXTENSIONS:
+        raise InvalidInputError(
+            f"{output}: unsupported output extension {output.suffix!r}; use one of {sorted(OUTPUT_EXTENSIONS)}"
+        )
+    if output.suffix.lower() in MP4_EXTENSIONS:
+        unfit = sorted({a.codec for a in info.audio_streams if a.codec not in MP4_AUDIO_CODECS})
+        if unfit:
+            raise InvalidInputError(
+                f"{output}: MP4 cannot carry the source's {', '.join(unfit)} audio unchanged; "
+                "use a .mov or .mkv output path"
+            )
+
+
+def default_output_path(source: Path) -> Path:
+    """``<stem>.modified<ext>`` beside the source, in a container that can carry its audio."""
+    suffix = source.suffix.lower() if source.suffix.lower() in OUTPUT_EXTENSIONS else ".mkv"
+    return source.with_name(f"{source.stem}.modified{suffix}")
+
+
+def _concat_line(path: Path) -> str:
+    escaped = str(path.resolve()).replace("\\", "\\\\").replace("'", "'\\''")
+    return f"file '{escaped}'\n"
+
+
+def join_segments(clips: list[Path], info: VideoInfo, destination: Path) -> Path:
+    """Joins conformed clips by stream copy and adds every audio stream of the source, copied once.
+
+    The video starts as far after the audio as the source's does (``info.start_offset_s``).
+
+    Args:
+        clips: Conformed clips in order.
+        info: The source; its audio streams are copied as they are.
+        destination: The output file; written atomically.
+
+    Returns:
+        ``destination``.
+    """
+    if not clips:
+        raise InvalidInputError("join: no clips to join")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.stem}.", suffix=".concat.txt")
+    os.close(handle)
+    concat_list = Path(name)
+    concat_list.write_text("".join(_concat_line(c) for c in clips))
+    offset = ["-itsoffset", f"{info.start_offset_s:.6f}"] if info.start_offset_s > 0 else []
+    args = [
+        *offset, "-f", "concat", "-safe", "0", "-i", str(concat_list),
+        "-i", info.path,
+        "-map", "0:v:0", "-map", "1:a?", "-c", "copy",
+        "-map_metadata", "-1", "-map_chapters", "-1",
+    ]
+    if destination.suffix.lower() in MP4_EXTENSIONS | {".mov"}:
+        args += ["-movflags", "+faststart"]
+    try:
+        return write_with_ffmpeg(args, destination)
+    finally:
+        concat_list.unlink(missing_ok=True)

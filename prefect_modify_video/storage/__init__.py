@@ -1,0 +1,1 @@
+"""Locations (paths, URLs, ``block://`` references), storage-block files, and fetching sources."""
