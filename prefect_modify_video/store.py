@@ -27,15 +27,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
+import logging
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from prefect_modify_video.media.files import atomic_destination
+from prefect_modify_video.media.files import atomic_copy, atomic_write, sha256_of_file
 from prefect_modify_video.storage.blocks import delete_block_file, deliver_output, download_block_file
 from prefect_modify_video.storage.locations import BlockReference, is_block_reference, parse_block_reference
+
+
+logger = logging.getLogger(__name__)
 
 
 def default_store_root() -> Path:
@@ -51,10 +54,8 @@ def cache_key(**parts: object) -> str:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = atomic_destination(path)
-    partial.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(partial, path)
+    with atomic_write(path) as partial:
+        partial.write_text(json.dumps(data, indent=2, sort_keys=True))
 
 
 class ResultStore:
@@ -102,11 +103,25 @@ class ResultStore:
     def get(self, key: str) -> Path | None:
         """The stored clip for ``key``, or ``None``.
 
+        A clip whose bytes no longer match the checksum in its record (a damaged disk or object)
+        is set aside, renamed with a ``.damaged`` suffix and reported, and counts as missing.
+
         Raises:
             InvalidInputError: the store's block cannot be read (a miss would mean paying again).
         """
         path = self.clip_path(key)
-        return path if self._fetch(path.with_suffix(".json")) and self._fetch(path) else None
+        if not (self._fetch(path.with_suffix(".json")) and self._fetch(path)):
+            return None
+        expected = self.record(key).get("answer_sha256")
+        if expected and sha256_of_file(path) != expected:
+            damaged = path.with_name(f"{path.name}.damaged-{int(time.time())}")
+            os.replace(path, damaged)
+            logger.warning(
+                "the stored clip %s does not match its record's checksum; set aside as %s and treated as missing",
+                path, damaged,
+            )
+            return None
+        return path
 
     def record(self, key: str) -> dict:
         """What was recorded with the clip of ``key`` (empty when none)."""
@@ -115,11 +130,7 @@ class ResultStore:
 
     def put(self, key: str, clip: Path, record: dict) -> Path:
         """Copies a validated clip into the store, then its record (the record marks it complete)."""
-        destination = self.clip_path(key)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        partial = atomic_destination(destination)
-        shutil.copyfile(clip, partial)
-        os.replace(partial, destination)
+        destination = atomic_copy(clip, self.clip_path(key))
         _write_json_atomic(destination.with_suffix(".json"), {**record, "stored_at": time.time()})
         self._upload(destination)
         self._upload(destination.with_suffix(".json"))

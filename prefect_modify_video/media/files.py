@@ -39,7 +39,7 @@ _PREFIXES = (
 )
 
 
-def atomic_destination(destination: str | Path) -> Path:
+def _partial_path(destination: str | Path) -> Path:
     """A unique hidden temporary path beside ``destination`` (same folder, same extension).
 
     Prefer ``atomic_write``, which also renames it onto ``destination`` and cleans up.
@@ -71,7 +71,7 @@ def atomic_write(destination: str | Path) -> Iterator[Path]:
     """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = atomic_destination(destination)
+    partial = _partial_path(destination)
     try:
         yield partial
         os.replace(partial, destination)

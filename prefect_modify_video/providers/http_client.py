@@ -22,13 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import importlib.metadata
 import logging
 import mimetypes
-import os
 import re
-import uuid
 from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,6 +44,7 @@ from prefect_modify_video.errors import (
     RateLimitedError,
     RetryableProviderError,
 )
+from prefect_modify_video.media.files import atomic_write, sniff_media
 from prefect_modify_video.providers.base import (
     MODES,
     MediaUploader,
@@ -80,8 +78,6 @@ USER_AGENT = f"prefect-modify-video/{_package_version()}"
 MAX_RETRY_WAIT_SECONDS = 60.0
 """Longest a client-side retry waits for a rate limit to reset; longer waits surface."""
 
-_MP4_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot"}
-_MATROSKA_MAGIC = b"\x1a\x45\xdf\xa3"
 
 
 async def retry_idempotent(
@@ -126,11 +122,6 @@ async def retry_idempotent(
 # --------------------------------------------------------------------------- media helpers
 
 
-def looks_like_video(head: bytes) -> bool:
-    """Whether the first bytes are those of an MP4/QuickTime or Matroska/WebM file."""
-    return (len(head) >= 8 and head[4:8] in _MP4_BOXES) or head.startswith(_MATROSKA_MAGIC)
-
-
 def check_video_answer(
     content_type: str,
     head: bytes,
@@ -145,7 +136,7 @@ def check_video_answer(
     a body that does not start like text is accepted and left to the deeper checks.
     """
     content_type = (content_type or "").lower()
-    if looks_like_video(head):
+    if sniff_media(head) in ("mp4", "matroska"):
         return
     stripped = head.lstrip()
     textual = (
@@ -174,11 +165,6 @@ def data_uri(path: Path, mime: str | None = None) -> str:
     """The file as a ``data:<mime>;base64,...`` URI, for services that accept those."""
     mime = mime or guess_mime(path, "application/octet-stream")
     return f"data:{mime};base64,{base64.b64encode(Path(path).read_bytes()).decode('ascii')}"
-
-
-def temp_path_beside(destination: Path) -> Path:
-    """A unique hidden file in ``destination``'s folder, for an atomic ``os.replace``."""
-    return destination.parent / f".{destination.name}.{uuid.uuid4().hex[:8]}.part"
 
 
 def parse_float(value: str | None) -> float | None:
@@ -469,29 +455,24 @@ class HttpModifyBackend(ModifyBackend):
         creates_job: bool = False,
     ) -> Path:
         """Streams an answer's body to ``destination`` atomically and checks it is a video."""
-        destination = Path(destination)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        temp = temp_path_beside(destination)
         try:
-            with translate_transport_errors(self.name, what=what, creates_job=creates_job):
-                with open(temp, "wb") as handle:
-                    async for chunk in response.aiter_bytes(1 << 20):
-                        handle.write(chunk)
-            with open(temp, "rb") as handle:
-                head = handle.read(512)
-            check_video_answer(
-                response.headers.get("content-type", ""),
-                head,
-                provider=self.name,
-                request_id=request_id_of(response),
-                job_id=job_id,
-            )
-            os.replace(temp, destination)
+            with atomic_write(destination) as temp:
+                with translate_transport_errors(self.name, what=what, creates_job=creates_job):
+                    with open(temp, "wb") as handle:
+                        async for chunk in response.aiter_bytes(1 << 20):
+                            handle.write(chunk)
+                with open(temp, "rb") as handle:
+                    head = handle.read(512)
+                check_video_answer(
+                    response.headers.get("content-type", ""),
+                    head,
+                    provider=self.name,
+                    request_id=request_id_of(response),
+                    job_id=job_id,
+                )
         finally:
             await response.aclose()
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-        return destination
+        return Path(destination)
 
     async def _download_url(self, url: str, destination: Path, job: ModifyJob) -> Path:
         """Downloads a result URL to ``destination`` (retried; atomic; checked)."""

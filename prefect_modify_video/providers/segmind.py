@@ -17,21 +17,19 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import shutil
 import uuid
 from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
 
+from prefect_modify_video.media.files import atomic_copy
 from prefect_modify_video.providers.base import JobState, ModifyJob, ModifyRequest
 from prefect_modify_video.providers.http_client import (
     HttpModifyBackend,
     check_video_answer,
     guess_mime,
     parse_float,
-    temp_path_beside,
 )
 from prefect_modify_video.providers.http_errors import describe_body, failure_error, request_id_of
 
@@ -191,21 +189,11 @@ class SegmindBackend(_SegmindBase):
     async def download(self, job: ModifyJob, destination: Path) -> Path:
         """Copies the clip ``submit`` saved (or fetches its URL) to ``destination``.
 
-        The copy goes through a temporary file and ``os.replace`` and leaves the saved clip
-        in place, so it can be repeated.
+        The copy is atomic and leaves the saved clip in place, so it can be repeated.
         """
         if job.result_path is None:
             return await super().download(job, destination)
-        destination = Path(destination)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        temp = temp_path_beside(destination)
-        try:
-            shutil.copyfile(job.result_path, temp)
-            os.replace(temp, destination)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-        return destination
+        return atomic_copy(job.result_path, destination)
 
 
 class SegmindAsyncBackend(_SegmindBase):
