@@ -117,3 +117,34 @@ def test_a_missing_saved_block_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("FAL_KEY", "sk-env")
     with pytest.raises(InvalidInputError, match="FalCredentials block 'no-such-block'"):
         build_backend(BackendSpec(name="fal", credentials_block="no-such-block"))
+
+
+def test_the_readme_table_and_the_fake_dialects_follow_the_classes():
+    from pathlib import Path
+
+    from prefect_modify_video.providers.registry import backends_table
+    from prefect_modify_video.testing import DIALECTS
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    start, end = readme.index("<!-- backends:start -->\n"), readme.index("<!-- backends:end -->")
+    assert readme[start + len("<!-- backends:start -->\n"):end].strip() == backends_table()
+    assert set(DIALECTS) == {cls.service for cls in PAID}
+
+
+def test_a_saved_block_s_settings_take_effect_in_a_flow_run(tmp_path, monkeypatch):
+    """A saved SegmindCredentials(use_async_api=True) makes the run use Segmind's v2 queue."""
+    from prefect_modify_video.flows import ModifyVideoParameters, modify_video
+    from prefect_modify_video.media.sample import make_sample_video
+    from prefect_modify_video.testing import FakeModifyServer
+
+    monkeypatch.delenv("SEGMIND_API_KEY", raising=False)
+    source = make_sample_video(tmp_path / "in.mp4", seconds=2, width=320, height=180, fps=30, scenes=1)
+    with FakeModifyServer(polls_to_complete=1) as server:
+        name = f"segmind-{uuid.uuid4().hex[:8]}"
+        SegmindCredentials(api_key="sk-saved-0123456789", base_url=server.base_url, use_async_api=True).save(name)
+        result = modify_video(ModifyVideoParameters(
+            source=str(source), prompt="warm", output=str(tmp_path / "out.mp4"), store_dir=str(tmp_path / "store"),
+            backend=BackendSpec(name="segmind", credentials_block=name, poll_interval_seconds=0.05),
+        ))
+        assert [call.route for call in server.received("segmind")] == ["segmind.v2"]
+        assert result.billed_calls == server.stats("segmind").billed == 1

@@ -51,3 +51,40 @@ def backend_class(name: str) -> type[ModifyBackend]:
         InvalidInputError: no backend has that name.
     """
     return BACKENDS[normalise_backend_name(name)]
+
+
+def backends_table() -> str:
+    """The README's table of backends, as Markdown, derived from the classes.
+
+    ``python -m prefect_modify_video.providers.registry`` prints it; a test checks the README's copy.
+
+    Example:
+        >>> backends_table().splitlines()[0].startswith("| Backend |")
+        True
+    """
+    import asyncio
+
+    rows = [
+        "| Backend | Service | Key | Longest segment | Sent size | Jobs at once | Media | 10 s at 1280x720 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, cls in BACKENDS.items():
+        backend = cls() if cls.is_free else cls("example-key-for-the-docs")
+        try:
+            key = "none" if cls.is_free else f"`{cls.api_key_env}` or a `{cls.credentials_block}` block"
+            size = f"long side ≤ {backend.max_dimension}" if backend.max_dimension else "as the source"
+            media = "URL (upload store)" if cls.requires_uploader else "in the request"
+            if cls.is_free:
+                media = "local files"
+            price = backend.estimate_cost_usd(10.0, 1280, 720)
+            rows.append(
+                f"| `{name}` | {cls.service} | {key} | {backend.max_segment_seconds:g} s | {size} | "
+                f"{backend.max_concurrency} | {media} | ${price:.2f} |"
+            )
+        finally:
+            asyncio.run(backend.aclose())
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(backends_table())
