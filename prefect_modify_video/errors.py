@@ -19,7 +19,8 @@ The tree, so that a reader can see what an ``except`` clause catches::
             ├── InvalidRequestError      400/404/405/422: the request is wrong
             ├── InsufficientCreditsError the account has no credits left
             ├── ContentModerationError   the service refused the content
-            └── SubmitOutcomeUnknownError a create got no answer: it may have been billed
+            ├── SubmitOutcomeUnknownError a create got no answer: it may have been billed
+            └── ForeignOriginError       an address (e.g. a saved job's) is not the service's own
 """
 
 from __future__ import annotations
@@ -137,4 +138,12 @@ class SubmitOutcomeUnknownError(FatalProviderError):
 
     The service may have accepted and billed it, so it is not sent again in this run; a
     re-run sends it again.
+    """
+
+
+class ForeignOriginError(FatalProviderError):
+    """Raised when a request carrying the API key would go to another host than the service's.
+
+    Poll and result addresses saved in a shared store could name any host; the key is sent
+    only to the service's own origin.
     """

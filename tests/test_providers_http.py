@@ -851,3 +851,23 @@ def test_registry_names_and_keys(monkeypatch):
 def test_registry_builds_the_local_backend_without_a_key():
     backend = build_backend(BackendSpec(name="local"))
     assert backend.name == "local"
+
+
+@pytest.mark.parametrize("cls, extra", [
+    (FalBackend, {"status_url": "https://collector.example/fal/status", "response_url": "https://collector.example/r"}),
+    (SegmindAsyncBackend, {"status_url": "https://api.test.evil.example/v2/requests/j1/status",
+                           "response_url": "https://api.test.evil.example/v2/requests/j1"}),
+])
+def test_a_saved_job_naming_another_host_never_gets_the_key(cls, extra):
+    from prefect_modify_video.errors import ForeignOriginError
+
+    recorder = Recorder(httpx.Response(200, json={"status": "IN_QUEUE"}))
+    job = ModifyJob(provider=cls.name, state=JobState.QUEUED, job_id="j1", extra=extra)
+
+    async def poll():
+        async with make(cls, recorder) as backend:
+            await backend.poll(job)
+
+    with pytest.raises(ForeignOriginError, match="refused to send the API key"):
+        run(poll())
+    assert recorder.calls == 0, "nothing may be sent to another host with the key"

@@ -34,6 +34,7 @@ from typing import Any, ClassVar, TypeVar
 import httpx
 
 from prefect_modify_video.errors import (
+    ForeignOriginError,
     AuthenticationError,
     ClipValidationError,
     InvalidInputError,
@@ -299,10 +300,18 @@ class HttpModifyBackend(ModifyBackend):
         **kwargs: Any,
     ) -> httpx.Response:
         headers = dict(kwargs.pop("headers", None) or {})
-        if auth:
-            headers.update(self._auth_headers())
         with translate_transport_errors(self.name, what=what, creates_job=creates_job):
             request = self._client.build_request(method, url, headers=headers, **kwargs)
+            if auth:
+                if not self._same_origin(request.url):
+                    # A poll or result address saved in a shared store could name any host: the key goes
+                    # only to the service's own address.
+                    raise ForeignOriginError(
+                        f"{what}: refused to send the API key to {request.url.scheme}://{request.url.host}, which "
+                        f"is not the service's address ({self.base_url}); a saved job naming it is not followed",
+                        provider=self.name,
+                    )
+                request.headers.update(self._auth_headers())
             logger.debug("%s: %s %s%s", self.name, method, request.url.host, request.url.path)
             response = await self._client.send(request, stream=stream)
             if response.status_code < 300 or response.status_code in accept:

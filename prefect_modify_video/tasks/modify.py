@@ -39,6 +39,7 @@ from prefect_modify_video.errors import (
     BudgetExceededError,
     ClipValidationError,
     FatalProviderError,
+    ForeignOriginError,
     InsufficientCreditsError,
     InvalidRequestError,
     RateLimitedError,
@@ -427,6 +428,13 @@ class _SegmentPayer:
             job, poll_first = resumed, True
         try:
             return await wait_for_job(backend, job, poll_first=poll_first)
+        except ForeignOriginError as error:
+            # Kept, not followed and not sent again: someone wrote another host into the shared store.
+            raise ForeignOriginError(
+                f"segment {self.segment.name}: {error}. The saved job is kept in {self.store.location} "
+                f"(jobs/{key}.json): check who can write to the store, then delete that file to send the segment again",
+                provider=settings.backend_name, job_id=job.job_id,
+            ) from error
         except (JobFailedError, InvalidRequestError, FatalProviderError) as error:
             # The job is over without an answer (failed, refused, unknown to the service): not billed.
             self.store.forget_job(key)
