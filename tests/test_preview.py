@@ -13,7 +13,7 @@ from conftest import saturation
 from prefect_modify_video.errors import InvalidInputError
 from prefect_modify_video.flows import ModifyVideoParameters, modify_video
 from prefect_modify_video.flows import preview as preview_module
-from prefect_modify_video.flows.parameters import BackendSpec
+from prefect_modify_video.parameters import BackendSpec
 from prefect_modify_video.flows.preview import PreviewParameters, choose_excerpt, grid_shape, preview_modes
 from prefect_modify_video.media.ffmpeg import FFPROBE, run_ffmpeg
 from prefect_modify_video.media.plan import plan_segments

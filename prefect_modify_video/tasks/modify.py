@@ -25,7 +25,7 @@ from prefect_modify_video.errors import (
     RetryableProviderError,
     SubmitOutcomeUnknownError,
 )
-from prefect_modify_video.flows.parameters import BackendSpec
+from prefect_modify_video.parameters import BackendSpec
 from prefect_modify_video.media.edit import CONFORM_VERSION, check_returned_clip
 from prefect_modify_video.media.ffmpeg import sha256_of_file
 from prefect_modify_video.media.plan import Segment
