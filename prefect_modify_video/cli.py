@@ -6,16 +6,15 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from types import UnionType
+from typing import Literal, Union, get_args, get_origin
 
 # Before Prefect is imported: no telemetry from a command-line tool, and the ephemeral server
 # (used when no PREFECT_API_URL is set) may take its time to start on a small machine.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-
-from dataclasses import dataclass  # noqa: E402
-from types import UnionType  # noqa: E402
-from typing import Literal, Union, get_args, get_origin  # noqa: E402
 
 from pydantic import BaseModel, ValidationError  # noqa: E402
 from pydantic.fields import FieldInfo  # noqa: E402

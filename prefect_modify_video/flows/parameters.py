@@ -1,5 +1,10 @@
-"""Moved to ``prefect_modify_video.parameters``; this module re-exports it for old import paths."""
+"""Moved to ``prefect_modify_video.parameters``; re-exported here for old import paths (one release).
 
-from prefect_modify_video.parameters import BackendName, BackendSpec, ModifyVideoParameters
+Code of the package imports ``prefect_modify_video.parameters``: importing this module first
+loads ``prefect_modify_video.flows`` (the flow, then the tasks), so a task module importing it
+would bring back the import cycle ``tests/test_imports.py`` guards against.
+"""
 
-__all__ = ["BackendName", "BackendSpec", "ModifyVideoParameters"]
+from prefect_modify_video.parameters import BackendName, BackendSpec, ModifyVideoParameters, RetryOptions, SeamOptions
+
+__all__ = ["BackendName", "BackendSpec", "ModifyVideoParameters", "RetryOptions", "SeamOptions"]
