@@ -1,1 +1,89 @@
-"""Prefect flows that restyle videos of any length through modify-video services."""
+"""Prefect flows that restyle videos of any length through modify-video services.
+
+The flows and blocks are imported on first use (``prefect_modify_video.modify_video``): they
+import Prefect, and ``prefect_modify_video.cli`` must set Prefect's environment before that
+happens. The parameters and errors import no Prefect and are imported at once.
+
+Example:
+    ```python
+    from prefect_modify_video import ModifyVideoParameters, modify_video
+
+    result = modify_video(ModifyVideoParameters(source="film.mp4", prompt="warm vintage film"))
+    ```
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from prefect_modify_video.errors import (
+    BudgetExceededError,
+    FatalProviderError,
+    InvalidInputError,
+    ModifyVideoError,
+    ProviderError,
+    RetryableProviderError,
+)
+from prefect_modify_video.parameters import BackendSpec, ModifyVideoParameters, RetryOptions, SeamOptions
+
+if TYPE_CHECKING:
+    from prefect_modify_video.blocks import (
+        FalCredentials,
+        LumaCredentials,
+        ModifyVideoPreset,
+        ReplicateCredentials,
+        SegmindCredentials,
+    )
+    from prefect_modify_video.flows.batch import modify_video_batch
+    from prefect_modify_video.flows.modify_video import ModifyVideoResult, SegmentsFailedError, modify_video
+    from prefect_modify_video.flows.preview import preview_modes
+
+# Names imported on first use, and the module each comes from.
+_LAZY = {
+    "FalCredentials": "prefect_modify_video.blocks",
+    "LumaCredentials": "prefect_modify_video.blocks",
+    "ModifyVideoPreset": "prefect_modify_video.blocks",
+    "ReplicateCredentials": "prefect_modify_video.blocks",
+    "SegmindCredentials": "prefect_modify_video.blocks",
+    "ModifyVideoResult": "prefect_modify_video.flows.modify_video",
+    "SegmentsFailedError": "prefect_modify_video.flows.modify_video",
+    "modify_video": "prefect_modify_video.flows.modify_video",
+    "modify_video_batch": "prefect_modify_video.flows.batch",
+    "preview_modes": "prefect_modify_video.flows.preview",
+}
+
+__all__ = [
+    "BackendSpec",
+    "BudgetExceededError",
+    "FalCredentials",
+    "FatalProviderError",
+    "InvalidInputError",
+    "LumaCredentials",
+    "ModifyVideoError",
+    "ModifyVideoParameters",
+    "ModifyVideoPreset",
+    "ModifyVideoResult",
+    "ProviderError",
+    "ReplicateCredentials",
+    "RetryOptions",
+    "RetryableProviderError",
+    "SeamOptions",
+    "SegmentsFailedError",
+    "SegmindCredentials",
+    "modify_video",
+    "modify_video_batch",
+    "preview_modes",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

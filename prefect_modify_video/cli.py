@@ -6,65 +6,123 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from types import UnionType
+from typing import Literal, Union, get_args, get_origin
 
 # Before Prefect is imported: no telemetry from a command-line tool, and the ephemeral server
 # (used when no PREFECT_API_URL is set) may take its time to start on a small machine.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
-from pydantic import ValidationError  # noqa: E402
+from pydantic import BaseModel, ValidationError  # noqa: E402
+from pydantic.fields import FieldInfo  # noqa: E402
+from pydantic_core import PydanticUndefined  # noqa: E402
 
 from prefect_modify_video.errors import InvalidInputError, ModifyVideoError  # noqa: E402
 
 DEFAULT_SAMPLE = Path("samples/sample.mp4")
 EXIT_BAD_INPUT = 2
 
+# Older, shorter spellings of some generated flags, kept working (the README uses them).
+FLAG_ALIASES = {("store_dir",): ["--store"], ("backend", "credentials_block"): ["--credentials"]}
+# What `plan` reads: the backend and its model (prices), the segment length and the overlap.
+PLAN_OPTIONS = {("backend", "name"), ("backend", "model"), ("max_segment_seconds",), ("seams", "overlap_frames")}
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (exit 2), as the command's other input errors."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see {self.prog} --help)\n")
+
+
+@dataclass(frozen=True)
+class ParameterOption:
+    """One command-line flag made from a field of ``ModifyVideoParameters`` (or of a model nested in it)."""
+
+    path: tuple[str, ...]
+    field: FieldInfo
+    flags: tuple[str, ...]
+
+    @property
+    def dest(self) -> str:
+        return "__".join(self.path)
+
+
+def parameter_options(model: type[BaseModel] | None = None, prefix: tuple[str, ...] = ()) -> list[ParameterOption]:
+    """The flags of the run parameters: one per field, the fields of nested models (backend, seams, retries) flat.
+
+    A field ``max_segment_seconds`` is ``--max-segment-seconds``; the backend's ``name`` is ``--backend``;
+    ``FLAG_ALIASES`` adds older spellings. ``source`` is the command's positional argument.
+
+    Example:
+        >>> flags = {o.path: o.flags for o in parameter_options()}
+        >>> flags[("backend", "name")], flags[("seams", "anchor_strength")], flags[("store_dir",)]
+        (('--backend',), ('--anchor-strength',), ('--store-dir', '--store'))
+    """
+    from prefect_modify_video.parameters import ModifyVideoParameters
+
+    model = model or ModifyVideoParameters
+    options: list[ParameterOption] = []
+    for name, field in model.model_fields.items():
+        path = (*prefix, name)
+        if path == ("source",):
+            continue
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            options += parameter_options(field.annotation, path)
+            continue
+        flag = f"--{prefix[-1]}" if prefix and name == "name" else "--" + name.replace("_", "-")
+        options.append(ParameterOption(path, field, (flag, *FLAG_ALIASES.get(path, []))))
+    return options
+
+
+def _add_parameter_options(command: argparse.ArgumentParser, only: set[tuple[str, ...]] | None = None) -> None:
+    """Adds the flags of ``parameter_options`` to a command, each nested model's in its own group of the help."""
+    from prefect_modify_video.parameters import ModifyVideoParameters
+
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for option in parameter_options():
+        if only is not None and option.path not in only:
+            continue
+        target = command
+        if len(option.path) > 1:
+            group = option.path[0]
+            if group not in groups:
+                groups[group] = command.add_argument_group(
+                    f"{group} options", ModifyVideoParameters.model_fields[group].description
+                )
+            target = groups[group]
+        target.add_argument(*option.flags, dest=option.dest, default=None, **_argument_kind(option))
+
+
+def _argument_kind(option: ParameterOption) -> dict:
+    """``add_argument`` keywords for a field: its type, choices or on/off flag, and its description as help."""
+    field = option.field
+    annotation = field.annotation
+    if get_origin(annotation) in (Union, UnionType):
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    help_text = (field.description or field.title or "").replace("%", "%%")
+    if field.default not in (None, "", PydanticUndefined) and annotation is not bool:
+        help_text += f" (default: {field.default})"
+    if annotation is bool:
+        return {"action": argparse.BooleanOptionalAction, "help": help_text}
+    if get_origin(annotation) is Literal:
+        return {"choices": get_args(annotation), "help": help_text}
+    return {"type": annotation if annotation in (int, float) else str, "metavar": option.path[-1].upper(),
+            "help": help_text}
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="prefect-modify-video",
         description="Restyle videos of any length through modify-video services, as a Prefect flow.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
     def add_run_options(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--prompt", help="the look to give the video")
-        command.add_argument("--mode", help="adhere_1..3, flex_1..3 or reimagine_1..3 (default flex_1)")
-        command.add_argument("--preset", help="name of a saved preset block; options given here override it")
-        command.add_argument("--first-frame", help="image: a restyled version of the first frame")
-        command.add_argument("--backend", help="local (default), segmind, segmind-async, luma, fal, replicate")
-        command.add_argument("--credentials", help="name of a saved credentials block of the backend")
-        command.add_argument("--base-url", help="another address for the service (a proxy or test server)")
-        command.add_argument("--upload-url", help="HTTP PUT store for services that take media by URL (Luma)")
-        command.add_argument(
-            "--upload-block", help="or block://remote-file-system/<name>/<folder> on S3/GCS, read by presigned URL"
-        )
-        command.add_argument("--poll-interval-seconds", type=float, help="seconds between status checks of a queued job")
-        command.add_argument("--output", help="output path (default: <source>.modified.<ext>)")
-        command.add_argument("--max-segment-seconds", type=float, help="longest segment (default: the service's cap)")
-        command.add_argument("--concurrency", type=int, help="segments in flight at once")
-        command.add_argument(
-            "--store", help="paid results: a folder or block://<type>/<name>/<folder> (default: under PREFECT_HOME)"
-        )
-        command.add_argument("--max-cost-usd", type=float, help="budget: refuse or stop before passing it")
-        command.add_argument(
-            "--anchor-colours", action=argparse.BooleanOptionalAction, default=None,
-            help="correct colour drift between segments (default: on for services, off for local)",
-        )
-        command.add_argument(
-            "--anchor-strength", type=float,
-            help="0-1: weight of the colour correction away from in-shot seams (default 1)",
-        )
-        command.add_argument(
-            "--overlap-frames", type=int,
-            help="frames sent with both segments of an in-shot seam and cross-blended (default: 12, local 0)",
-        )
-        command.add_argument(
-            "--sequential", action="store_true",
-            help="continuity over speed: an in-shot segment waits for the previous one and starts from its answer",
-        )
-        command.add_argument("--refresh", action="store_true", help="pay again instead of reusing stored results")
+        _add_parameter_options(command)
         command.add_argument("--json", action="store_true", help="print the result as one JSON line at the end")
 
     run = commands.add_parser("run", help="restyle a video")
@@ -90,11 +148,7 @@ def _parser() -> argparse.ArgumentParser:
 
     plan = commands.add_parser("plan", help="print the segments and estimated cost without running anything")
     plan.add_argument("input")
-    plan.add_argument("--backend", default="local")
-    plan.add_argument("--max-segment-seconds", type=float)
-    plan.add_argument(
-        "--overlap-frames", type=int, help="frames shared at each in-shot seam (default: 12, local 0)"
-    )
+    _add_parameter_options(plan, only=PLAN_OPTIONS)
     plan.add_argument("--json", action="store_true")
 
     fake = commands.add_parser("fake-server", help="serve the fake provider APIs on 127.0.0.1 (for tests and demos)")
@@ -103,36 +157,27 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _parameters(args: argparse.Namespace):
-    """The run's parameters from the options the user gave (so a preset fills only the others)."""
-    from prefect_modify_video.flows.parameters import BackendSpec, ModifyVideoParameters
+    """The run's parameters from the options the user gave (so a preset fills only the others).
 
-    backend = {
-        "name": args.backend,
-        "credentials_block": args.credentials,
-        "base_url": args.base_url,
-        "upload_url": args.upload_url,
-        "upload_block": args.upload_block,
-        "poll_interval_seconds": args.poll_interval_seconds,
-    }
-    given = {
-        "source": args.input,
-        "prompt": args.prompt,
-        "mode": args.mode,
-        "preset": args.preset,
-        "first_frame": args.first_frame,
-        "output": args.output,
-        "backend": BackendSpec(**{k: v for k, v in backend.items() if v is not None}) if args.backend else None,
-        "max_segment_seconds": args.max_segment_seconds,
-        "concurrency": args.concurrency,
-        "store_dir": args.store,
-        "refresh": args.refresh or None,
-        "max_cost_usd": args.max_cost_usd,
-        "anchor_colours": args.anchor_colours,
-        "anchor_strength": args.anchor_strength,
-        "overlap_frames": args.overlap_frames,
-        "sequential": args.sequential or None,
-    }
-    return ModifyVideoParameters(**{k: v for k, v in given.items() if v is not None})
+    Raises:
+        InvalidInputError: a backend setting is given without ``--backend``.
+    """
+    from prefect_modify_video.parameters import ModifyVideoParameters
+
+    given: dict = {}
+    for option in parameter_options():
+        value = getattr(args, option.dest, None)
+        if value is not None:
+            *parents, name = option.path
+            target = given
+            for parent in parents:
+                target = target.setdefault(parent, {})
+            target[name] = value
+    backend = given.get("backend")
+    if backend and "name" not in backend:
+        flags = ", ".join(o.flags[0] for o in parameter_options() if o.path[0] == "backend" and o.path[1] in backend)
+        raise InvalidInputError(f"{flags}: settings of a backend; name the backend too (--backend)")
+    return ModifyVideoParameters(source=args.input, **given)
 
 
 def _show_progress() -> None:
@@ -181,18 +226,16 @@ def _demo(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from prefect_modify_video.blocks.credentials import build_backend
     from prefect_modify_video.flows.modify_video import segment_cost_estimates
-    from prefect_modify_video.flows.parameters import BackendSpec, ModifyVideoParameters
     from prefect_modify_video.media.extract import service_size
     from prefect_modify_video.media.probe import probe_video
     from prefect_modify_video.media.plan import plan_video
 
+    params = _parameters(args)
     info = probe_video(args.input)
     # Planning makes no request, so it needs no key.
-    backend = build_backend(BackendSpec(name=args.backend), api_key="plan-makes-no-request")
-    cap = min(args.max_segment_seconds or backend.max_segment_seconds, backend.max_segment_seconds)
-    overlap = ModifyVideoParameters(source=args.input, overlap_frames=args.overlap_frames).resolved_overlap_frames(
-        backend
-    )
+    backend = build_backend(params.backend, api_key="plan-makes-no-request")
+    cap = min(params.max_segment_seconds or backend.max_segment_seconds, backend.max_segment_seconds)
+    overlap = params.resolved_overlap_frames(backend)
     plan = plan_video(info, cap, overlap)
     width, height = service_size(info, backend.max_dimension)
     estimates = segment_cost_estimates(backend, plan, width, height)

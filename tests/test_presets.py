@@ -19,7 +19,7 @@ from prefect_modify_video.blocks.presets import (
     register_default_presets,
 )
 from prefect_modify_video.errors import InvalidInputError
-from prefect_modify_video.flows.parameters import BackendSpec, ModifyVideoParameters
+from prefect_modify_video.parameters import BackendSpec, ModifyVideoParameters
 from prefect_modify_video.flows.preview import PreviewParameters
 
 

@@ -14,7 +14,7 @@ from plans import plan_segments
 from prefect_modify_video.errors import InvalidInputError
 from prefect_modify_video.flows import ModifyVideoParameters, modify_video
 from prefect_modify_video.flows import preview as preview_module
-from prefect_modify_video.flows.parameters import BackendSpec
+from prefect_modify_video.parameters import BackendSpec
 from prefect_modify_video.flows.preview import PreviewParameters, choose_excerpt, preview_modes
 from prefect_modify_video.media.ffmpeg import FFPROBE, run_ffmpeg
 from prefect_modify_video.media.preview import grid_shape

@@ -8,66 +8,103 @@ its default does not.
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from prefect.blocks.core import Block
 from prefect_modify_video.errors import InvalidInputError
-from prefect_modify_video.flows.parameters import BackendSpec
-from prefect_modify_video.providers.base import Mode
+from prefect_modify_video.parameters import (
+    ModifyVideoParameters,
+    field_definitions,
+    option_groups,
+)
 
 P = TypeVar("P", bound=BaseModel)
 
-# The preset's fields that map one-to-one onto run parameters of the same name.
-PRESET_PARAMETERS = ("mode", "prompt", "first_frame", "backend", "max_segment_seconds")
+# Parameters that name one run (its video, its output, the preset itself, paying again): a preset never holds them.
+RUN_ONLY_PARAMETERS = frozenset({"source", "output", "preset", "refresh"})
 
 
-class SeamSettings(BaseModel):
-    """How a preset's runs hide and judge seams; each empty field is left to the run."""
-
-    anchor_colours: bool | None = Field(
-        default=None, title="Anchor colours", description="Correct each answer's colour drift toward its neighbours."
-    )
-    anchor_strength: float | None = Field(
-        default=None, ge=0, le=1, title="Anchoring strength",
-        description="Weight of the colour correction away from in-shot seams (0-1).",
-    )
-    overlap_frames: int | None = Field(
-        default=None, ge=0, le=60, title="Overlap (frames)",
-        description="Frames sent with both segments of an in-shot seam and cross-blended (billed twice).",
-    )
-    sequential: bool | None = Field(
-        default=None, title="Sequential", description="Start each in-shot segment from the previous answer's frame."
-    )
-    seam_threshold: float | None = Field(
-        default=None, gt=0, title="Seam threshold", description="A seam above this many times the source's jump is flagged."
+def _settings_model(group_model: type[BaseModel]) -> type[BaseModel]:
+    """``SeamOptions`` -> ``SeamSettings``: the same fields, each optional (empty: left to the run)."""
+    return create_model(
+        group_model.__name__.replace("Options", "Settings"),
+        __doc__=f"{group_model.__doc__.rstrip('.')} (``{group_model.__name__}``); each empty field is left to the run.",
+        **field_definitions(group_model, optional=True),
     )
 
 
-class ModifyVideoPreset(Block):
-    """A named set of modify-video parameters: mode, prompt, first frame, backend, segment length.
+def _snake_case(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+# Each option group of the parameters as a model of optional fields, and the preset's field holding it:
+# SeamOptions -> seam_settings: SeamSettings, RetryOptions -> retry_settings: RetrySettings.
+GROUP_SETTINGS: dict[str, type[BaseModel]] = {
+    group: _settings_model(model) for group, model in option_groups(ModifyVideoParameters).items()
+}
+PRESET_GROUP_FIELDS: dict[str, str] = {group: _snake_case(model.__name__) for group, model in GROUP_SETTINGS.items()}
+SeamSettings = GROUP_SETTINGS["seams"]
+RetrySettings = GROUP_SETTINGS["retries"]
+
+# Every parameter of a run but the run-only ones and the groups, each optional: the preset's own fields.
+PresetParameters = create_model(
+    "PresetParameters",
+    __doc__="The run parameters a preset may set, each optional (empty: not set).",
+    **field_definitions(
+        ModifyVideoParameters,
+        [
+            name for name in ModifyVideoParameters.model_fields
+            if name not in RUN_ONLY_PARAMETERS and name not in PRESET_GROUP_FIELDS
+        ],
+        optional=True,
+    ),
+    **{
+        PRESET_GROUP_FIELDS[group]: (
+            settings,
+            Field(
+                default_factory=settings,
+                title=ModifyVideoParameters.model_fields[group].title,
+                description=ModifyVideoParameters.model_fields[group].description.rstrip(".")
+                + "; each one set fills the run parameter of the same name.",
+            ),
+        )
+        for group, settings in GROUP_SETTINGS.items()
+    },
+)
+
+
+class ModifyVideoPreset(Block, PresetParameters):
+    """A named set of modify-video parameters: mode, prompt, first frame, backend, segment length, seams...
 
     A run that names the preset takes every value the preset sets and the run does not set
-    explicitly; what the run sets wins. Four presets follow the service guide's use cases
-    (``register_default_presets`` saves them): ``scene-replacement`` (adhere_2),
-    ``creative-restyling`` (reimagine_1), ``colour-grading`` (flex_2) and
-    ``subtle-enhancement`` (adhere_1).
+    explicitly; what the run sets wins. The preset's fields are those of
+    ``ModifyVideoParameters`` (but source, output, preset and refresh), each optional; the
+    seam and retry options are in ``seam_settings`` and ``retry_settings``. Four presets follow
+    the service guide's use cases (``register_default_presets`` saves them):
+    ``scene-replacement`` (adhere_2), ``creative-restyling`` (reimagine_1), ``colour-grading``
+    (flex_2) and ``subtle-enhancement`` (adhere_1).
 
     Attributes:
-        mode: How far from the source the result may go.
         prompt: The look to give the video.
+        mode: How far from the source the result may go.
         first_frame: A restyled first frame (path, URL or block:// reference).
         backend: The service to use.
         max_segment_seconds: Upper bound on a segment's length.
+        concurrency: Segments in flight at once.
+        store_dir: Where paid results are kept.
+        max_cost_usd: The budget of a run.
         seam_settings: Seam options (anchoring, overlap, sequential mode, threshold).
+        retry_settings: Retries of failed segments.
         notes: When to use the preset.
 
     Examples:
         Load a saved preset and apply it to a run's parameters:
         ```python
         from prefect_modify_video.blocks.presets import ModifyVideoPreset
-        from prefect_modify_video.flows import ModifyVideoParameters
+        from prefect_modify_video.parameters import ModifyVideoParameters
 
         modify_video_preset = ModifyVideoPreset.load("BLOCK_NAME")
         params = modify_video_preset.apply(ModifyVideoParameters(source="film.mp4"))
@@ -78,42 +115,27 @@ class ModifyVideoPreset(Block):
     _logo_url = "https://github.com/lumalabs.png?size=200"
     _documentation_url = "https://docs.lumalabs.ai/docs/modify-video"
 
-    mode: Mode | None = Field(
-        default=None,
-        title="Mode",
-        description="How far from the source: adhere (subtle) < flex (keeps shapes) < reimagine (loose); empty: not set.",
-    )
-    prompt: str | None = Field(
-        default=None,
-        title="Prompt",
-        description="The look to give the video, described as the result; empty: not set.",
-    )
-    first_frame: str | None = Field(
-        default=None,
-        title="First frame",
-        description="A restyled first frame: a path, an http(s) URL or a block:// reference; empty: not set.",
-    )
-    backend: BackendSpec | None = Field(
-        default=None,
-        title="Backend",
-        description="The service, its credentials block and model; empty: not set.",
-    )
-    max_segment_seconds: float | None = Field(
-        default=None,
-        ge=2,
-        title="Longest segment (s)",
-        description="Upper bound on a segment's length; empty: not set.",
-    )
-    seam_settings: SeamSettings = Field(
-        default_factory=SeamSettings,
-        title="Seam settings",
-        description="Anchoring, overlap, sequential mode and threshold; each one set fills the run parameter of the same name.",
-    )
     notes: str | None = Field(
         default=None,
         title="Notes",
         description="When to use this preset, for people choosing one.",
     )
+
+    def preset_values(self) -> dict[str, Any]:
+        """The run parameters this preset sets, by their (flat) names, in the parameters' order.
+
+        Example:
+            >>> ModifyVideoPreset(mode="flex_2", seam_settings={"overlap_frames": 8}).preset_values()
+            {'mode': 'flex_2', 'overlap_frames': 8}
+        """
+        values: dict[str, Any] = {}
+        for name in PresetParameters.model_fields:
+            value = getattr(self, name)
+            if name in PRESET_GROUP_FIELDS.values():
+                values.update(value.model_dump(exclude_none=True))
+            elif value is not None:
+                values[name] = value.model_copy(deep=True) if isinstance(value, BaseModel) else value
+        return values
 
     def apply(self, params: P, explicitly_set: set[str] | None = None) -> P:
         """Fills the parameters the run did not set with this preset's values.
@@ -127,17 +149,15 @@ class ModifyVideoPreset(Block):
         Returns:
             A new parameters object of the same type, validated; what it sets itself is the
             union of what the run set and what the preset filled.
+
+        Example:
+            >>> params = ModifyVideoParameters(source="film.mp4", mode="adhere_1")
+            >>> applied = ModifyVideoPreset(mode="flex_2", seam_settings={"overlap_frames": 8}).apply(params)
+            >>> applied.mode, applied.seams.overlap_frames
+            ('adhere_1', 8)
         """
-        explicit = set(params.model_fields_set if explicitly_set is None else explicitly_set)
-        fields = type(params).model_fields
-        updates: dict[str, Any] = {}
-        for name in PRESET_PARAMETERS:
-            value = getattr(self, name)
-            if value is not None and name in fields and name not in explicit:
-                updates[name] = value.model_copy(deep=True) if isinstance(value, BaseModel) else value
-        for name, value in self.seam_settings.model_dump(exclude_none=True).items():
-            if name in fields and name not in explicit:
-                updates[name] = value
+        preset_values = self.preset_values()
+        updates = {name: preset_values[name] for name in self.applied_fields(params, explicitly_set)}
         if not updates:
             return params
         values = {name: getattr(params, name) for name in params.model_fields_set}
@@ -147,10 +167,9 @@ class ModifyVideoPreset(Block):
     def applied_fields(self, params: BaseModel, explicitly_set: set[str] | None = None) -> list[str]:
         """Names of the parameters ``apply`` would fill from this preset (for logs and reports)."""
         explicit = set(params.model_fields_set if explicitly_set is None else explicitly_set)
-        fields = type(params).model_fields
-        named = [n for n in PRESET_PARAMETERS if getattr(self, n) is not None]
-        named += list(self.seam_settings.model_dump(exclude_none=True))
-        return [n for n in named if n in fields and n not in explicit]
+        model = type(params)
+        accepted = set(model.option_names()) if hasattr(model, "option_names") else set(model.model_fields)
+        return [name for name in self.preset_values() if name in accepted and name not in explicit]
 
 
 def load_preset(name: str) -> ModifyVideoPreset:

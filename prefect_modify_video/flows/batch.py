@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field, create_model, model_validator
 
 from prefect_modify_video.errors import InvalidInputError, ModifyVideoError
 from prefect_modify_video.flows.modify_video import modify_video
-from prefect_modify_video.flows.parameters import ModifyVideoParameters
+from prefect_modify_video.parameters import GroupedOptions, ModifyVideoParameters, field_definitions
 from prefect_modify_video.media.join import default_output_path
 from prefect_modify_video.storage.blocks import deliver_output
 from prefect_modify_video.storage.download import DEFAULT_MAX_BYTES, fetch_source, list_videos
@@ -40,13 +40,11 @@ BatchSettings = create_model(
         "Settings shared by every video of a batch: the modify-video parameters without source, output and "
         "first frame."
     ),
-    **{
-        name: (field.annotation, field)
-        for name, field in ModifyVideoParameters.model_fields.items()
-        if name not in PER_VIDEO_FIELDS
-    },
+    __base__=GroupedOptions,
+    **field_definitions(ModifyVideoParameters, [n for n in ModifyVideoParameters.model_fields if n not in PER_VIDEO_FIELDS]),
 )
-"""A pydantic model with every field of ``ModifyVideoParameters`` except the per-video ones."""
+"""A pydantic model with every field of ``ModifyVideoParameters`` except the per-video ones (options of a group
+given flat too, as for the parameters)."""
 
 
 class BatchParameters(BaseModel):

@@ -17,13 +17,15 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, Field
 
+from prefect_modify_video.blocks.credentials import build_backend
+from prefect_modify_video.blocks.presets import load_preset
 from prefect_modify_video.errors import BudgetExceededError, InvalidInputError, ModifyVideoError
-from prefect_modify_video.flows.parameters import ModifyVideoParameters
 from prefect_modify_video.media.extract import service_size, write_frame_image
 from prefect_modify_video.media.files import sha256_of_file
 from prefect_modify_video.media.join import check_output_path
 from prefect_modify_video.media.plan import SegmentPlan
 from prefect_modify_video.media.probe import VideoInfo, check_image, probe_video
+from prefect_modify_video.parameters import ModifyVideoParameters
 from prefect_modify_video.progress import PROGRESS_RECORD_KEY, SegmentProgress
 from prefect_modify_video.providers.base import ModifyBackend
 from prefect_modify_video.storage.blocks import deliver_output
@@ -46,8 +48,9 @@ from prefect_modify_video.tasks import (
     probe_source_video,
     report_modify_video_run,
 )
-from prefect_modify_video.tasks.seams import finish_segment_clips, report_video_seams
 from prefect_modify_video.tasks.modify import ModifiedSegment, ModifySettings, ledger, segment_key
+from prefect_modify_video.tasks.report import RunSummary
+from prefect_modify_video.tasks.seams import finish_segment_clips, report_video_seams
 
 
 class ModifyVideoResult(BaseModel):
@@ -66,6 +69,23 @@ class ModifyVideoResult(BaseModel):
     seams_flagged: list[int] = Field(default_factory=list, description="Frames of the seams above the threshold.")
     contact_sheet: str | None = Field(default=None, description="Picture of every seam, source above output.")
     seconds: float = Field(description="Wall time of the run.")
+
+    @classmethod
+    def from_summary(cls, summary: RunSummary) -> ModifyVideoResult:
+        """The result of a run whose output is written, from its summary."""
+        return cls(
+            output=summary.output,
+            segments=summary.segments,
+            frames=summary.frames,
+            duration_s=summary.duration_s,
+            billed_calls=summary.paid,
+            reused_segments=summary.reused,
+            cost_usd=summary.cost_usd,
+            seconds=summary.seconds,
+            worst_seam_ratio=summary.worst_seam_ratio,
+            seams_flagged=summary.seams_flagged,
+            contact_sheet=summary.contact_sheet,
+        )
 
 
 class SegmentsFailedError(ModifyVideoError):
@@ -87,8 +107,6 @@ def apply_preset(params: ModifyVideoParameters) -> ModifyVideoParameters:
     """The parameters with the named preset filling what the run did not set itself."""
     if not params.preset:
         return params
-    from prefect_modify_video.blocks.presets import load_preset
-
     return load_preset(params.preset).apply(params)
 
 
@@ -98,8 +116,6 @@ def create_checked_backend(params: ModifyVideoParameters) -> ModifyBackend:
     Raises:
         InvalidInputError: naming what is missing and where to give it.
     """
-    from prefect_modify_video.blocks.credentials import build_backend
-
     backend = build_backend(params.backend)
     has_uploader = params.backend.upload_url or params.backend.upload_block
     if backend.requires_uploader and not has_uploader:
@@ -203,7 +219,8 @@ def _modify_fetched_video(
         logger.warning(warning)
     cap = min(params.max_segment_seconds or backend.max_segment_seconds, backend.max_segment_seconds)
     concurrency = params.concurrency or backend.max_concurrency
-    plan = plan_video_segments(info, cap, params.resolved_overlap_frames(backend))
+    seams = params.seams.resolved_for(backend)
+    plan = plan_video_segments(info, cap, seams.overlap_frames)
     width, height = service_size(info, backend.max_dimension)
     estimates = segment_cost_estimates(backend, plan, width, height)
     estimate = sum(estimates.values())
@@ -248,65 +265,51 @@ def _modify_fetched_video(
         progress=0.0, key="modify-video-progress", description=f"Segments done of {len(plan.segments)}."
     )
     try:
+        retries = params.retries
         modify_task = modify_video_segment.with_options(
-            retries=params.segment_retries,
-            retry_delay_seconds=exponential_backoff(params.retry_delay_seconds) if params.retry_delay_seconds else 0,
+            retries=retries.segment_retries,
+            retry_delay_seconds=exponential_backoff(retries.retry_delay_seconds) if retries.retry_delay_seconds else 0,
         )
         rows, extracted, conformed, failures = _run_segments(
-            plan, info, settings, backend, progress_id, modify_task, estimates, params.sequential
+            plan, info, settings, backend, progress_id, modify_task, estimates, seams.sequential
         )
         billed = ledger.billed(settings.run_key)
-        cost = sum(call.cost_usd for call in billed)
-        paid = len(billed)
-        summary = {
-            "output": None, "source": source, "backend": backend.name, "mode": params.mode,
-            "segments": len(plan.segments), "paid": paid, "reused": sum(1 for r in rows if r.get("paid") is False),
-            "frames": info.frames, "frame_rate": info.frame_rate, "duration_s": plan.duration_s,
-            "billed_s": plan.billed_s, "overlap_s": plan.overlap_s,
-            "cost_usd": cost, "remaining_credits": next(
+        summary = RunSummary(
+            source=source, backend=backend.name, mode=params.mode, segments=len(plan.segments),
+            paid=len(billed), reused=sum(1 for r in rows if r.get("paid") is False),
+            frames=info.frames, frame_rate=info.frame_rate, duration_s=plan.duration_s,
+            billed_s=plan.billed_s, overlap_s=plan.overlap_s,
+            cost_usd=sum(call.cost_usd for call in billed),
+            remaining_credits=next(
                 (r["remaining_credits"] for r in reversed(rows) if r.get("remaining_credits") is not None), None),
-        }
+            anchored=seams.anchor_colours,
+        )
         if failures:
-            summary["seconds"] = time.monotonic() - started
+            summary.seconds = time.monotonic() - started
             report_modify_video_run(plan, rows, summary, failures)
             raise SegmentsFailedError(
                 f"{len(failures)} of {len(plan.segments)} segments failed; the other "
                 f"{len(plan.segments) - len(failures)} are stored and a re-run sends only these:\n"
                 + "\n".join(failures)
             )
-        anchor = params.anchor_colours if params.anchor_colours is not None else not backend.uses_reference_frame
-        finished = finish_segment_clips(
-            plan, info, extracted, conformed, str(work_dir), anchor=anchor, anchor_strength=params.anchor_strength
-        )
+        finished = finish_segment_clips(plan, info, extracted, conformed, str(work_dir), seams=seams)
         join_video_segments(finished, info, str(output))
         sheet_path = output.with_name(f"{output.stem}.seams.png")
-        seams, sheet = report_video_seams(source, str(output), plan, str(sheet_path), params.seam_threshold)
+        metrics, sheet = report_video_seams(source, str(output), plan, str(sheet_path), seams.seam_threshold)
         location = deliver_output(output, destination) if is_remote(destination) else str(output)
         if sheet and is_remote(destination):
             sheet = deliver_output(Path(sheet), sibling_location(destination, sheet_path.name))
-        summary.update(
+        summary = summary.model_copy(update=dict(
             output=location,
             seconds=time.monotonic() - started,
             contact_sheet=sheet,
-            seams_flagged=[m.frame for m in seams if not m.passed],
-            seams=len(seams),
-            anchored=anchor,
-        )
+            seams=len(metrics),
+            seams_flagged=[m.frame for m in metrics if not m.passed],
+            worst_seam_ratio=max((m.ratio for m in metrics), default=None),
+        ))
         report_modify_video_run(plan, rows, summary, failures)
         logger.info("output written to %s", location)
-        return ModifyVideoResult(
-            output=location,
-            segments=len(plan.segments),
-            frames=info.frames,
-            duration_s=plan.duration_s,
-            billed_calls=paid,
-            reused_segments=summary["reused"],
-            cost_usd=cost,
-            seconds=summary["seconds"],
-            worst_seam_ratio=max((m.ratio for m in seams), default=None),
-            seams_flagged=summary["seams_flagged"],
-            contact_sheet=sheet,
-        )
+        return ModifyVideoResult.from_summary(summary)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
 

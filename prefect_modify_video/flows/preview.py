@@ -36,17 +36,17 @@ from pathlib import Path
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, create_model, field_validator
 
 from prefect_modify_video.errors import InvalidInputError, ModifyVideoError
 from prefect_modify_video.flows.modify_video import create_checked_backend, segment_cost_estimates
-from prefect_modify_video.flows.parameters import BackendSpec, ModifyVideoParameters
 from prefect_modify_video.media.conform import conform_clip
 from prefect_modify_video.media.extract import service_size, write_frame_image
 from prefect_modify_video.media.files import atomic_copy, sha256_of_file
 from prefect_modify_video.media.plan import MIN_SEGMENT_SECONDS, Segment, SegmentPlan, max_frames_under
 from prefect_modify_video.media.preview import label_font, tile_size, write_grid_video, write_tile_strip
 from prefect_modify_video.media.probe import VideoInfo, check_image
+from prefect_modify_video.parameters import ModifyVideoParameters, field_definitions
 from prefect_modify_video.providers.base import Mode
 from prefect_modify_video.storage.blocks import deliver_output
 from prefect_modify_video.storage.download import fetch_source
@@ -65,25 +65,33 @@ DEFAULT_PREVIEW_MODES: tuple[Mode, ...] = ("adhere_3", "flex_1", "flex_3", "reim
 DEFAULT_EXCERPT_SECONDS = 5.0
 
 
-class PreviewParameters(BaseModel):
+# The fields a preview shares with the full run, copied from ModifyVideoParameters (type, title, bounds); some
+# say what they mean for a preview.
+PreviewRunFields = create_model(
+    "PreviewRunFields",
+    __doc__="The modify-video parameters a preview takes too.",
+    **field_definitions(
+        ModifyVideoParameters,
+        ["source", "prompt", "first_frame", "backend", "max_segment_seconds", "store_dir", "preset", "max_cost_usd"],
+        descriptions={
+            "max_segment_seconds": "As for the full run: it decides the full run's first segment and the cost estimate.",
+            "store_dir": "Folder of paid results; the full run must use the same one to reuse the preview.",
+            "preset": "Name of a saved Modify Video Preset block: fills prompt, first frame, backend and segment length.",
+            "max_cost_usd": "No paid call of the preview may take it past this.",
+        },
+    ),
+)
+
+
+class PreviewParameters(PreviewRunFields):
     """What to preview: the source, the look, the modes to compare and the excerpt."""
 
-    source: str = Field(
-        title="Source video", description="Local path, http(s) URL or block://<block-type-slug>/<block-name>/<path>."
-    )
-    prompt: str = Field(default="", title="Prompt", description="The look to give the video.")
-    first_frame: str | None = Field(
-        default=None,
-        title="First frame",
-        description="A restyled version of the video's first frame: path, URL or block:// reference.",
-    )
     modes: list[Mode] = Field(
         default_factory=lambda: list(DEFAULT_PREVIEW_MODES),
         min_length=1,
         title="Modes",
         description="The modes to compare, in the order the tiles show them (after the source).",
     )
-    backend: BackendSpec = Field(default_factory=BackendSpec, title="Backend", description="The service to use.")
     start_s: float = Field(default=0.0, ge=0, title="Excerpt start (s)", description="Where the excerpt starts.")
     end_s: float | None = Field(
         default=DEFAULT_EXCERPT_SECONDS,
@@ -93,29 +101,10 @@ class PreviewParameters(BaseModel):
             "excerpt is then that segment and the chosen mode's result is reused by the full run."
         ),
     )
-    max_segment_seconds: float | None = Field(
-        default=None,
-        ge=2,
-        title="Longest segment (s)",
-        description="As for the full run: it decides the full run's first segment and the cost estimate.",
-    )
-    store_dir: str | None = Field(
-        default=None,
-        title="Result store",
-        description="Folder of paid results; the full run must use the same one to reuse the preview.",
-    )
     output_folder: str | None = Field(
         default=None,
         title="Output folder",
         description="Local or block:// folder for the contact sheet and grid video; beside the source when empty.",
-    )
-    preset: str | None = Field(
-        default=None,
-        title="Preset",
-        description="Name of a saved Modify Video Preset block: fills prompt, first frame, backend and segment length.",
-    )
-    max_cost_usd: float | None = Field(
-        default=None, ge=0, title="Budget (USD)", description="No paid call of the preview may take it past this."
     )
 
     @field_validator("modes")

@@ -134,6 +134,9 @@ class ModifyBackend(ABC):
     uses_reference_frame: ClassVar[bool] = False
     """Whether the backend takes ``reference_frame`` (an image of the source's first frame) and
     ``styled_first_frame`` to fit its own colour transfer, so no colour anchoring is needed."""
+    answers_drift: ClassVar[bool] = True
+    """Whether the colours of its answers drift from segment to segment (each restyled on its own), so
+    seams inside a shot are anchored by default."""
     is_free: ClassVar[bool] = False
     """Whether calls cost nothing: no account, no key, no credentials block."""
 

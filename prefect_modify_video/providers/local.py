@@ -43,6 +43,7 @@ class LocalBackend(ModifyBackend):
     default_overlap_frames: ClassVar[int] = 0
     """Its answers are the same on both sides of a seam: nothing to blend."""
     uses_reference_frame: ClassVar[bool] = True
+    answers_drift: ClassVar[bool] = False
     is_free: ClassVar[bool] = True
     model = "ffmpeg-looks-1"
     max_segment_seconds = 30.0

@@ -48,7 +48,8 @@ from prefect_modify_video.errors import (
     RetryableProviderError,
     SubmitOutcomeUnknownError,
 )
-from prefect_modify_video.flows.parameters import BackendSpec
+from prefect_modify_video.blocks.credentials import build_backend
+from prefect_modify_video.parameters import BackendSpec
 from prefect_modify_video.media.answers import covered_frames, join_answers, last_frame_image, remainder_clip
 from prefect_modify_video.media.files import sha256_of_file
 from prefect_modify_video.media.plan import Segment
@@ -291,8 +292,6 @@ class _SegmentPayer:
                 "reference_frame": Path(self.settings.reference_frame),
                 "styled_first_frame": Path(self.settings.first_frame),
             }
-        from prefect_modify_video.blocks.credentials import build_backend  # blocks import flows.parameters
-
         return build_backend(self.settings.backend, **options)
 
     async def answer(self, clip: Path, first_frame: Path | None) -> Path:

@@ -5,12 +5,78 @@ from __future__ import annotations
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
 
 from prefect_modify_video.media.plan import SegmentPlan
 
 
+class RunSummary(BaseModel):
+    """Totals of a run, as the flow knows them when it reports: made by the flow, read by the report task.
+
+    The flow makes it once the segments are done (``output`` still empty), completes it after
+    the join and the seam report, and returns a ``ModifyVideoResult`` made from it.
+
+    Example:
+        >>> summary = RunSummary(source="film.mp4", backend="local", mode="flex_1", segments=2, paid=1, reused=1,
+        ...                      frames=60, frame_rate="30/1", duration_s=2.0, billed_s=2.0)
+        >>> summary.output is None, summary.seams_flagged
+        (True, [])
+    """
+
+    source: str = Field(description="The source video, as fetched (a local path).")
+    backend: str = Field(description="The backend's name.")
+    mode: str = Field(description="The mode sent.")
+    segments: int = Field(description="Segments of the plan.")
+    paid: int = Field(description="Segments this run paid for.")
+    reused: int = Field(description="Segments found in the store, not paid again.")
+    frames: int = Field(description="Frames of the source (and of the output).")
+    frame_rate: str = Field(description="Frame rate of the output, as a fraction.")
+    duration_s: float = Field(description="Length of the video in seconds.")
+    billed_s: float = Field(description="Seconds sent to the service, overlaps included.")
+    overlap_s: float = Field(default=0.0, description="Seconds of overlaps sent twice at in-shot seams.")
+    cost_usd: float = Field(default=0.0, description="Cost of this run's paid calls.")
+    remaining_credits: float | None = Field(default=None, description="Credits left, as the service last said.")
+    seconds: float = Field(default=0.0, description="Wall time of the run so far.")
+    output: str | None = Field(default=None, description="Where the output is; empty until it is written.")
+    contact_sheet: str | None = Field(default=None, description="Picture of every seam, source above output.")
+    seams: int = Field(default=0, description="Seams measured.")
+    seams_flagged: list[int] = Field(default_factory=list, description="Frames of the seams above the threshold.")
+    worst_seam_ratio: float | None = Field(
+        default=None, description="Largest seam jump as a multiple of the source's own (None: one segment)."
+    )
+    anchored: bool = Field(default=False, description="Whether colours were anchored across segments.")
+
+    def markdown(self, failures: list[str] = ()) -> str:
+        """The summary as the markdown of the run's summary artifact."""
+        lines = [
+            "# Modify video",
+            "",
+            f"- **Output**: `{self.output}`" if self.output else "- **Output**: not written",
+            f"- **Source**: `{self.source}`",
+            f"- **Backend**: {self.backend} (mode {self.mode})",
+            f"- **Segments**: {self.segments} ({self.paid} paid in this run, {self.reused} reused)",
+            f"- **Frames**: {self.frames} at {self.frame_rate} fps, {self.duration_s:.3f} s",
+            f"- **Billed seconds**: {self.billed_s:.3f} ({self.overlap_s:.3f} s of overlaps at in-shot seams)",
+            f"- **Cost**: ${self.cost_usd:.2f}"
+            + (f", credits left: {self.remaining_credits}" if self.remaining_credits is not None else ""),
+            f"- **Took**: {self.seconds:.1f} s",
+        ]
+        if self.seams:
+            flagged = self.seams_flagged
+            lines.append(
+                f"- **Seams**: {self.seams}, colours anchored: {'yes' if self.anchored else 'no'}; "
+                + (f"**{len(flagged)} above the threshold** at frames {flagged}" if flagged else "all within the threshold")
+            )
+            if self.contact_sheet:
+                lines.append(f"- **Seam contact sheet**: `{self.contact_sheet}` (source above, output below)")
+        if failures:
+            lines += ["", "## Segments that failed", "", *[f"- {line}" for line in failures],
+                      "", "Re-run the same parameters: only these segments are sent again."]
+        return "\n".join(lines)
+
+
 @task(name="report-run", description="Publishes the segment table and the run summary as artifacts.", cache_policy=NO_CACHE)
-def report_modify_video_run(plan: SegmentPlan, rows: list[dict], summary: dict, failures: list[str]) -> None:
+def report_modify_video_run(plan: SegmentPlan, rows: list[dict], summary: RunSummary, failures: list[str]) -> None:
     """Creates the segment table and the markdown summary of a run.
 
     Args:
@@ -35,29 +101,4 @@ def report_modify_video_run(plan: SegmentPlan, rows: list[dict], summary: dict, 
         for s in plan.segments
     ]
     create_table_artifact(table=table, key="modify-video-segments", description="Segments of the run.")
-    lines = [
-        "# Modify video",
-        "",
-        f"- **Output**: `{summary['output']}`" if summary.get("output") else "- **Output**: not written",
-        f"- **Source**: `{summary['source']}`",
-        f"- **Backend**: {summary['backend']} (mode {summary['mode']})",
-        f"- **Segments**: {summary['segments']} ({summary['paid']} paid in this run, {summary['reused']} reused)",
-        f"- **Frames**: {summary['frames']} at {summary['frame_rate']} fps, {summary['duration_s']:.3f} s",
-        f"- **Billed seconds**: {summary.get('billed_s', summary['duration_s']):.3f} "
-        f"({summary.get('overlap_s', 0.0):.3f} s of overlaps at in-shot seams)",
-        f"- **Cost**: ${summary['cost_usd']:.2f}"
-        + (f", credits left: {summary['remaining_credits']}" if summary.get("remaining_credits") is not None else ""),
-        f"- **Took**: {summary['seconds']:.1f} s",
-    ]
-    if summary.get("seams"):
-        flagged = summary.get("seams_flagged") or []
-        lines.append(
-            f"- **Seams**: {summary['seams']}, colours anchored: {'yes' if summary.get('anchored') else 'no'}; "
-            + (f"**{len(flagged)} above the threshold** at frames {flagged}" if flagged else "all within the threshold")
-        )
-        if summary.get("contact_sheet"):
-            lines.append(f"- **Seam contact sheet**: `{summary['contact_sheet']}` (source above, output below)")
-    if failures:
-        lines += ["", "## Segments that failed", "", *[f"- {line}" for line in failures],
-                  "", "Re-run the same parameters: only these segments are sent again."]
-    create_markdown_artifact(markdown="\n".join(lines), key="modify-video-summary", description="Run summary.")
+    create_markdown_artifact(markdown=summary.markdown(failures), key="modify-video-summary", description="Run summary.")

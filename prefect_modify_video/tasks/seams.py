@@ -16,6 +16,7 @@ from prefect_modify_video.media.finish import finish_clip, read_head
 from prefect_modify_video.media.plan import SegmentPlan
 from prefect_modify_video.media.probe import VideoInfo
 from prefect_modify_video.media.seams import SeamMetric, measure_seams, write_seam_sheet
+from prefect_modify_video.parameters import SeamOptions
 
 SEAM_WINDOW_FRAMES = 2
 
@@ -31,12 +32,11 @@ def finish_segment_clips(
     extracted: dict[int, str],
     conformed: dict[int, str],
     work_dir: str,
-    anchor: bool = True,
-    anchor_strength: float = 1.0,
+    seams: SeamOptions,
 ) -> list[str]:
     """Makes each segment's clip for the join: one colour transform per segment, overlaps blended.
 
-    With ``anchor``, each segment gets one colour transfer (``media.anchor.plan_anchors``, never
+    With ``seams.anchor_colours``, each segment gets one colour transfer (``media.anchor.plan_anchors``, never
     re-estimated per frame), ramped toward in-shot seams. A segment with an overlap has it
     dropped and cross-blended into the previous segment's last frames (``media.finish``).
     A segment that neither changes is joined as conformed (no re-encode).
@@ -47,15 +47,16 @@ def finish_segment_clips(
         extracted: The extracted (source) clip of each segment, by index.
         conformed: The conformed answer of each segment, by index.
         work_dir: Where the finished clips are written.
-        anchor: Whether to anchor colours.
-        anchor_strength: Weight of each in-shot segment's correction away from its seams.
+        seams: The run's seam options, resolved for its backend (``SeamOptions.resolved_for``):
+            whether to anchor colours (``anchor_colours``, empty counts as on) and the weight of
+            each in-shot segment's correction away from its seams (``anchor_strength``).
 
     Returns:
         The clips to join, in order.
     """
     segments = plan.segments
     steps: list[AnchorStep | None] = [None] * len(segments)
-    if anchor and len(segments) > 1:
+    if seams.anchor_colours is not False and len(segments) > 1:
         # Fitted on the frames each side of a seam: on overlaps, the same source frames twice; without,
         # two frames (wider windows let the picture's own motion into the fit: on the drifting fake,
         # 8 frames left a 2.2x seam, 2 frames 0.4-0.7x).
@@ -65,7 +66,7 @@ def finish_segment_clips(
         sources = [segment_statistics(extracted[s.index], window=window) for s in segments]
         steps = plan_anchors(
             outputs, [s.cut_before for s in segments], sources,
-            strength=anchor_strength, ramp_frames=max(1, round(info.fps)),
+            strength=seams.anchor_strength, ramp_frames=max(1, round(info.fps)),
         )
 
     def transfer_of(index: int) -> tuple[ColourTransfer, np.ndarray | None]:

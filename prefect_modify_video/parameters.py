@@ -1,0 +1,409 @@
+"""Parameters of the flows, as pydantic models (the Prefect UI shows them as forms), each option declared once.
+
+Options that belong together are grouped in models nested in ``ModifyVideoParameters``:
+``backend`` (``BackendSpec``), ``seams`` (``SeamOptions``) and ``retries`` (``RetryOptions``).
+The preset block, the batch's shared settings, the preview's parameters and the command-line
+flags are derived from these models, so a new option is one field here plus the code that
+reads it.
+
+A group's options may also be given flat, as before the groups existed (and as saved
+deployments and callers still do): ``ModifyVideoParameters(source="a.mp4", anchor_strength=0.5)``
+is ``ModifyVideoParameters(source="a.mp4", seams={"anchor_strength": 0.5})``. They read flat
+too (``params.anchor_strength``), and ``model_fields_set`` names them flat, so that a preset
+fills each option the run did not set itself.
+
+This module imports no flow, task or block at module level: tasks, blocks, flows and the CLI
+all import it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Iterable, Literal, Optional
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic.fields import FieldInfo
+
+from prefect_modify_video.providers.base import Mode, ModifyBackend
+from prefect_modify_video.providers.registry import BACKEND_NAMES
+
+__all__ = [
+    "BackendName",
+    "BackendSpec",
+    "GroupedOptions",
+    "ModifyVideoParameters",
+    "OptionGroup",
+    "RetryOptions",
+    "SeamOptions",
+    "field_definitions",
+    "group_flat_options",
+    "option_groups",
+]
+
+BackendName = Literal[BACKEND_NAMES]  # type: ignore[valid-type]
+"""The backend names, derived from the backend classes (``providers.registry``)."""
+
+
+class OptionGroup(BaseModel):
+    """A group of options nested in the parameters under one name, whose options may also be given flat."""
+
+
+class SeamOptions(OptionGroup):
+    """How the seams between segments are hidden and judged."""
+
+    anchor_colours: bool | None = Field(
+        default=None,
+        title="Anchor colours across segments",
+        description="Correct each answer's colour drift toward its neighbours; on for services, off for the local "
+        "backend when empty.",
+    )
+    anchor_strength: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        title="Anchoring strength",
+        description="Weight of a segment's colour correction away from its in-shot seams (1 everywhere at the seams, "
+        "ramped over a second): 1 holds the whole shot to one colour, less keeps more of each answer's own.",
+    )
+    overlap_frames: int | None = Field(
+        default=None,
+        ge=0,
+        le=60,
+        title="Overlap at in-shot seams (frames)",
+        description="Frames sent with both segments of a seam inside a shot and cross-blended there (billed twice); "
+        "12 for services, 0 for the local backend when empty.",
+    )
+    sequential: bool = Field(
+        default=False,
+        title="Sequential (continuity over speed)",
+        description="Send segments one after another, each starting inside a shot getting the previous answer's "
+        "frame as its first frame; no concurrency.",
+    )
+    seam_threshold: float = Field(
+        default=1.5,
+        gt=0,
+        title="Seam threshold",
+        description="A seam whose jump is above this many times the source's own is flagged.",
+    )
+
+    def resolved_overlap_frames(self, backend: type[ModifyBackend] | ModifyBackend) -> int:
+        """The overlap to plan with: as given, else the backend's ``default_overlap_frames``
+        (``DEFAULT_OVERLAP_FRAMES`` for a service; 0 for the local backend, whose answers are the
+        same on both sides of a seam: nothing to blend).
+
+        Example:
+            >>> from prefect_modify_video.providers.registry import backend_class
+            >>> local, fal = backend_class("local"), backend_class("fal")
+            >>> SeamOptions().resolved_overlap_frames(local), SeamOptions(overlap_frames=4).resolved_overlap_frames(fal)
+            (0, 4)
+        """
+        return backend.default_overlap_frames if self.overlap_frames is None else self.overlap_frames
+
+    def resolved_anchor_colours(self, backend: type[ModifyBackend] | ModifyBackend) -> bool:
+        """Whether to anchor colours: as given, else when the backend's answers drift between segments.
+
+        Example:
+            >>> from prefect_modify_video.providers.registry import backend_class
+            >>> SeamOptions().resolved_anchor_colours(backend_class("local")), SeamOptions().resolved_anchor_colours(backend_class("luma"))
+            (False, True)
+        """
+        return backend.answers_drift if self.anchor_colours is None else self.anchor_colours
+
+    def resolved_for(self, backend: type[ModifyBackend] | ModifyBackend) -> SeamOptions:
+        """These options with what was left empty decided for the backend (nothing ``None`` any more).
+
+        Example:
+            >>> from prefect_modify_video.providers.registry import backend_class
+            >>> SeamOptions(anchor_strength=0.5).resolved_for(backend_class("fal"))
+            SeamOptions(anchor_colours=True, anchor_strength=0.5, overlap_frames=12, sequential=False, seam_threshold=1.5)
+        """
+        return self.model_copy(
+            update={
+                "anchor_colours": self.resolved_anchor_colours(backend),
+                "overlap_frames": self.resolved_overlap_frames(backend),
+            }
+        )
+
+
+class RetryOptions(OptionGroup):
+    """How a segment that failed with a retryable error is tried again."""
+
+    segment_retries: int = Field(
+        default=3,
+        ge=0,
+        le=10,
+        title="Segment retries",
+        description="Tries after the first for a segment that failed with a retryable error.",
+    )
+    retry_delay_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        title="Retry delay (s)",
+        description="Wait before a segment's first retry; doubled for each further one (with jitter).",
+    )
+
+
+def option_groups(model: type[BaseModel]) -> dict[str, type[OptionGroup]]:
+    """The fields of ``model`` that hold an option group, by field name.
+
+    Example:
+        >>> option_groups(ModifyVideoParameters)
+        {'seams': <class 'prefect_modify_video.parameters.SeamOptions'>, 'retries': <class 'prefect_modify_video.parameters.RetryOptions'>}
+    """
+    return {
+        name: field.annotation
+        for name, field in model.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, OptionGroup)
+    }
+
+
+def group_flat_options(model: type[BaseModel], data: Any) -> Any:
+    """Moves the flat names of ``model``'s grouped options into their group, for validation.
+
+    A flat name and the same name in the group given at once is refused: which one wins would
+    be a guess.
+
+    Example:
+        >>> group_flat_options(ModifyVideoParameters, {"source": "a.mp4", "anchor_strength": 0.5, "segment_retries": 0})
+        {'source': 'a.mp4', 'seams': {'anchor_strength': 0.5}, 'retries': {'segment_retries': 0}}
+    """
+    if not isinstance(data, dict):
+        return data
+    groups = option_groups(model)
+    flat = {leaf: group for group, group_model in groups.items() for leaf in group_model.model_fields}
+    if not flat.keys() & data.keys():
+        return data
+    data = dict(data)
+    for leaf in [name for name in data if name in flat and name not in model.model_fields]:
+        group = flat[leaf]
+        current = data.get(group)
+        if current is None:
+            current = {}
+        elif isinstance(current, BaseModel):
+            current = {name: getattr(current, name) for name in current.model_fields_set}
+        else:
+            current = dict(current)
+        if leaf in current:
+            raise ValueError(f"{leaf} is given twice: flat and in {group}; give it once")
+        current[leaf] = data.pop(leaf)
+        data[group] = current
+    return data
+
+
+class GroupedOptions(BaseModel):
+    """A model with option groups: their options are accepted, read and reported flat as well as nested.
+
+    ``model_fields_set`` names a group's options that were set (``anchor_strength``), not the
+    group (``seams``): what a preset may fill is decided option by option.
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _group_flat_options(cls, data: Any) -> Any:
+        return group_flat_options(cls, data)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        for group, group_model in option_groups(cls).items():
+            for leaf, field in group_model.model_fields.items():
+                if leaf not in cls.model_fields and leaf not in cls.__dict__:
+                    setattr(cls, leaf, _flat_reader(group, leaf, field.description))
+
+    @property
+    def model_fields_set(self) -> set[str]:
+        """Names of the fields set explicitly, a group's options by their own names."""
+        names = set(self.__pydantic_fields_set__)
+        for group in option_groups(type(self)):
+            if group in names:
+                names.discard(group)
+                names |= getattr(self, group).model_fields_set
+        return names
+
+    @classmethod
+    def model_construct(cls, _fields_set: set[str] | None = None, **values: Any):
+        """As pydantic's, taking the flat names of ``model_fields_set`` back to their groups."""
+        if _fields_set is not None:
+            flat = {leaf: group for group, model in option_groups(cls).items() for leaf in model.model_fields}
+            _fields_set = {flat.get(name, name) for name in _fields_set}
+        return super().model_construct(_fields_set, **values)
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """Every name the model accepts: its fields, then its groups' options (flat)."""
+        groups = option_groups(cls)
+        return [name for name in cls.model_fields if name not in groups] + [
+            leaf for model in groups.values() for leaf in model.model_fields
+        ]
+
+
+def field_definitions(
+    model: type[BaseModel],
+    names: Iterable[str] | None = None,
+    *,
+    optional: bool = False,
+    descriptions: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Definitions for ``pydantic.create_model`` copying fields of ``model``: a model derived from another.
+
+    Args:
+        model: The model the fields are declared in.
+        names: The fields to copy, in this order; every field of ``model`` when not given.
+        optional: Make every copy optional with default ``None`` (same title, description and
+            bounds): "not set". A preset holds such copies.
+        descriptions: Other descriptions for some of the copies, by name.
+
+    Example:
+        >>> from pydantic import create_model
+        >>> Partial = create_model("Partial", **field_definitions(RetryOptions, optional=True))
+        >>> Partial(), Partial(segment_retries=1).segment_retries
+        (Partial(segment_retries=None, retry_delay_seconds=None), 1)
+    """
+    definitions: dict[str, Any] = {}
+    for name in model.model_fields if names is None else names:
+        field = model.model_fields[name]
+        description = (descriptions or {}).get(name, field.description)
+        if optional:
+            annotation = Optional[field.annotation]  # noqa: UP007 - built at run time
+            if field.metadata:  # the bounds (ge, le...), kept for the value when one is set
+                annotation = Annotated[(annotation, *field.metadata)]
+            definitions[name] = (annotation, Field(default=None, title=field.title, description=description))
+        else:
+            copied = FieldInfo.merge_field_infos(field, description=description)
+            definitions[name] = (field.annotation, copied)
+    return definitions
+
+
+def _flat_reader(group: str, leaf: str, doc: str | None) -> property:
+    return property(lambda self: getattr(getattr(self, group), leaf), doc=f"``{group}.{leaf}``: {doc or ''}")
+
+
+class BackendSpec(BaseModel):
+    """Which service to call and where its key is; holds no secret itself."""
+
+    name: BackendName = Field(default="local", title="Backend", description="The modify-video service.")
+    credentials_block: str | None = Field(
+        default=None,
+        title="Credentials block",
+        description="Name of a saved credentials block of the service; without it the key is read from the environment.",
+    )
+    base_url: str | None = Field(
+        default=None, title="Base URL", description="Another address for the service (a proxy or a test server)."
+    )
+    model: str | None = Field(default=None, description="The service's model, e.g. ray-2 or ray-flash-2 (Luma, fal).")
+    poll_interval_seconds: float | None = Field(
+        default=None, description="Seconds between status checks of a queued job; the service's default when empty."
+    )
+    timeout_seconds: float | None = Field(
+        default=None, description="Seconds to wait for one answer of the service; its default when empty."
+    )
+    upload_url: str | None = Field(
+        default=None,
+        description="Where segments are uploaded for services that take media by URL (an HTTP PUT store).",
+    )
+    upload_block: str | None = Field(
+        default=None,
+        description="Or a storage block's folder for those uploads, read by the service through presigned URLs: "
+        "block://remote-file-system/<block-name>/<folder> on s3:// or gs://.",
+    )
+
+
+class ModifyVideoParameters(GroupedOptions):
+    """What to restyle, how, with which service, and where the result goes.
+
+    Example:
+        >>> params = ModifyVideoParameters(source="film.mp4", anchor_strength=0.5, segment_retries=1)
+        >>> params.seams.anchor_strength, params.anchor_strength, params.retries.segment_retries
+        (0.5, 0.5, 1)
+        >>> sorted(params.model_fields_set)
+        ['anchor_strength', 'segment_retries', 'source']
+    """
+
+    source: str = Field(
+        title="Source video",
+        description="The video to restyle: a local path, an http(s) URL or block://<block-type-slug>/<block-name>/<path>.",
+    )
+    prompt: str = Field(
+        default="",
+        title="Prompt",
+        description="The look to give the video, e.g. 'warm vintage film with grain'.",
+    )
+    mode: Mode = Field(
+        default="flex_1",
+        title="Mode",
+        description="How far from the source: adhere (subtle) < flex (keeps shapes) < reimagine (loose).",
+    )
+    first_frame: str | None = Field(
+        default=None,
+        title="First frame",
+        description="An image (path, URL or block:// reference): a restyled version of the video's first frame (recommended).",
+    )
+    output: str | None = Field(
+        default=None,
+        title="Output path",
+        description="Where the restyled video is written (a local path or block:// reference); '<source>.modified.<ext>' beside the source when empty.",
+    )
+    preset: str | None = Field(
+        default=None,
+        title="Preset",
+        description="Name of a saved Modify Video Preset block; parameters given here override it.",
+    )
+    backend: BackendSpec = Field(default_factory=BackendSpec, title="Backend", description="The service to use.")
+    max_segment_seconds: float | None = Field(
+        default=None,
+        title="Longest segment (s)",
+        description="Upper bound on a segment's length; the service's own cap when empty.",
+        ge=2,
+    )
+    concurrency: int | None = Field(
+        default=None,
+        title="Concurrency",
+        description="Segments in flight at once; the service's documented limit when empty.",
+        ge=1,
+        le=64,
+    )
+    store_dir: str | None = Field(
+        default=None,
+        title="Result store",
+        description="Where paid results are kept and found again on a re-run: a local folder or a storage block's "
+        "folder (block://<block-type-slug>/<block-name>/<folder>, e.g. S3); under PREFECT_HOME when empty.",
+    )
+    max_cost_usd: float | None = Field(
+        default=None,
+        ge=0,
+        title="Budget (USD)",
+        description="Refuse to start when the estimate is above it, and send no call that would pass it.",
+    )
+    seams: SeamOptions = Field(
+        default_factory=SeamOptions,
+        title="Seams",
+        description="Colour anchoring, overlap, sequential mode and the threshold of the seam report.",
+    )
+    retries: RetryOptions = Field(
+        default_factory=RetryOptions,
+        title="Retries",
+        description="How often and after how long a segment that failed with a retryable error is tried again.",
+    )
+    refresh: bool = Field(default=False, description="Pay for every segment again instead of reusing stored results.")
+
+    def resolved_overlap_frames(self, backend: type[ModifyBackend] | ModifyBackend) -> int:
+        """``seams.resolved_overlap_frames``: the overlap to plan with."""
+        return self.seams.resolved_overlap_frames(backend)
+
+    def resolved_output(self) -> str:
+        """The output location, defaulting to ``<stem>.modified<ext>`` beside the source.
+
+        Raises:
+            InvalidInputError: the source is a URL and no output is given.
+
+        Example:
+            >>> ModifyVideoParameters(source="/videos/film.mp4").resolved_output()
+            '/videos/film.modified.mp4'
+        """
+        from pathlib import Path
+
+        from prefect_modify_video.media.join import default_output_path
+        from prefect_modify_video.storage.locations import location_name, sibling_location
+
+        if self.output:
+            return self.output
+        return sibling_location(self.source, default_output_path(Path(location_name(self.source))).name)
