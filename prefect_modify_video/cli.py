@@ -224,24 +224,16 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from prefect_modify_video.blocks.credentials import build_backend
-    from prefect_modify_video.flows.modify_video import segment_cost_estimates
-    from prefect_modify_video.media.extract import service_size
     from prefect_modify_video.media.probe import probe_video
-    from prefect_modify_video.media.plan import plan_video
+    from prefect_modify_video.run_plan import plan_run
 
     params = _parameters(args)
     info = probe_video(args.input)
     # Planning makes no request, so it needs no key.
-    backend = build_backend(params.backend, api_key="plan-makes-no-request")
-    cap = min(params.max_segment_seconds or backend.max_segment_seconds, backend.max_segment_seconds)
-    overlap = params.resolved_overlap_frames(backend)
-    plan = plan_video(info, cap, overlap)
-    width, height = service_size(info, backend.max_dimension)
-    estimates = segment_cost_estimates(backend, plan, width, height)
-    estimate = sum(estimates.values())
-    # What the overlaps add: each segment's price with them less its price without.
-    overlap_cost = estimate - sum(backend.estimate_cost_usd(s.duration_s, width, height) for s in plan.segments)
+    run = plan_run(params, info, estimate_only=True)
+    backend, plan, (width, height), estimate = run.backend, run.plan, run.sent_size, run.estimate_usd
+    overlap_cost = run.overlap_cost_usd
+    overlap = run.seams.overlap_frames
     report = {
         "backend": backend.name,
         "segments": [s.model_dump() for s in plan.segments],

@@ -6,7 +6,6 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 from prefect import flow
@@ -17,11 +16,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, Field
 
-from prefect_modify_video.blocks.credentials import build_backend
 from prefect_modify_video.blocks.presets import load_preset
-from prefect_modify_video.errors import BudgetExceededError, InvalidInputError, ModifyVideoError
-from prefect_modify_video.media.extract import service_size, write_frame_image
-from prefect_modify_video.media.files import sha256_of_file
+from prefect_modify_video.errors import BudgetExceededError, ModifyVideoError
 from prefect_modify_video.media.join import check_output_path
 from prefect_modify_video.media.plan import SegmentPlan
 from prefect_modify_video.media.probe import VideoInfo, check_image, probe_video
@@ -37,6 +33,7 @@ from prefect_modify_video.storage.locations import (
     parse_block_reference,
     sibling_location,
 )
+from prefect_modify_video.run_plan import create_checked_backend, plan_run
 from prefect_modify_video.store import ResultStore
 from prefect_modify_video.tasks import (
     conform_modified_segment,
@@ -110,22 +107,6 @@ def apply_preset(params: ModifyVideoParameters) -> ModifyVideoParameters:
     return load_preset(params.preset).apply(params)
 
 
-def create_checked_backend(params: ModifyVideoParameters) -> ModifyBackend:
-    """Builds the run's backend, refusing a setup that cannot work (no key, no upload store).
-
-    Raises:
-        InvalidInputError: naming what is missing and where to give it.
-    """
-    backend = build_backend(params.backend)
-    has_uploader = params.backend.upload_url or params.backend.upload_block
-    if backend.requires_uploader and not has_uploader:
-        raise InvalidInputError(
-            f"{backend.name} takes media only by URL: give backend.upload_block (--upload-block), a storage "
-            "block folder on S3 or GCS, or backend.upload_url (--upload-url), an HTTP PUT store the service can read"
-        )
-    return backend
-
-
 def check_inputs(params: ModifyVideoParameters) -> None:
     """Checks the inputs of a run before anything starts (used by the CLI for a clear, early error).
 
@@ -155,11 +136,6 @@ def check_inputs(params: ModifyVideoParameters) -> None:
             Path(os.path.expanduser(first_frame)) if first_frame and not is_remote(first_frame) else None,
         )
     create_checked_backend(params)
-
-
-def segment_cost_estimates(backend: ModifyBackend, plan: SegmentPlan, width: int, height: int) -> dict[int, float]:
-    """The backend's list price of each segment of the plan (each is billed as one call, overlap included), by index."""
-    return {s.index: backend.estimate_cost_usd(s.sent_duration_s, width, height) for s in plan.segments}
 
 
 @flow(name="modify-video", description="Restyles a video of any length through a modify-video service.")
@@ -214,20 +190,14 @@ def _modify_fetched_video(
             source, ", ".join(info.dropped_streams),
         )
 
-    backend = create_checked_backend(params)
+    run = plan_run(params, info, planner=plan_video_segments)
+    backend, plan, seams, estimate = run.backend, run.plan, run.seams, run.estimate_usd
     for warning in backend.prompt_warnings(params.prompt):
         logger.warning(warning)
-    cap = min(params.max_segment_seconds or backend.max_segment_seconds, backend.max_segment_seconds)
-    concurrency = params.concurrency or backend.max_concurrency
-    seams = params.seams.resolved_for(backend)
-    plan = plan_video_segments(info, cap, seams.overlap_frames)
-    width, height = service_size(info, backend.max_dimension)
-    estimates = segment_cost_estimates(backend, plan, width, height)
-    estimate = sum(estimates.values())
     logger.info(
         "%s: %d frames at %s fps -> %d segments under %.1f s (%.2f s of overlaps), %dx%d to %s, estimated $%.2f",
-        source, info.frames, info.frame_rate, len(plan.segments), cap, plan.overlap_s, width, height,
-        backend.name, estimate,
+        source, info.frames, info.frame_rate, len(plan.segments), run.max_segment_seconds, plan.overlap_s,
+        *run.sent_size, backend.name, estimate,
     )
 
     if params.max_cost_usd is not None and estimate > params.max_cost_usd:
@@ -239,27 +209,8 @@ def _modify_fetched_video(
     output.parent.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix=f".{output.stem}.work-", dir=output.parent))
     store = ResultStore(params.store_dir)
-    settings = ModifySettings(
-        prompt=params.prompt,
-        mode=params.mode,
-        first_frame=first_frame,
-        first_frame_sha256=sha256_of_file(Path(first_frame)) if first_frame else None,
-        backend=params.backend,
-        backend_name=backend.name,
-        model=backend.model,
-        source_sha256=sha256_of_file(Path(source)),
-        sent_size=(width, height),
-        store_dir=store.location,
-        work_dir=str(work_dir),
-        run_key=uuid.uuid4().hex,
-        refresh=params.refresh,
-        max_cost_usd=params.max_cost_usd,
-        concurrency=concurrency,
-        reference_frame=(
-            str(write_frame_image(source, 0, work_dir / "reference.png"))
-            if first_frame and backend.uses_reference_frame
-            else None
-        ),
+    settings = ModifySettings.for_run(
+        params, run, source=source, first_frame=first_frame, store=store, work_dir=work_dir, mode=params.mode
     )
     progress_id = create_progress_artifact(
         progress=0.0, key="modify-video-progress", description=f"Segments done of {len(plan.segments)}."
@@ -271,7 +222,7 @@ def _modify_fetched_video(
             retry_delay_seconds=exponential_backoff(retries.retry_delay_seconds) if retries.retry_delay_seconds else 0,
         )
         rows, extracted, conformed, failures = _run_segments(
-            plan, info, settings, backend, progress_id, modify_task, estimates, seams.sequential
+            plan, info, settings, backend, progress_id, modify_task, run.estimates_usd, seams.sequential
         )
         billed = ledger.billed(settings.run_key)
         summary = RunSummary(
@@ -338,7 +289,7 @@ def _run_segments(
     conformed: dict[int, str] = {}
     extracted_clips: dict[int, str] = {}
     failures: list[str] = []
-    size = service_size(info, backend.max_dimension)
+    size = settings.sent_size
     keys: dict[int, str] = {}
     for segment in plan.segments:
         first_frame_key = settings.first_frame_sha256 if segment.index == 0 else None

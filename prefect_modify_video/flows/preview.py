@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import uuid
 from fractions import Fraction
 from pathlib import Path
 
@@ -39,10 +38,8 @@ from prefect.logging import get_run_logger
 from pydantic import BaseModel, Field, create_model, field_validator
 
 from prefect_modify_video.errors import InvalidInputError, ModifyVideoError
-from prefect_modify_video.flows.modify_video import create_checked_backend, segment_cost_estimates
 from prefect_modify_video.media.conform import conform_clip
-from prefect_modify_video.media.extract import service_size, write_frame_image
-from prefect_modify_video.media.files import atomic_copy, sha256_of_file
+from prefect_modify_video.media.files import atomic_copy
 from prefect_modify_video.media.plan import MIN_SEGMENT_SECONDS, Segment, SegmentPlan, max_frames_under
 from prefect_modify_video.media.preview import label_font, tile_size, write_grid_video, write_tile_strip
 from prefect_modify_video.media.probe import VideoInfo, check_image
@@ -51,6 +48,7 @@ from prefect_modify_video.providers.base import Mode
 from prefect_modify_video.storage.blocks import deliver_output
 from prefect_modify_video.storage.download import fetch_source
 from prefect_modify_video.storage.locations import is_remote, is_url, join_location, location_name, sibling_location
+from prefect_modify_video.run_plan import plan_run
 from prefect_modify_video.store import ResultStore
 from prefect_modify_video.tasks import (
     conform_modified_segment,
@@ -237,17 +235,16 @@ def preview_modes(params: PreviewParameters) -> PreviewResult:
         if params.first_frame:
             first_frame = str(check_image(fetch_source(params.first_frame, work / "first-frame", kind="image")))
         info = probe_source_video(source)
-        # The same checks as the full run (a key, an upload store when the service needs one).
-        run_params = ModifyVideoParameters(source=source, backend=params.backend)
-        backend = create_checked_backend(run_params)
-        cap = min(params.max_segment_seconds or backend.max_segment_seconds, backend.max_segment_seconds)
-        # Planned as the full run plans, so an excerpt at frame 0 is its first segment, reused by it.
-        plan = plan_video_segments(info, cap, run_params.resolved_overlap_frames(backend))
-        segment, reusable = choose_excerpt(info, plan, params.start_s, params.end_s, cap)
-        width, height = service_size(info, backend.max_dimension)
-        call_estimate = backend.estimate_cost_usd(segment.sent_duration_s, width, height)
-        full_estimate = sum(segment_cost_estimates(backend, plan, width, height).values())
-        first_estimate = backend.estimate_cost_usd(plan.segments[0].sent_duration_s, width, height)
+        # Planned (and checked) as the full run plans, so an excerpt at frame 0 is its first segment, reused by it.
+        run_params = ModifyVideoParameters(
+            **params.model_dump(include=set(PreviewRunFields.model_fields) - {"preset", "source"}), source=source
+        )
+        run = plan_run(run_params, info, planner=plan_video_segments)
+        backend, plan = run.backend, run.plan
+        segment, reusable = choose_excerpt(info, plan, params.start_s, params.end_s, run.max_segment_seconds)
+        call_estimate = backend.estimate_cost_usd(segment.sent_duration_s, *run.sent_size)
+        full_estimate = run.estimate_usd
+        first_estimate = run.estimates_usd[0]
         logger.info(
             "excerpt %.3f-%.3f s (%d frames)%s; %d modes at about $%.2f each",
             segment.start_s, segment.end_s, segment.frames,
@@ -255,35 +252,18 @@ def preview_modes(params: PreviewParameters) -> PreviewResult:
         )
 
         store = ResultStore(params.store_dir)
-        run_key = uuid.uuid4().hex
-        reference = (
-            str(write_frame_image(source, 0, work / "reference.png")) if first_frame and backend.uses_reference_frame else None
-        )
         extracted = extract_video_segment(
             info=info, segment=segment, work_dir=str(work), max_dimension=backend.max_dimension,
             max_bytes=backend.max_upload_bytes,
         )
         futures = {}
-        source_sha256 = sha256_of_file(Path(source))
         sent_first_frame = first_frame if segment.first_frame == 0 else None
+        # One run key for every mode: max_cost_usd holds for the whole preview.
+        run_settings = ModifySettings.for_run(
+            run_params, run, source=source, first_frame=first_frame, store=store, work_dir=work, mode=params.modes[0]
+        )
         for mode in params.modes:
-            settings = ModifySettings(
-                prompt=params.prompt,
-                mode=mode,
-                first_frame=first_frame,
-                first_frame_sha256=sha256_of_file(Path(first_frame)) if first_frame else None,
-                backend=params.backend,
-                backend_name=backend.name,
-                model=backend.model,
-                source_sha256=source_sha256,
-                sent_size=(width, height),
-                store_dir=store.location,
-                work_dir=str(work / "modes" / mode),
-                run_key=run_key,
-                max_cost_usd=params.max_cost_usd,
-                concurrency=backend.max_concurrency,
-                reference_frame=reference,
-            )
+            settings = run_settings.model_copy(update={"mode": mode, "work_dir": str(work / "modes" / mode)})
             key = segment_key(settings, segment, settings.first_frame_sha256 if sent_first_frame else None)
             modified = modify_video_segment.submit(
                 clip=extracted, segment=segment, settings=settings, key=key, estimated_cost_usd=call_estimate,

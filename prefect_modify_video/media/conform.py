@@ -1,4 +1,4 @@
-"""Checking a service's answer and bringing it back to the source's frame rate, size and frame count.
+"""Bringing a service's answer back to the source's frame rate, size and frame count.
 
 Conformed clips all share one codec setup (``CONFORM_ENCODE``), so they join by stream copy.
 Every function here writes its output atomically (``media.files.atomic_write``).
@@ -12,7 +12,6 @@ from pathlib import Path
 
 import ffmpeg
 
-from prefect_modify_video.errors import ClipValidationError, InvalidInputError
 from prefect_modify_video.media.ffmpeg import write_with_ffmpeg
 from prefect_modify_video.media.plan import Segment
 from prefect_modify_video.media.probe import VideoInfo, probe_video
@@ -21,39 +20,11 @@ from prefect_modify_video.media.probe import VideoInfo, probe_video
 LOCAL_ENCODE = {"vcodec": "libx264", "preset": "ultrafast", "crf": 14, "pix_fmt": "yuv420p"}
 # Conformed clips are what the user gets: x264's default speed, a quality close to the source's.
 CONFORM_ENCODE = {"vcodec": "libx264", "preset": "medium", "crf": 18, "pix_fmt": "yuv420p"}
-# Bumped whenever conform's output changes, so cached results made by an older one are not reused.
-CONFORM_VERSION = "1"
 
 
 def track_timescale(frame_rate: Fraction) -> int:
     """An MP4 timescale in which every frame lasts a whole number of ticks (at least 10 000)."""
     return frame_rate.numerator * math.ceil(10_000 / frame_rate.numerator)
-
-
-def length_tolerance_seconds(segment: Segment) -> float:
-    """How far a returned clip's length may be from its segment's: 0.5 s or 15 %, whichever is more."""
-    return max(0.5, 0.15 * segment.sent_duration_s)
-
-
-def check_returned_clip(clip: Path, segment: Segment, tolerance_s: float | None = None) -> VideoInfo:
-    """Checks that a service's answer is a video with frames and about the segment's length.
-
-    Raises:
-        ClipValidationError: it is not a video, has no frames, or its length is off by more
-            than ``tolerance_s`` (default ``length_tolerance_seconds(segment)``).
-    """
-    try:
-        returned = probe_video(clip)
-    except InvalidInputError as error:
-        raise ClipValidationError(f"segment {segment.name}: the answer is not a usable video: {error}") from error
-    tolerance = length_tolerance_seconds(segment) if tolerance_s is None else tolerance_s
-    seconds = returned.frames / returned.fps
-    if abs(seconds - segment.sent_duration_s) > tolerance:
-        raise ClipValidationError(
-            f"segment {segment.name}: the answer lasts {seconds:.2f} s but the segment "
-            f"{segment.sent_duration_s:.2f} s (tolerance {tolerance:.2f} s)"
-        )
-    return returned
 
 
 def conform_clip(clip: Path, info: VideoInfo, segment: Segment, destination: Path) -> Path:

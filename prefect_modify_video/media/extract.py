@@ -18,6 +18,9 @@ from prefect_modify_video.media.probe import VideoInfo, frame_seek_seconds, prob
 
 logger = logging.getLogger(__name__)
 
+EXTRACT_VERSION = "1"
+"""Bumped whenever what is sent for a frame range changes (frame selection, size rules, filters), so
+that answers to other input are not reused (it is part of every segment's store key)."""
 # Extracted clips go to a service that re-encodes them: fast, but visually lossless.
 EXTRACT_ENCODE = {"vcodec": "libx264", "preset": "veryfast", "crf": 16, "pix_fmt": "yuv420p"}
 

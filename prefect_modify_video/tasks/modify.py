@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,7 +50,8 @@ from prefect_modify_video.errors import (
     SubmitOutcomeUnknownError,
 )
 from prefect_modify_video.blocks.credentials import build_backend
-from prefect_modify_video.parameters import BackendSpec
+from prefect_modify_video.media.extract import EXTRACT_VERSION, write_frame_image
+from prefect_modify_video.parameters import BackendSpec, ModifyVideoParameters
 from prefect_modify_video.media.answers import covered_frames, join_answers, last_frame_image, remainder_clip
 from prefect_modify_video.media.files import sha256_of_file
 from prefect_modify_video.media.plan import Segment
@@ -63,11 +65,9 @@ from prefect_modify_video.providers.base import (
     seconds_until,
     wait_for_job,
 )
+from prefect_modify_video.run_plan import RunPlan
 from prefect_modify_video.store import ResultStore, cache_key
 
-EXTRACT_VERSION = "1"
-"""Bumped whenever what is sent for a frame range changes (extraction, size rules), so that
-results made from other input are not reused."""
 MAX_RATE_LIMIT_PAUSE_SECONDS = 120.0
 """Longest a refused create waits for the service's reset time before its try fails and Prefect retries."""
 MAX_REMAINDERS = 3
@@ -185,6 +185,41 @@ class ModifySettings(BaseModel):
     reference_frame: str | None = None
     max_cost_usd: float | None = None
     concurrency: int = Field(default=4, description="Paid calls of the run in flight at once.")
+
+    @classmethod
+    def for_run(
+        cls,
+        params: ModifyVideoParameters,
+        run: RunPlan,
+        *,
+        source: str,
+        first_frame: str | None,
+        store: ResultStore,
+        work_dir: Path,
+        mode: Mode,
+    ) -> ModifySettings:
+        """The settings of a planned run over the local ``source`` (the preview makes one per ``mode``)."""
+        reference = None
+        if first_frame and run.backend.uses_reference_frame:
+            reference = str(write_frame_image(source, 0, Path(work_dir) / "reference.png"))
+        return cls(
+            prompt=params.prompt,
+            mode=mode,
+            first_frame=first_frame,
+            first_frame_sha256=sha256_of_file(first_frame) if first_frame else None,
+            backend=params.backend,
+            backend_name=run.backend.name,
+            model=run.backend.model,
+            source_sha256=sha256_of_file(source),
+            sent_size=run.sent_size,
+            store_dir=store.location,
+            work_dir=str(work_dir),
+            run_key=uuid.uuid4().hex,
+            refresh=params.refresh,
+            max_cost_usd=params.max_cost_usd,
+            concurrency=run.concurrency,
+            reference_frame=reference,
+        )
 
 
 class ModifiedSegment(BaseModel):
