@@ -64,7 +64,7 @@ def assert_reported_equals_billed(result, server, billed):
 
 @pytest.mark.parametrize("rate_limited_polls", [1, 4, 10])
 def test_rate_limited_polls_never_submit_again(rate_limited_polls, one_segment, tmp_path, server):
-    server.script("fal", [Fault.rate_limited(0.1)] * rate_limited_polls, on="poll")
+    server.script("fal", [Fault.rate_limited(0.1, retry_after=True)] * rate_limited_polls, on="poll")
     result = run(one_segment, tmp_path, server)
     assert server.stats("fal").calls == 1, "a rate-limited poll must never lead to a second create"
     assert_reported_equals_billed(result, server, 1)

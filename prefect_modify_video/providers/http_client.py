@@ -111,7 +111,8 @@ async def retry_idempotent(
                 wait = (exc.retry_at - datetime.now(timezone.utc)).total_seconds()
                 if wait > MAX_RETRY_WAIT_SECONDS:
                     raise
-                delay = max(delay, wait)
+                # The service said when: that, not a guess (Segmind's header, Replicate's body, Retry-After).
+                delay = max(wait, 0.05)
             attempt += 1
             logger.warning(
                 "%s: %s failed (%s); retry %d of %d in %.1f s",
