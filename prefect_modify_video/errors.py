@@ -6,6 +6,7 @@ The tree, so that a reader can see what an ``except`` clause catches::
     ├── InvalidInputError            bad source, first frame, parameter or output path
     ├── FfmpegError                  ffmpeg or ffprobe failed on a file we made
     ├── BudgetExceededError          a paid call would take the run past max_cost_usd
+    ├── DamagedStoreError            a saved job record in the result store cannot be read
     └── ProviderError                anything a modify-video service did
         ├── RetryableProviderError   worth another try of the same segment
         │   ├── RateLimitedError         429; carries ``retry_at``
@@ -49,6 +50,10 @@ class FfmpegError(ModifyVideoError):
 
 class BudgetExceededError(ModifyVideoError):
     """Raised when a run's estimate, or its next paid call, would pass ``max_cost_usd``."""
+
+
+class DamagedStoreError(ModifyVideoError):
+    """Raised when a saved job record in the result store cannot be read (it is set aside, not trusted)."""
 
 
 class ProviderError(ModifyVideoError):

@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from prefect_modify_video.errors import DamagedStoreError
 from prefect_modify_video.media.files import atomic_copy, atomic_write, sha256_of_file
 from prefect_modify_video.storage.blocks import delete_block_file, deliver_output, download_block_file
 from prefect_modify_video.storage.locations import BlockReference, is_block_reference, parse_block_reference
@@ -104,7 +105,8 @@ class ResultStore:
         """The stored clip for ``key``, or ``None``.
 
         A clip whose bytes no longer match the checksum in its record (a damaged disk or object)
-        is set aside, renamed with a ``.damaged`` suffix and reported, and counts as missing.
+        is set aside (renamed ``<name>.damaged-<time>``, reported) and counts as missing; a store in
+        a block is then asked again for its copy.
 
         Raises:
             InvalidInputError: the store's block cannot be read (a miss would mean paying again).
@@ -112,21 +114,34 @@ class ResultStore:
         path = self.clip_path(key)
         if not (self._fetch(path.with_suffix(".json")) and self._fetch(path)):
             return None
-        expected = self.record(key).get("answer_sha256")
-        if expected and sha256_of_file(path) != expected:
-            damaged = path.with_name(f"{path.name}.damaged-{int(time.time())}")
-            os.replace(path, damaged)
-            logger.warning(
-                "the stored clip %s does not match its record's checksum; set aside as %s and treated as missing",
-                path, damaged,
-            )
-            return None
-        return path
+        record = self.record(key)
+        if not record:
+            return None  # the record marks a clip complete: a damaged one was just set aside
+        expected = record.get("answer_sha256")
+        if not expected or sha256_of_file(path) == expected:
+            return path
+        self._set_aside(path, "does not match the checksum in its record")
+        if self._fetch(path) and sha256_of_file(path) == expected:
+            return path
+        return None
 
     def record(self, key: str) -> dict:
-        """What was recorded with the clip of ``key`` (empty when none)."""
+        """What was recorded with the clip of ``key`` (empty when none, or when it is damaged: then set aside)."""
         meta = self.clip_path(key).with_suffix(".json")
-        return json.loads(meta.read_text()) if self._fetch(meta) else {}
+        if not self._fetch(meta):
+            return {}
+        try:
+            return json.loads(meta.read_text())
+        except (ValueError, UnicodeDecodeError):
+            self._set_aside(meta, "is not a readable record")
+            return {}
+
+    def _set_aside(self, path: Path, problem: str) -> Path:
+        """Renames a damaged store file out of the way (kept, for inspection) and reports it."""
+        damaged = path.with_name(f"{path.name}.damaged-{time.time_ns()}")
+        os.replace(path, damaged)
+        logger.warning("the store file %s %s; set aside as %s and treated as missing", path, problem, damaged)
+        return damaged
 
     def put(self, key: str, clip: Path, record: dict) -> Path:
         """Copies a validated clip into the store, then its record (the record marks it complete)."""
@@ -144,12 +159,26 @@ class ResultStore:
         self._upload(path)
 
     def load_job(self, key: str) -> dict | None:
-        """The saved unfinished job of ``key``, or ``None``."""
+        """The saved job of ``key``, or ``None``.
+
+        Raises:
+            DamagedStoreError: the job file cannot be read; it is set aside (the job it named may
+                have been paid for, so nothing is sent blindly in its place).
+        """
         path = self.root / "jobs" / f"{key}.json"
         if not self._fetch(path):
             return None
-        text = path.read_text().strip()
-        return json.loads(text) if text else None
+        try:
+            job = json.loads(path.read_text())
+            if not isinstance(job, dict):
+                raise ValueError("not an object")
+            return job
+        except (ValueError, UnicodeDecodeError) as error:
+            damaged = self._set_aside(path, "is not a readable job record")
+            raise DamagedStoreError(
+                f"the saved job record {path} was damaged ({error}) and is set aside as {damaged}; the job it named "
+                "may have been accepted and billed. Check the service's dashboard, then re-run: the segment is sent again"
+            ) from error
 
     def forget_job(self, key: str) -> None:
         """Drops the saved job of ``key``."""
