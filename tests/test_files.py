@@ -55,3 +55,13 @@ def test_a_copy_has_the_same_content_and_leaves_no_temporary_file(tmp_path):
 )
 def test_one_sniffer_names_containers_and_images(head, media_format):
     assert sniff_media(head) == media_format
+
+
+def test_check_free_space_refuses_a_folder_without_room(tmp_path):
+    from prefect_modify_video.errors import InvalidInputError
+    from prefect_modify_video.media.files import check_free_space
+
+    check_free_space({tmp_path / "not-yet" / "there": 1, tmp_path: 1})
+    with pytest.raises(InvalidInputError, match="needs about .* GB here .* free"):
+        # Two folders on one file system: their needs add up.
+        check_free_space({tmp_path / "a": 10**18 // 2, tmp_path / "b": 10**18 // 2 + 1})

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from prefect_modify_video.blocks.presets import load_preset
 from prefect_modify_video.errors import BudgetExceededError, ModifyVideoError
 from prefect_modify_video.media.join import check_output_path
+from prefect_modify_video.media.files import check_free_space
 from prefect_modify_video.media.plan import SegmentPlan
 from prefect_modify_video.media.probe import VideoInfo, check_image, probe_video
 from prefect_modify_video.parameters import ModifyVideoParameters
@@ -206,9 +207,13 @@ def _modify_fetched_video(
             f"max_cost_usd=${params.max_cost_usd:.2f}; raise the budget or use a cheaper backend or model"
         )
 
+    store = ResultStore(params.store_dir)
+    # Before paying: room for the work files and the output beside it, and for the answers in the store
+    # (a rough measure: the source's size three times, and once).
+    source_bytes = Path(source).stat().st_size
+    check_free_space({output.parent: 3 * source_bytes, store.root: source_bytes})
     output.parent.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix=f".{output.stem}.work-", dir=output.parent))
-    store = ResultStore(params.store_dir)
     settings = ModifySettings.for_run(
         params, run, source=source, first_frame=first_frame, store=store, work_dir=work_dir, mode=params.mode
     )

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from prefect_modify_video.errors import InvalidInputError
+
 VIDEO_FORMATS = {
     "mp4": ".mp4", "matroska": ".mkv", "avi": ".avi", "mpegts": ".ts", "mpegps": ".mpg",
     "flv": ".flv", "ogg": ".ogv", "asf": ".wmv",
@@ -119,3 +121,36 @@ def sha256_of_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
         while chunk := handle.read(chunk_bytes):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def check_free_space(needs: dict[Path, int]) -> None:
+    """Refuses, before any work, folders without room for what a run will write there.
+
+    Folders on the same file system have their needs added up.
+
+    Args:
+        needs: Bytes the run will write under each folder (folders that do not exist yet are
+            measured at their nearest existing parent).
+
+    Raises:
+        InvalidInputError: naming the folder, what is needed and what is free.
+
+    Example:
+        >>> check_free_space({Path("."): 1})
+    """
+    by_device: dict[int, tuple[Path, int]] = {}
+    for folder, amount in needs.items():
+        existing = Path(folder).expanduser().absolute()
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        device = os.stat(existing).st_dev
+        _, total = by_device.get(device, (existing, 0))
+        by_device[device] = (existing, total + amount)
+    for existing, amount in by_device.values():
+        free = shutil.disk_usage(existing).free
+        if free < amount:
+            raise InvalidInputError(
+                f"{existing}: the run needs about {amount / 1e9:.2f} GB here (work files, answers, the output) "
+                f"and {free / 1e9:.2f} GB are free; free some space or choose another output or store folder "
+                "(nothing was sent: nothing is lost)"
+            )
