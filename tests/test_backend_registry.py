@@ -15,7 +15,7 @@ from prefect_modify_video.blocks import (
     credentials_block_for,
 )
 from prefect_modify_video.errors import InvalidInputError
-from prefect_modify_video.flows.parameters import BackendSpec, BackendName
+from prefect_modify_video.parameters import BackendSpec, BackendName
 from prefect_modify_video.providers.base import ModifyBackend
 from prefect_modify_video.providers.luma import LumaBackend
 from prefect_modify_video.providers.registry import BACKEND_NAMES, BACKENDS, backend_class

@@ -28,7 +28,7 @@ from prefect_modify_video.errors import (
     SubmitOutcomeUnknownError,
 )
 from prefect_modify_video.blocks import build_backend
-from prefect_modify_video.flows.parameters import BackendSpec
+from prefect_modify_video.parameters import BackendSpec
 from prefect_modify_video.providers import registry
 from prefect_modify_video.providers.base import JobState, ModifyJob, ModifyRequest, wait_for_job
 from prefect_modify_video.providers.fal import FalBackend

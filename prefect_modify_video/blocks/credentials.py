@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 from abc import ABC
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 
 from prefect.blocks.abstract import CredentialsBlock
 from prefect_modify_video.errors import InvalidInputError
+from prefect_modify_video.parameters import BackendSpec
 from prefect_modify_video.providers.base import ModifyBackend
 from prefect_modify_video.providers.fal import FalBackend
 from prefect_modify_video.providers.luma import LumaBackend
@@ -22,9 +23,6 @@ from prefect_modify_video.providers.registry import BACKENDS, backend_class
 from prefect_modify_video.providers.replicate import ReplicateBackend
 from prefect_modify_video.providers.segmind import SegmindBackend
 from prefect_modify_video.providers.uploaders import BlockUploader, HttpPutUploader
-
-if TYPE_CHECKING:
-    from prefect_modify_video.flows.parameters import BackendSpec
 
 
 def _base_url_field(default: str) -> Any:
