@@ -187,3 +187,26 @@ def test_all_is_pinned_sorted_and_complete(package):
     assert module.__all__ == public_members(module), "every public name is in __all__ and nothing else"
     for name in module.__all__:
         assert getattr(module, name) is not None
+
+
+LAYERS = ["errors", "media", "storage", "providers", "testing", "parameters", "blocks", "run_plan", "store",
+          "progress", "tasks", "flows", "cli"]
+"""The package's layers, lowest first: a module imports only from its own layer or lower ones."""
+
+
+def test_layers_point_one_way():
+    import ast
+
+    package = Path(prefect_modify_video.__file__).parent
+    upward = []
+    for path in package.rglob("*.py"):
+        relative = path.relative_to(package.parent).with_suffix("").parts
+        if len(relative) < 2 or relative[1] == "__init__":
+            continue  # the package's __init__ re-exports the public names of every layer
+        source_layer = LAYERS.index(relative[1])
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("prefect_modify_video."):
+                target = node.module.split(".")[1]
+                if LAYERS.index(target) > source_layer:
+                    upward.append(f"{'/'.join(relative)} imports {node.module}")
+    assert not upward, "imports pointing up the layers:\n" + "\n".join(upward)
