@@ -150,6 +150,10 @@ def trimmed(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("name", LIES)
 def test_probe_takes_length_and_rate_from_the_packets(honest, tmp_path, name):
     info = probe_video(liar(name, honest, tmp_path))
+    header_seconds = SECONDS * LIES[name][0]
+    assert info.header_mismatch == (
+        f"its header says {FRAMES} frames in {header_seconds:.3f} s but its packets hold {FRAMES} frames in 4.000 s"
+    )
     assert info.frames == FRAMES
     assert info.duration_s == pytest.approx(SECONDS, abs=0.01)
     assert info.frame_rate == f"{FPS}/1"
@@ -159,6 +163,7 @@ def test_probe_takes_length_and_rate_from_the_packets(honest, tmp_path, name):
 def test_probe_counts_only_the_frames_an_edit_list_shows(trimmed):
     info = probe_video(trimmed)
     assert (info.frames, info.frame_rate, info.is_vfr) == (105, f"{FPS}/1", False)
+    assert info.header_mismatch == "its header says 120 frames in 3.500 s but its packets hold 105 frames in 3.500 s"
     assert info.duration_s == pytest.approx(3.5, abs=0.01)
 
 
@@ -166,10 +171,11 @@ def test_probe_of_an_honest_file_is_unchanged(honest):
     info = probe_video(honest)
     assert (info.frames, info.frame_rate, info.is_vfr) == (FRAMES, f"{FPS}/1", False)
     assert info.duration_s == pytest.approx(SECONDS, abs=1e-6)
+    assert info.header_mismatch == ""
 
 
 @pytest.mark.parametrize("name", [*LIES, "trimmed-with-c-copy"])
-def test_output_has_the_real_frames_rate_and_audio(honest, trimmed, tmp_path, name):
+def test_output_has_the_real_frames_rate_and_audio(honest, trimmed, tmp_path, caplog, name):
     source = trimmed if name == "trimmed-with-c-copy" else liar(name, honest, tmp_path)
     frames, seconds, rate = video_frames(source)
     assert rate == pytest.approx(FPS, abs=0.01)
@@ -179,6 +185,9 @@ def test_output_has_the_real_frames_rate_and_audio(honest, trimmed, tmp_path, na
         max_segment_seconds=2, store_dir=str(tmp_path / "store"),
     ))
     assert Path(result.output) == output
+    assert [r.getMessage() for r in caplog.records if "its header says" in r.getMessage()] == [
+        f"{source}: {probe_video(source).header_mismatch}; the packets' timing is used"
+    ]
     assert video_frames(output) == (frames, pytest.approx(seconds, abs=0.01), pytest.approx(FPS, abs=0.01))
     assert result.frames == frames
     assert audio_seconds(output) == pytest.approx(audio_seconds(source), abs=0.001)

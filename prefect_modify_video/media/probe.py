@@ -64,6 +64,11 @@ class VideoInfo(BaseModel):
         "audio priming); frame k is at start_offset_s + k / frame_rate.",
     )
     audio_streams: list[AudioStreamInfo] = Field(default_factory=list, description="Audio streams.")
+    header_mismatch: str = Field(
+        default="",
+        description="How the header's frame count or duration disagreed with the packets (whose timing is used), "
+        "or empty.",
+    )
     dropped_streams: list[str] = Field(
         default_factory=list,
         description="Streams the output does not carry (subtitles, data, cover art, other video), as 'type:codec'.",
@@ -245,7 +250,7 @@ def probe_video(path: str | Path) -> VideoInfo:
     if mismatch := _header_disagrees(frames, duration, packets):
         # A header can lie (a patched or badly written MP4, an edit list cutting frames the header
         # still counts): players follow the packets' timestamps, and so does the output.
-        logger.warning("%s: %s; using the packets' timing", path, mismatch)
+        logger.debug("%s: %s; using the packets' timing", path, mismatch)
         frames, duration = packets.shown, packets.seconds
     if frames <= 0 or duration <= 0:
         raise InvalidInputError(f"{path}: the video stream has no frames; give a video with content")
@@ -310,6 +315,7 @@ def probe_video(path: str | Path) -> VideoInfo:
         ],
         start_offset_s=max(0.0, _seconds(video.get("start_time")) - _seconds(fmt.get("start_time"))),
         audio_streams=audio,
+        header_mismatch=mismatch or "",
     )
 
 
