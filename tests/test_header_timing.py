@@ -5,8 +5,8 @@ case ``tkhd`` and ``mvhd`` too) is patched to say 1 s, or 3.6 s. Players show 4 
 packets' timestamps say so. The probe once believed the header and made 120 fps for 1 s (or 33.3 fps
 for 3.6 s) with 4 s of audio, and exited 0. (A header claiming more than the samples hold is capped
 by ffmpeg's MP4 reader itself.) The same happened to an everyday file: a ``-c copy`` cut whose edit
-list hides frames its header still counts (120 frames at 34.3 fps for 3.5 s instead of 105 at 30). Every check below is made with ffprobe and ffmpeg, not
-with the package's own probe.
+list hides frames its header still counts (120 frames at 34.3 fps for 3.5 s instead of 105 at 30).
+The outputs are checked with ffprobe and ffmpeg, not with the package's own probe.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,8 @@ def lie_about_length(source: Path, target: Path, factor: float, *, every_header:
             tracks += 1
         if data[offset + 8] != 0:  # version 1 (64-bit times): not written by ffmpeg for short files
             continue
-        # Version 0 layouts: mvhd/mdhd: flags, created, modified, timescale, duration; tkhd: ..., id, reserved, duration.
+        # Version 0 layouts: mvhd/mdhd: flags, created, modified, timescale, duration;
+        # tkhd: flags, created, modified, track id, reserved, duration.
         field = {"mdhd": 24, "tkhd": 28, "mvhd": 24}.get(kind)
         if field is None or (kind != "mvhd" and tracks != 1) or (kind != "mdhd" and not every_header):
             continue
@@ -192,3 +194,19 @@ def test_output_has_the_real_frames_rate_and_audio(honest, trimmed, tmp_path, ca
     assert result.frames == frames
     assert audio_seconds(output) == pytest.approx(audio_seconds(source), abs=0.001)
     assert audio_md5(output) == audio_md5(source)
+
+
+def test_reading_the_packets_of_an_hour_stays_fast(tmp_path):
+    """An hour at 30 fps (108,000 packets, looped with -c copy): the packets are read, not decoded."""
+    ten, hour = tmp_path / "ten.mp4", tmp_path / "hour.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=size=64x36:rate=30:duration=10", "-c:v", "libx264", "-preset", "ultrafast", "-g", "30",
+                    str(ten)], check=True)
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-stream_loop", "359", "-i", str(ten), "-c", "copy",
+                    str(hour)], check=True)
+    started = time.monotonic()
+    info = probe_video(hour)
+    elapsed = time.monotonic() - started
+    assert (info.frames, info.frame_rate, info.header_mismatch) == (108_000, "30/1", "")
+    assert info.duration_s == pytest.approx(3600, abs=0.1)
+    assert elapsed < 20, f"{elapsed:.1f} s"  # about 2 s on 2 busy cores; decoding it would take minutes
