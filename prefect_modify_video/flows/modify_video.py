@@ -34,6 +34,7 @@ from prefect_modify_video.storage.locations import (
     parse_block_reference,
     sibling_location,
 )
+from prefect_modify_video.storage.scratch import make_scratch_dir, remove_dead_scratch_dirs
 from prefect_modify_video.run_plan import create_checked_backend, plan_run
 from prefect_modify_video.store import ResultStore
 from prefect_modify_video.tasks import (
@@ -139,6 +140,21 @@ def check_inputs(params: ModifyVideoParameters) -> None:
     create_checked_backend(params)
 
 
+FETCH_PREFIX = "modify-video-fetch-"
+"""The fetch folders in the system temp folder (a downloaded source, first frame, remote output)."""
+WORK_PATTERN = ".*.work-*"
+"""The hidden work folders beside an output (``.<stem>.work-XXXX``: extracted and conformed clips)."""
+
+
+def _remove_dead_runs_folders(pattern: str, parent: Path | None) -> None:
+    """Removes the folders named ``pattern`` in ``parent`` (the temp folder) that a run killed on this host left."""
+    removed = remove_dead_scratch_dirs(pattern, parent)
+    if removed:
+        get_run_logger().info(
+            "removed %d folder(s) left by runs that died: %s", len(removed), ", ".join(str(p) for p in removed)
+        )
+
+
 @flow(name="modify-video", description="Restyles a video of any length through a modify-video service.")
 def modify_video(params: ModifyVideoParameters) -> ModifyVideoResult:
     """Restyles a whole video: splits it into clips the service accepts, sends each once, joins them.
@@ -168,7 +184,8 @@ def modify_video(params: ModifyVideoParameters) -> ModifyVideoResult:
     started = time.monotonic()
     params = apply_preset(params)
     destination = params.resolved_output()
-    fetch_dir = Path(tempfile.mkdtemp(prefix="modify-video-fetch-"))
+    _remove_dead_runs_folders(f"{FETCH_PREFIX}*", None)
+    fetch_dir = make_scratch_dir(FETCH_PREFIX)
     try:
         return _modify_fetched_video(params, destination, fetch_dir, started)
     finally:
@@ -213,7 +230,8 @@ def _modify_fetched_video(
     source_bytes = Path(source).stat().st_size
     check_free_space({output.parent: 3 * source_bytes, store.root: source_bytes})
     output.parent.mkdir(parents=True, exist_ok=True)
-    work_dir = Path(tempfile.mkdtemp(prefix=f".{output.stem}.work-", dir=output.parent))
+    _remove_dead_runs_folders(WORK_PATTERN, output.parent)
+    work_dir = make_scratch_dir(f".{output.stem}.work-", output.parent)
     settings = ModifySettings.for_run(
         params, run, source=source, first_frame=first_frame, store=store, work_dir=work_dir, mode=params.mode
     )

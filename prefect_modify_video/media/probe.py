@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 from pydantic import BaseModel, Field
 
 from prefect_modify_video.errors import FfmpegError, InvalidInputError
 from prefect_modify_video.media.ffmpeg import FFPROBE, require_ffmpeg, run_ffmpeg
+
+logger = logging.getLogger(__name__)
 
 # A source whose average rate differs from its nominal rate by more than this is treated as VFR.
 VFR_TOLERANCE = 0.002
@@ -33,8 +37,13 @@ class VideoInfo(BaseModel):
     path: str = Field(description="The probed file.")
     container: str = Field(description="ffprobe's format name, e.g. mov,mp4,m4a,3gp,3g2,mj2.")
     size_bytes: int = Field(description="File size in bytes.")
-    duration_s: float = Field(description="Duration of the video stream in seconds.")
-    frames: int = Field(description="Exact number of video frames (packets counted when the header has none).")
+    duration_s: float = Field(
+        description="Duration of the video stream in seconds: the header's, or the packets' span where they disagree."
+    )
+    frames: int = Field(
+        description="Exact number of video frames shown: the header's, or the packets counted where the header "
+        "has none or disagrees with them."
+    )
     r_frame_rate: str = Field(description="Nominal frame rate as a fraction, e.g. 30000/1001.")
     avg_frame_rate: str = Field(description="Average frame rate as a fraction.")
     frame_rate: str = Field(description="Frame rate the output is made at, as a fraction.")
@@ -55,6 +64,11 @@ class VideoInfo(BaseModel):
         "audio priming); frame k is at start_offset_s + k / frame_rate.",
     )
     audio_streams: list[AudioStreamInfo] = Field(default_factory=list, description="Audio streams.")
+    header_mismatch: str = Field(
+        default="",
+        description="How the header's frame count or duration disagreed with the packets (whose timing is used), "
+        "or empty.",
+    )
     dropped_streams: list[str] = Field(
         default_factory=list,
         description="Streams the output does not carry (subtitles, data, cover art, other video), as 'type:codec'.",
@@ -108,46 +122,74 @@ def frame_seek_seconds(frame: int, frame_rate: str | Fraction, start_offset_s: f
     return max(0.0, start_offset_s + float((frame - Fraction(1, 4)) / Fraction(frame_rate)))
 
 
-def _readable_packets(path: Path, stream_index: int) -> int:
-    """How many packets of the stream can be read (one pass over the file, no decoding)."""
-    output = run_ffmpeg(
-        [
-            "-v", "error", "-select_streams", str(stream_index), "-count_packets",
-            "-show_entries", "stream=nb_read_packets", "-of", "csv=p=0", str(path),
-        ],
-        program=FFPROBE,
-    )
-    try:
-        return int(output.decode(errors="replace").strip().split(",")[0])
-    except ValueError:
-        return 0
+class PacketTiming(NamedTuple):
+    """What the packets of one stream say, read from the container without decoding."""
+
+    readable: int
+    """Packets that can be read, shown or not (a header listing more means the file is cut short)."""
+    shown: int
+    """Packets a player shows: those an edit list does not discard."""
+    seconds: float
+    """Time the shown packets span, from the first one's start to the last one's end."""
 
 
-def _packet_timing(path: Path, stream_index: int) -> tuple[int, float]:
-    """Counts the stream's packets and measures the time they span (for containers whose header lacks them)."""
+def _packet_timing(path: Path, stream_index: int) -> PacketTiming:
+    """Counts the stream's packets and measures the time the shown ones span.
+
+    One pass over the container (``ffprobe -show_entries packet``), no decoding: about a second for
+    a two-hour film. Packets an edit list discards (ffprobe flag ``D``, e.g. before the cut point of a
+    ``-c copy`` trim) are read but not shown; a packet without a duration lasts the mean frame time.
+    """
     output = run_ffmpeg(
         [
             "-v", "error", "-select_streams", str(stream_index),
-            "-show_entries", "packet=pts_time,duration_time", "-of", "csv=p=0", str(path),
+            "-show_entries", "packet=pts_time,duration_time,flags", "-of", "csv=p=0", str(path),
         ],
         program=FFPROBE,
     )
-    starts, ends = [], []
+    readable = shown = 0
+    starts: list[float] = []
+    durations: list[float | None] = []
     for line in output.decode(errors="replace").splitlines():
-        # Some containers (MPEG-TS) end each line with an empty field: "1.48,0.04,".
-        pts, duration = (line.split(",") + ["", ""])[:2]
+        if not line.strip():
+            continue
+        readable += 1
+        # Some containers (MPEG-TS) end each line with an empty field: "1.48,0.04,K_,".
+        pts, duration, flags = (line.split(",") + ["", "", ""])[:3]
+        if "D" in flags:
+            continue
+        shown += 1
         try:
             start = float(pts)
         except ValueError:
             continue
         starts.append(start)
         try:
-            ends.append(start + float(duration))
+            durations.append(float(duration))
         except ValueError:
-            ends.append(start)
+            durations.append(None)
     if not starts:
-        return 0, 0.0
-    return len(starts), max(ends) - min(starts)
+        return PacketTiming(readable, shown, 0.0)
+    mean = (max(starts) - min(starts)) / (len(starts) - 1) if len(starts) > 1 else 0.0
+    end = max(start + (mean if length is None else length) for start, length in zip(starts, durations))
+    return PacketTiming(readable, shown, end - min(starts))
+
+
+def _header_disagrees(frames: int, duration: float, packets: PacketTiming) -> str | None:
+    """How the header's frame count and duration disagree with the packets, or None when they agree.
+
+    They agree within 2 frames and 2 frame times (an AVI's empty first chunk, a last frame's rounded
+    duration), however long the file.
+    """
+    if packets.shown <= 1 or packets.seconds <= 0:
+        return None
+    frame_time = packets.seconds / packets.shown
+    if abs(frames - packets.shown) > 2 or abs(duration - packets.seconds) > 2 * frame_time + 1e-3:
+        return (
+            f"its header says {frames} frames in {duration:.3f} s but its packets hold "
+            f"{packets.shown} frames in {packets.seconds:.3f} s"
+        )
+    return None
 
 
 def probe_video(path: str | Path) -> VideoInfo:
@@ -194,18 +236,22 @@ def probe_video(path: str | Path) -> VideoInfo:
 
     r_rate = _fraction(video.get("r_frame_rate"))
     avg_rate = _fraction(video.get("avg_frame_rate"))
-    duration = float(video.get("duration") or 0.0)
+    duration = _seconds(video.get("duration"))
     frames = int(video.get("nb_frames") or 0)
-    if frames <= 0 or duration <= 0:
-        frames, packet_seconds = _packet_timing(path, int(video["index"]))
-        duration = duration if duration > 0 else packet_seconds
-    else:
-        # A header may list frames the file no longer holds (a copy cut short, a faststart MP4).
-        readable = _readable_packets(path, int(video["index"]))
-        if readable < frames - max(2, 0.01 * frames):
-            raise InvalidInputError(
-                f"{path}: its header lists {frames} frames but only {readable} can be read: {TRUNCATED_HINT}"
-            )
+    packets = _packet_timing(path, int(video["index"]))
+    # A header may list frames the file no longer holds (a copy cut short, a faststart MP4).
+    if frames > 0 and packets.readable < frames - max(2, 0.01 * frames):
+        raise InvalidInputError(
+            f"{path}: its header lists {frames} frames but only {packets.readable} can be read: {TRUNCATED_HINT}"
+        )
+    # Where the container gives no count or no length (MKV, WebM, MPEG-TS), the packets do.
+    frames = frames if frames > 0 else packets.shown
+    duration = duration if duration > 0 else packets.seconds
+    if mismatch := _header_disagrees(frames, duration, packets):
+        # A header can lie (a patched or badly written MP4, an edit list cutting frames the header
+        # still counts): players follow the packets' timestamps, and so does the output.
+        logger.debug("%s: %s; using the packets' timing", path, mismatch)
+        frames, duration = packets.shown, packets.seconds
     if frames <= 0 or duration <= 0:
         raise InvalidInputError(f"{path}: the video stream has no frames; give a video with content")
     if frames == 1:
@@ -269,6 +315,7 @@ def probe_video(path: str | Path) -> VideoInfo:
         ],
         start_offset_s=max(0.0, _seconds(video.get("start_time")) - _seconds(fmt.get("start_time"))),
         audio_streams=audio,
+        header_mismatch=mismatch or "",
     )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
 
 from prefect_modify_video.media.conform import conform_clip
 from prefect_modify_video.media.extract import extract_segment, write_frame_image
@@ -39,7 +40,10 @@ def probe_source_video(source: str) -> VideoInfo:
             return probe_source_video("film.mp4").duration_s
         ```
     """
-    return probe_video(source)
+    info = probe_video(source)
+    if info.header_mismatch:
+        get_run_logger().warning("%s: %s; the packets' timing is used", source, info.header_mismatch)
+    return info
 
 
 @task(
