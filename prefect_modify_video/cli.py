@@ -264,6 +264,18 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_exit() -> None:
+    """Keeps an input error's exit to its one line: Prefect's services say nothing more as they stop.
+
+    Loading a block queues an event; at exit Prefect's events worker warns that it is
+    "still processing items" (a second line, about Prefect, not about the input).
+    """
+    import logging
+
+    for name in ("EventsWorker", "APILogWorker"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``prefect-modify-video`` command."""
     args = _parser().parse_args(argv)
@@ -292,9 +304,11 @@ def main(argv: list[str] | None = None) -> int:
             run_fake_server(args.port)
             return 0
     except InvalidInputError as error:
+        _quiet_exit()
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except ValidationError as error:
+        _quiet_exit()
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
         print(f"error: {problems}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -26,6 +26,7 @@ from prefect_modify_video.progress import PROGRESS_RECORD_KEY, SegmentProgress
 from prefect_modify_video.providers.base import ModifyBackend
 from prefect_modify_video.storage.blocks import deliver_output
 from prefect_modify_video.storage.download import fetch_source
+from prefect_modify_video.storage.identity import check_output_is_not_source
 from prefect_modify_video.storage.locations import (
     is_block_reference,
     is_remote,
@@ -121,6 +122,7 @@ def check_inputs(params: ModifyVideoParameters) -> None:
     for reference in (params.source, destination, params.first_frame):
         if reference and is_block_reference(reference):
             parse_block_reference(reference)
+    check_output_is_not_source(params.source, destination)
     if not is_remote(params.source):
         info = probe_video(os.path.expanduser(params.source))
         # A remote output is written locally first, then delivered: check it as such a file.
@@ -179,6 +181,7 @@ def _modify_fetched_video(
 ) -> ModifyVideoResult:
     """The flow's body once the source and first frame are local files."""
     logger = get_run_logger()
+    check_output_is_not_source(params.source, destination)
     source = str(fetch_source(params.source, fetch_dir, kind="video"))
     first_frame = str(fetch_source(params.first_frame, fetch_dir, kind="image")) if params.first_frame else None
     output = fetch_dir / location_name(destination) if is_remote(destination) else Path(os.path.expanduser(destination))
