@@ -209,3 +209,197 @@ def test_the_cli_refuses_a_source_with_a_password_in_one_line_without_it(tmp_pat
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "source" in lines[0] and "credentials block" in lines[0]
     assert "hunter2" not in done.stderr + done.stdout
+
+
+# ------------------------------------------------------------------ item 10: errors, names, estimates
+
+
+@pytest.fixture(scope="module")
+def http_server(clip):
+    """Serves the clip, a 404, a redirect to a ``data:`` URL, a video that is cut short and an undecodable one."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    video = clip.read_bytes()
+    undecodable = video.replace(b"avc1", b"xxxx")
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _send(self, status: int, body: bytes, content_type: str, headers: dict | None = None):
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):  # noqa: N802
+            path = self.path.split("?")[0]
+            if path == "/film.mp4":
+                self._send(200, video, "video/mp4")
+            elif path == "/cut.mp4":
+                self._send(200, video[:600], "video/mp4")
+            elif path == "/codec.mp4":
+                self._send(200, undecodable, "video/mp4")
+            elif path == "/to-data":
+                self._send(302, b"", "text/plain", {"Location": "data:video/mp4;base64,AAAAIGZ0eXBpc29t"})
+            else:
+                self._send(404, b"not found", "text/plain")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def undecodable(clip, tmp_path_factory) -> Path:
+    """The clip with its codec renamed to one no ffmpeg decodes: its headers read, its frames do not."""
+    path = tmp_path_factory.mktemp("codec") / "codec.mp4"
+    path.write_bytes(clip.read_bytes().replace(b"avc1", b"xxxx"))
+    return path
+
+
+@pytest.mark.parametrize(
+    "make_args, words",
+    [
+        (lambda url, d, u: ["run", f"{url}/missing.mp4?sig=abc"], ["/missing.mp4", "404"]),
+        (lambda url, d, u: ["run", f"{url}/to-data"], ["/to-data", "could not be downloaded"]),
+        (lambda url, d, u: ["run", f"{url}/cut.mp4?sig=abc"], ["/cut.mp4", "not a readable video"]),
+        (lambda url, d, u: ["run", f"{url}/codec.mp4"], ["/codec.mp4", "cannot be decoded"]),
+        (lambda url, d, u: ["run", str(u)], ["codec.mp4", "cannot be decoded"]),
+        (lambda url, d, u: ["run", "block://local-file-system/no-such-block-x1/film.mp4"], ["no-such-block-x1"]),
+        (lambda url, d, u: ["run", f"{url}/film.mp4", "--first-frame", f"block://local-file-system/no-such-block-x2/f.png"],
+         ["no-such-block-x2"]),
+        (lambda url, d, u: ["run", f"{url}/film.mp4", "--output", "/sys/modify-video-test/out.mp4"],
+         ["/sys", "cannot write"]),
+    ],
+    ids=["404", "redirect-to-data", "cut-short", "url-codec", "local-codec", "missing-block", "missing-frame-block",
+         "read-only-output"],
+)
+def test_errors_found_inside_the_flow_are_one_line_with_exit_2(http_server, tmp_path, undecodable, make_args, words):
+    args = make_args(http_server, tmp_path, undecodable)
+    if "--output" not in args:
+        args += ["--output", str(tmp_path / "o.mp4")]
+    done = cli(*args)
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and all(w in lines[0] for w in words), lines[0]
+    # The download is named by its address (query left out), never by a temporary copy that is gone.
+    assert "modify-video-fetch" not in lines[0] and "sig=abc" not in lines[0]
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_a_failed_extract_reports_its_cause(short_video_and_server, tmp_path, monkeypatch):
+    """A step that fails makes the steps after it never run: the segment's failure names the step's own error."""
+    from prefect_modify_video.errors import FfmpegError
+    from prefect_modify_video.flows import SegmentsFailedError
+    from prefect_modify_video.tasks import media as media_tasks
+
+    source, server = short_video_and_server
+
+    def failing_extract(*args, **kwargs):
+        raise FfmpegError(["ffmpeg", "-i", "x"], 1, "Invalid data found when processing input")
+
+    monkeypatch.setattr(media_tasks, "extract_segment", failing_extract)
+    with pytest.raises(SegmentsFailedError) as raised:
+        paid_run(source, tmp_path, server)
+    message = str(raised.value)
+    assert "FfmpegError" in message and "Invalid data found" in message
+    assert "UnfinishedRun" not in message and "PENDING" not in message
+    assert server.stats("segmind").billed == 0
+
+
+@pytest.fixture(scope="module")
+def short_video_and_server(tmp_path_factory):
+    from prefect_modify_video.testing import FakeModifyServer
+
+    folder = tmp_path_factory.mktemp("short")
+    video = make_sample_video(folder / "short.mp4", seconds=4, width=320, height=180, fps=30, scenes=2)
+    with FakeModifyServer(polls_to_complete=1) as server:
+        yield video, server
+
+
+@pytest.fixture(autouse=True)
+def fake_keys(monkeypatch):
+    monkeypatch.setenv("SEGMIND_API_KEY", "sk-test-0123456789abcdef")
+
+
+def paid_run(source, tmp_path, server, **overrides):
+    values = dict(
+        source=str(source),
+        prompt="watercolour painting",
+        output=str(tmp_path / "out.mp4"),
+        backend={"name": "segmind", "base_url": server.base_url, "poll_interval_seconds": 0.05},
+        max_segment_seconds=2.5,
+        store_dir=str(tmp_path / "store"),
+        retry_delay_seconds=0.05,
+        segment_retries=0,
+    )
+    values.update(overrides)
+    return modify_video(ModifyVideoParameters(**values))
+
+
+def test_line_breaks_in_file_names_are_joined_after_paying_once(short_video_and_server, tmp_path):
+    """ffmpeg's concat list cannot hold a line break: the clips are joined under plain names."""
+    from conftest import audio_md5
+    from prefect_modify_video.media.probe import probe_video
+
+    video, server = short_video_and_server
+    server.reset()
+    folder = tmp_path / "my\nfolder"
+    folder.mkdir()
+    source = folder / "holiday\nfilm 'one'.mp4"
+    source.write_bytes(video.read_bytes())
+    result = paid_run(source, tmp_path, server, output=None)
+    assert result.output == str(folder / "holiday\nfilm 'one'.modified.mp4")
+    assert result.billed_calls == 2 and server.stats("segmind").billed == 2
+    assert probe_video(result.output).frames == probe_video(video).frames
+    assert audio_md5(Path(result.output)) == audio_md5(video)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [source.name, "holiday\nfilm 'one'.modified.mp4", "holiday\nfilm 'one'.modified.seams.png"]
+    )
+
+
+def test_a_first_frame_over_the_services_limit_is_refused_before_any_call(
+    short_video_and_server, tmp_path, monkeypatch
+):
+    from prefect_modify_video.media.ffmpeg import run_ffmpeg
+    from prefect_modify_video.providers.registry import backend_class
+
+    video, server = short_video_and_server
+    server.reset()
+    image = tmp_path / "big.png"
+    run_ffmpeg(["-f", "lavfi", "-i", "nullsrc=s=640x360,geq=random(1)*255:128:128", "-frames:v", "1", "-y", str(image)])
+    monkeypatch.setattr(backend_class("segmind"), "max_upload_bytes", image.stat().st_size - 1)
+    with pytest.raises(InvalidInputError, match="the first frame is .* bytes; segmind takes at most"):
+        paid_run(video, tmp_path, server, first_frame=str(image))
+    stats = server.stats("segmind")
+    assert stats.calls == 0 and stats.billed == 0
+
+
+def test_file_urls_are_sources(source, tmp_path):
+    done = cli("run", source.as_uri(), "--max-segment-seconds", "3", "--store", str(tmp_path / "store"), "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (source.parent / "film.modified.mp4").is_file()
+
+
+def test_plan_and_probe_fetch_url_and_block_sources(http_server, source, clip):
+    import json
+
+    block = f"block://local-file-system/{local_block(source.parent)}/film.mp4"
+    for reference in (f"{http_server}/film.mp4?sig=abc", block, source.as_uri()):
+        probed = cli("probe", reference, "--json")
+        assert probed.returncode == 0, probed.stderr[-2000:]
+        info = json.loads(probed.stdout)
+        assert info["frames"] == 60 and "modify-video-probe" not in info["path"] and "sig=abc" not in info["path"]
+        planned = cli("plan", reference, "--backend", "segmind", "--json")
+        assert planned.returncode == 0, planned.stderr[-2000:]
+        assert json.loads(planned.stdout)["estimated_cost_usd"] > 0
+    missing = cli("plan", f"{http_server}/missing.mp4")
+    assert missing.returncode == 2 and "404" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
