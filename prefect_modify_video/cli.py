@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import shutil
 import sys
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
-from typing import Literal, Union, get_args, get_origin
+from typing import Iterator, Literal, Union, get_args, get_origin
 
 # Before Prefect is imported: no telemetry from a command-line tool, and the ephemeral server
 # (used when no PREFECT_API_URL is set) may take its time to start on a small machine.
@@ -21,6 +25,7 @@ from pydantic.fields import FieldInfo  # noqa: E402
 from pydantic_core import PydanticUndefined  # noqa: E402
 
 from prefect_modify_video.errors import InvalidInputError, ModifyVideoError  # noqa: E402
+from prefect_modify_video.progress import INPUTS_CHECKED_RECORD_KEY, PROGRESS_RECORD_KEY  # noqa: E402
 
 DEFAULT_SAMPLE = Path("samples/sample.mp4")
 EXIT_BAD_INPUT = 2
@@ -195,13 +200,79 @@ def _show_progress() -> None:
                     prefect_handler.setLevel(logging.WARNING)
 
 
+class _ConsoleGate(logging.Filter):
+    """Holds Prefect's console lines of a run until its inputs are checked (the plan is logged).
+
+    An input error found inside the flow (a URL that cannot be fetched, a missing block, an
+    undecodable file...) then ends as the command's one ``error:`` line, without the run's
+    start lines and tracebacks; any other outcome shows every held line, in order.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.holding = True
+        self.held: list[tuple[logging.Handler, logging.LogRecord]] = []
+        self.handlers = [
+            handler
+            for logger in [logging.getLogger(), *(
+                logging.getLogger(name) for name in list(logging.Logger.manager.loggerDict) if name.startswith("prefect")
+            )]
+            for handler in logger.handlers
+            if isinstance(handler, logging.StreamHandler)
+        ]
+        self.filters = {handler: _HeldBy(self, handler) for handler in self.handlers}
+        for handler, gate in self.filters.items():
+            handler.addFilter(gate)
+
+    def hold(self, handler: logging.Handler, record: logging.LogRecord) -> bool:
+        """Whether ``handler`` shows ``record`` now; held records are shown when the gate opens."""
+        if not self.holding:
+            return True
+        if getattr(record, INPUTS_CHECKED_RECORD_KEY, False) or getattr(record, PROGRESS_RECORD_KEY, None):
+            self.open()
+            return True
+        self.held.append((handler, record))
+        return False
+
+    def open(self) -> None:
+        """Shows the held lines and lets every further one through."""
+        self.holding = False
+        held, self.held = self.held, []
+        for handler, record in held:
+            handler.handle(record)
+
+    def close(self, *, drop: bool) -> None:
+        """Takes the gate off the handlers, dropping (an input error) or showing what it held."""
+        if drop:
+            self.held = []
+        self.open()
+        for handler, gate in self.filters.items():
+            handler.removeFilter(gate)
+
+
+class _HeldBy(logging.Filter):
+    def __init__(self, gate: _ConsoleGate, handler: logging.Handler):
+        super().__init__()
+        self.gate, self.handler = gate, handler
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.gate.hold(self.handler, record)
+
+
 def _run(args: argparse.Namespace) -> int:
     from prefect_modify_video.flows.modify_video import check_inputs, modify_video
 
     params = _parameters(args)
     check_inputs(params)
     _show_progress()
-    result = modify_video(params)
+    gate = _ConsoleGate()
+    try:
+        result = modify_video(params)
+    except (InvalidInputError, ValidationError):
+        gate.close(drop=True)
+        raise
+    finally:
+        gate.close(drop=False)
     print(f"output: {result.output}")
     print(
         f"{result.segments} segments, {result.frames} frames, {result.duration_s:.3f} s, "
@@ -223,14 +294,41 @@ def _demo(args: argparse.Namespace) -> int:
     return _run(args)
 
 
-def _plan(args: argparse.Namespace) -> int:
+@contextmanager
+def _probed_input(reference: str) -> Iterator:
+    """Probes a source as the run would get it: a local path or ``file://`` URL in place, a URL or
+    ``block://`` reference fetched first (into a temporary folder, removed on leaving).
+
+    Yields:
+        The source's ``VideoInfo`` (its ``path`` the local file, there until the block ends).
+
+    Raises:
+        InvalidInputError: the source cannot be fetched or is no usable video, naming it as given.
+    """
     from prefect_modify_video.media.probe import probe_video
+    from prefect_modify_video.storage.download import fetch_source
+    from prefect_modify_video.storage.locations import errors_named_as, is_remote, local_path
+
+    if not is_remote(reference):
+        yield probe_video(local_path(reference))
+        return
+    folder = tempfile.mkdtemp(prefix="modify-video-probe-")
+    try:
+        fetched = fetch_source(reference, Path(folder), kind="video")
+        with errors_named_as(fetched, reference):
+            info = probe_video(fetched)
+        yield info
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _plan(args: argparse.Namespace) -> int:
     from prefect_modify_video.run_plan import plan_run
 
     params = _parameters(args)
-    info = probe_video(args.input)
-    # Planning makes no request, so it needs no key.
-    run = plan_run(params, info, estimate_only=True)
+    with _probed_input(args.input) as info:
+        # Planning makes no request, so it needs no key.
+        run = plan_run(params, info, estimate_only=True)
     backend, plan, (width, height), estimate = run.backend, run.plan, run.sent_size, run.estimate_usd
     overlap_cost = run.overlap_cost_usd
     overlap = run.seams.overlap_frames
@@ -264,6 +362,18 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_exit() -> None:
+    """Keeps an input error's exit to its one line: Prefect's services say nothing more as they stop.
+
+    Loading a block queues an event; at exit Prefect's events worker warns that it is
+    "still processing items" (a second line, about Prefect, not about the input).
+    """
+    import logging
+
+    for name in ("EventsWorker", "APILogWorker"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``prefect-modify-video`` command."""
     args = _parser().parse_args(argv)
@@ -279,10 +389,18 @@ def main(argv: list[str] | None = None) -> int:
             print(path)
             return 0
         if args.command == "probe":
-            from prefect_modify_video.media.probe import probe_video
+            from prefect_modify_video.parameters import refuse_credentials
 
-            info = probe_video(args.input)
-            print(info.model_dump_json(indent=None if args.json else 2))
+            try:
+                refuse_credentials(args.input)
+            except ValueError as error:
+                raise InvalidInputError(f"source: {error}") from None
+            from prefect_modify_video.storage.locations import is_remote, shown_location
+
+            with _probed_input(args.input) as info:
+                if is_remote(args.input):
+                    info = info.model_copy(update={"path": shown_location(args.input)})
+                print(info.model_dump_json(indent=None if args.json else 2))
             return 0
         if args.command == "plan":
             return _plan(args)
@@ -292,9 +410,11 @@ def main(argv: list[str] | None = None) -> int:
             run_fake_server(args.port)
             return 0
     except InvalidInputError as error:
+        _quiet_exit()
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except ValidationError as error:
+        _quiet_exit()
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
         print(f"error: {problems}", file=sys.stderr)
         return EXIT_BAD_INPUT

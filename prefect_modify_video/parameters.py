@@ -18,9 +18,11 @@ all import it.
 
 from __future__ import annotations
 
+import re
+import urllib.parse
 from typing import Annotated, Any, Iterable, Literal, Optional
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.fields import FieldInfo
 
 from prefect_modify_video.providers.base import Mode, ModifyBackend
@@ -30,6 +32,7 @@ __all__ = [
     "BackendName",
     "BackendSpec",
     "GroupedOptions",
+    "Location",
     "ModifyVideoParameters",
     "OptionGroup",
     "RetryOptions",
@@ -37,10 +40,68 @@ __all__ = [
     "field_definitions",
     "group_flat_options",
     "option_groups",
+    "refuse_credentials",
 ]
 
 BackendName = Literal[BACKEND_NAMES]  # type: ignore[valid-type]
 """The backend names, derived from the backend classes (``providers.registry``)."""
+
+
+# Query parameters that carry a password or key, never a signature meant to be shared.
+_SECRET_QUERY_KEYS = frozenset({
+    "password", "passwd", "pwd", "pass", "secret", "client_secret", "api_key", "apikey", "api-key", "key",
+    "access_token", "auth_token", "private_token", "x-api-key",
+})
+# The scheme and the authority (``user:password@host:port``) of an address.
+_AUTHORITY = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://([^/?#]*)")
+
+
+def refuse_credentials(value: str | None) -> str | None:
+    """Refuses a location that carries a password or key: parameters are saved with the flow run.
+
+    A flow run's parameters are stored in Prefect's database and shown in its UI, so a user and
+    password in an address (``https://user:pw@host/...``), or a key in its query
+    (``?api_key=...``), would be kept there in clear. The message says what to use
+    instead, never the secret itself. Presigned links (``X-Amz-Signature``...) are not refused:
+    they are made to be handed over. Pydantic names the field (the error's ``loc``).
+
+    Args:
+        value: A local path, URL or ``block://`` reference (``None``: nothing to check).
+
+    Returns:
+        ``value`` unchanged.
+
+    Raises:
+        ValueError: the location carries credentials.
+
+    Example:
+        >>> refuse_credentials("https://example.com/film.mp4?X-Amz-Signature=abc")
+        'https://example.com/film.mp4?X-Amz-Signature=abc'
+        >>> refuse_credentials("https://me:hunter2@example.com/film.mp4")
+        Traceback (most recent call last):
+        ...
+        ValueError: the address carries a user name or password (user:password@host); a run's parameters are saved with the flow run and shown in the Prefect UI, so remove them from the address and keep the key in a credentials block or a Secret block
+    """
+    authority = _AUTHORITY.match(value.strip()) if value is not None else None
+    if authority is None:
+        return value
+    advice = (
+        "a run's parameters are saved with the flow run and shown in the Prefect UI, so remove them from the "
+        "address and keep the key in a credentials block or a Secret block"
+    )
+    if "@" in authority.group(1):
+        raise ValueError(f"the address carries a user name or password (user:password@host); {advice}")
+    secret_keys = sorted({
+        name for name, _ in urllib.parse.parse_qsl(value.partition("?")[2].partition("#")[0], keep_blank_values=True)
+        if name.lower() in _SECRET_QUERY_KEYS
+    })
+    if secret_keys:
+        raise ValueError(f"the address carries a key or password in its query ({', '.join(secret_keys)}); {advice}")
+    return value
+
+
+Location = Annotated[str, AfterValidator(refuse_credentials)]
+"""A location (path, URL or ``block://`` reference) that may not carry credentials (``refuse_credentials``)."""
 
 
 class OptionGroup(BaseModel):
@@ -194,7 +255,11 @@ class GroupedOptions(BaseModel):
 
     ``model_fields_set`` names a group's options that were set (``anchor_strength``), not the
     group (``seams``): what a preset may fill is decided option by option.
+
+    Validation errors do not repeat the value refused: it may be a secret (``refuse_credentials``).
     """
+
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -278,7 +343,9 @@ def _flat_reader(group: str, leaf: str, doc: str | None) -> property:
 
 
 class BackendSpec(BaseModel):
-    """Which service to call and where its key is; holds no secret itself."""
+    """Which service to call and where its key is; holds no secret itself (addresses with credentials are refused)."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     name: BackendName = Field(default="local", title="Backend", description="The modify-video service.")
     credentials_block: str | None = Field(
@@ -286,7 +353,7 @@ class BackendSpec(BaseModel):
         title="Credentials block",
         description="Name of a saved credentials block of the service; without it the key is read from the environment.",
     )
-    base_url: str | None = Field(
+    base_url: Location | None = Field(
         default=None, title="Base URL", description="Another address for the service (a proxy or a test server)."
     )
     model: str | None = Field(default=None, description="The service's model, e.g. ray-2 or ray-flash-2 (Luma, fal).")
@@ -296,11 +363,11 @@ class BackendSpec(BaseModel):
     timeout_seconds: float | None = Field(
         default=None, description="Seconds to wait for one answer of the service; its default when empty."
     )
-    upload_url: str | None = Field(
+    upload_url: Location | None = Field(
         default=None,
         description="Where segments are uploaded for services that take media by URL (an HTTP PUT store).",
     )
-    upload_block: str | None = Field(
+    upload_block: Location | None = Field(
         default=None,
         description="Or a storage block's folder for those uploads, read by the service through presigned URLs: "
         "block://remote-file-system/<block-name>/<folder> on s3:// or gs://.",
@@ -318,7 +385,7 @@ class ModifyVideoParameters(GroupedOptions):
         ['anchor_strength', 'segment_retries', 'source']
     """
 
-    source: str = Field(
+    source: Location = Field(
         title="Source video",
         description="The video to restyle: a local path, an http(s) URL or block://<block-type-slug>/<block-name>/<path>.",
     )
@@ -332,12 +399,12 @@ class ModifyVideoParameters(GroupedOptions):
         title="Mode",
         description="How far from the source: adhere (subtle) < flex (keeps shapes) < reimagine (loose).",
     )
-    first_frame: str | None = Field(
+    first_frame: Location | None = Field(
         default=None,
         title="First frame",
         description="An image (path, URL or block:// reference): a restyled version of the video's first frame (recommended).",
     )
-    output: str | None = Field(
+    output: Location | None = Field(
         default=None,
         title="Output path",
         description="Where the restyled video is written (a local path or block:// reference); '<source>.modified.<ext>' beside the source when empty.",
@@ -361,7 +428,7 @@ class ModifyVideoParameters(GroupedOptions):
         ge=1,
         le=64,
     )
-    store_dir: str | None = Field(
+    store_dir: Location | None = Field(
         default=None,
         title="Result store",
         description="Where paid results are kept and found again on a re-run: a local folder or a storage block's "

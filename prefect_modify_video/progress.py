@@ -10,6 +10,8 @@ from typing import TextIO
 
 # Log records carrying a progress snapshot have it under this ``extra`` key.
 PROGRESS_RECORD_KEY = "modify_video_progress"
+# The log record of a run's plan carries this ``extra`` key: its inputs are checked, the work starts.
+INPUTS_CHECKED_RECORD_KEY = "modify_video_inputs_checked"
 
 
 @dataclass

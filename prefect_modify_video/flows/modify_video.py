@@ -17,19 +17,23 @@ from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, Field
 
 from prefect_modify_video.blocks.presets import load_preset
-from prefect_modify_video.errors import BudgetExceededError, ModifyVideoError
+from prefect_modify_video.errors import BudgetExceededError, FfmpegError, InvalidInputError, ModifyVideoError
+from prefect_modify_video.media.ffmpeg import run_ffmpeg
 from prefect_modify_video.media.join import check_output_path
 from prefect_modify_video.media.files import check_free_space
 from prefect_modify_video.media.plan import SegmentPlan
 from prefect_modify_video.media.probe import VideoInfo, check_image, probe_video
 from prefect_modify_video.parameters import ModifyVideoParameters
-from prefect_modify_video.progress import PROGRESS_RECORD_KEY, SegmentProgress
+from prefect_modify_video.progress import INPUTS_CHECKED_RECORD_KEY, PROGRESS_RECORD_KEY, SegmentProgress
 from prefect_modify_video.providers.base import ModifyBackend
 from prefect_modify_video.storage.blocks import deliver_output
 from prefect_modify_video.storage.download import fetch_source
+from prefect_modify_video.storage.identity import check_output_is_not_source
 from prefect_modify_video.storage.locations import (
+    errors_named_as,
     is_block_reference,
     is_remote,
+    local_path,
     location_name,
     parse_block_reference,
     sibling_location,
@@ -98,8 +102,45 @@ def check_paths(info: VideoInfo, output: Path, first_frame: Path | None) -> None
         InvalidInputError: naming the path and what to do.
     """
     check_output_path(info, output)
+    check_decodable(info)
     if first_frame is not None:
         check_image(first_frame)
+
+
+def check_decodable(info: VideoInfo) -> None:
+    """Refuses a source whose video ffmpeg can read the header of but not decode (no decoder for its codec).
+
+    The probe reads headers only; without this check every segment's extraction would fail
+    after the run had started.
+
+    Raises:
+        InvalidInputError: naming the source, its codec and what to do.
+    """
+    try:
+        run_ffmpeg(["-v", "error", "-i", info.path, "-map", "0:v:0", "-frames:v", "1", "-f", "null", "-"])
+    except FfmpegError as error:
+        reason = error.stderr.strip().splitlines()[-1] if error.stderr.strip() else f"status {error.returncode}"
+        raise InvalidInputError(
+            f"{info.path}: its video cannot be decoded by this ffmpeg ({reason}); convert it to a common codec "
+            "(e.g. ffmpeg -i in -c:v libx264 -c:a copy out.mkv) or install an ffmpeg that decodes it"
+        ) from error
+
+
+def check_first_frame_size(first_frame: Path | None, backend: ModifyBackend) -> None:
+    """Refuses a first-frame image larger than the service takes, before anything is uploaded or paid.
+
+    Raises:
+        InvalidInputError: naming the image, its size, the limit and what to do.
+    """
+    if first_frame is None:
+        return
+    limit = getattr(backend, "max_image_bytes", None) or backend.max_upload_bytes
+    size = Path(first_frame).stat().st_size
+    if size > limit:
+        raise InvalidInputError(
+            f"{first_frame}: the first frame is {size:,} bytes; {backend.name} takes at most {limit:,}; "
+            "give a smaller image (a JPEG, or the video's own size)"
+        )
 
 
 def apply_preset(params: ModifyVideoParameters) -> ModifyVideoParameters:
@@ -123,21 +164,20 @@ def check_inputs(params: ModifyVideoParameters) -> None:
     for reference in (params.source, destination, params.first_frame):
         if reference and is_block_reference(reference):
             parse_block_reference(reference)
+    check_output_is_not_source(params.source, destination)
+    first_frame = local_path(params.first_frame) if params.first_frame and not is_remote(params.first_frame) else None
     if not is_remote(params.source):
-        info = probe_video(os.path.expanduser(params.source))
+        info = probe_video(local_path(params.source))
         # A remote output is written locally first, then delivered: check it as such a file.
         local_output = (
             Path(tempfile.gettempdir()) / "modify-video-check" / location_name(destination)
             if is_remote(destination)
-            else Path(os.path.expanduser(destination))
+            else local_path(destination)
         )
-        first_frame = params.first_frame
-        check_paths(
-            info,
-            local_output,
-            Path(os.path.expanduser(first_frame)) if first_frame and not is_remote(first_frame) else None,
-        )
-    create_checked_backend(params)
+        check_paths(info, local_output, first_frame)
+    backend = create_checked_backend(params)
+    if first_frame is not None and first_frame.is_file():
+        check_first_frame_size(first_frame, backend)
 
 
 FETCH_PREFIX = "modify-video-fetch-"
@@ -197,11 +237,18 @@ def _modify_fetched_video(
 ) -> ModifyVideoResult:
     """The flow's body once the source and first frame are local files."""
     logger = get_run_logger()
+    check_output_is_not_source(params.source, destination)
     source = str(fetch_source(params.source, fetch_dir, kind="video"))
     first_frame = str(fetch_source(params.first_frame, fetch_dir, kind="image")) if params.first_frame else None
-    output = fetch_dir / location_name(destination) if is_remote(destination) else Path(os.path.expanduser(destination))
-    info = probe_source_video(source)
-    check_paths(info, output, Path(first_frame) if first_frame else None)
+    output = fetch_dir / location_name(destination) if is_remote(destination) else local_path(destination)
+    # Errors about a fetched copy name the source as given (the copy is gone when the run ends).
+    with errors_named_as(source, params.source):
+        info = probe_source_video(source)
+        check_output_path(info, output)
+        check_decodable(info)
+    if first_frame:
+        with errors_named_as(first_frame, params.first_frame):
+            check_image(first_frame)
     if info.dropped_streams:
         logger.warning(
             "%s: the output keeps the video and every audio stream; these are not carried over: %s",
@@ -210,12 +257,15 @@ def _modify_fetched_video(
 
     run = plan_run(params, info, planner=plan_video_segments)
     backend, plan, seams, estimate = run.backend, run.plan, run.seams, run.estimate_usd
+    if first_frame:
+        with errors_named_as(first_frame, params.first_frame):
+            check_first_frame_size(Path(first_frame), backend)
     for warning in backend.prompt_warnings(params.prompt):
         logger.warning(warning)
     logger.info(
         "%s: %d frames at %s fps -> %d segments under %.1f s (%.2f s of overlaps), %dx%d to %s, estimated $%.2f",
         source, info.frames, info.frame_rate, len(plan.segments), run.max_segment_seconds, plan.overlap_s,
-        *run.sent_size, backend.name, estimate,
+        *run.sent_size, backend.name, estimate, extra={INPUTS_CHECKED_RECORD_KEY: True},
     )
 
     if params.max_cost_usd is not None and estimate > params.max_cost_usd:
@@ -229,9 +279,14 @@ def _modify_fetched_video(
     # (a rough measure: the source's size three times, and once).
     source_bytes = Path(source).stat().st_size
     check_free_space({output.parent: 3 * source_bytes, store.root: source_bytes})
-    output.parent.mkdir(parents=True, exist_ok=True)
-    _remove_dead_runs_folders(WORK_PATTERN, output.parent)
-    work_dir = make_scratch_dir(f".{output.stem}.work-", output.parent)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        _remove_dead_runs_folders(WORK_PATTERN, output.parent)
+        work_dir = make_scratch_dir(f".{output.stem}.work-", output.parent)
+    except OSError as error:
+        raise InvalidInputError(
+            f"{output.parent}: cannot write there ({error.strerror or error}); choose a writable output folder"
+        ) from error
     settings = ModifySettings.for_run(
         params, run, source=source, first_frame=first_frame, store=store, work_dir=work_dir, mode=params.mode
     )
@@ -372,6 +427,7 @@ def _run_segments(
                 rows[segment.index] = {**result.model_dump(), "state": "done"}
                 progress.record(paid=result.paid)
             except Exception as error:  # noqa: BLE001 - each failure is reported in the flow's error
+                error = _failed_step_error(error, extracted, modified, future)
                 kind = type(error).__name__
                 rows[segment.index] = {"index": segment.index, "state": f"failed: {kind}", "paid": None}
                 failures.append(f"segment {segment.name} ({segment.start_s:.2f}-{segment.end_s:.2f} s): {kind}: {error}")
@@ -382,3 +438,26 @@ def _run_segments(
     if any("InsufficientCreditsError" in line for line in failures):
         failures.insert(0, "the account ran out of credits: add credits, then re-run the same parameters")
     return list(rows.values()), extracted_clips, conformed, failures
+
+
+def _failed_step_error(error: Exception, *steps) -> Exception:
+    """The error of the first of a segment's steps (extract, modify, conform) that failed.
+
+    A step whose upstream failed never runs: asking it for its result raises Prefect's
+    ``UnfinishedRun`` ("Run is in PENDING state"), which says nothing of the cause.
+
+    Args:
+        error: What asking for the segment's result raised.
+        steps: The segment's futures, in the order they run.
+
+    Returns:
+        The failed step's own error, else ``error``.
+    """
+    for step in steps:
+        state = step.state
+        if state.is_failed() or state.is_crashed():
+            try:
+                step.result()
+            except Exception as cause:  # noqa: BLE001 - the cause is what is reported
+                return cause
+    return error

@@ -7,6 +7,8 @@ its output is written atomically (``media.files.atomic_write``).
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -18,6 +20,8 @@ from prefect_modify_video.media.probe import VideoInfo
 MP4_AUDIO_CODECS = {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac", "mp2", "mp1"}
 MP4_EXTENSIONS = {".mp4", ".m4v"}
 OUTPUT_EXTENSIONS = MP4_EXTENSIONS | {".mov", ".mkv"}
+# Characters a line of ffmpeg's concat list cannot hold, however quoted.
+_CONCAT_UNSAFE = re.compile(r"[\n\r\x00]")
 
 
 def check_output_path(info: VideoInfo, output: Path) -> None:
@@ -42,12 +46,59 @@ def check_output_path(info: VideoInfo, output: Path) -> None:
                 f"{output}: MP4 cannot carry the source's {', '.join(unfit)} audio unchanged; "
                 "use a .mov or .mkv output path"
             )
+    check_writable_folder(output)
+
+
+def check_writable_folder(output: Path) -> None:
+    """Refuses an output whose folder cannot be written (read-only, not a folder), before any work.
+
+    The folder need not exist yet: its nearest existing ancestor must take a new file. Trying
+    one is the only test that holds for every case (permissions, read-only mounts, root).
+
+    Raises:
+        InvalidInputError: naming the output, the folder and what to do.
+    """
+    existing = Path(os.path.abspath(output)).parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InvalidInputError(f"{output}: {existing} is not a folder; choose an output path in a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing, prefix=".modify-video-write-check-"):
+            pass
+    except OSError as error:
+        raise InvalidInputError(
+            f"{output}: cannot write in {existing} ({error.strerror or type(error).__name__}); "
+            "choose an output path in a writable folder"
+        ) from error
 
 
 def default_output_path(source: Path) -> Path:
     """``<stem>.modified<ext>`` beside the source, in a container that can carry its audio."""
     suffix = source.suffix.lower() if source.suffix.lower() in OUTPUT_EXTENSIONS else ".mkv"
     return source.with_name(f"{source.stem}.modified{suffix}")
+
+
+def _concat_safe(clips: list[Path], folder: Path) -> list[Path]:
+    """The clips under names ffmpeg's concat list can hold: as they are, or linked (else copied) into ``folder``.
+
+    A file or folder name with a line break (allowed by the file system) cannot be written on
+    a concat list's line; the clips are then given plain names in a folder of the system's
+    temporary space.
+    """
+    if not any(_CONCAT_UNSAFE.search(str(clip.resolve())) for clip in clips):
+        return clips
+    if _CONCAT_UNSAFE.search(str(folder.resolve())):
+        raise InvalidInputError(f"{folder!r}: the temporary folder's name has a line break; set TMPDIR to another")
+    safe = []
+    for index, clip in enumerate(clips):
+        target = folder / f"{index:05d}{clip.suffix}"
+        try:
+            os.link(clip, target)
+        except OSError:
+            shutil.copyfile(clip, target)
+        safe.append(target)
+    return safe
 
 
 def _concat_line(path: Path) -> str:
@@ -74,7 +125,7 @@ def join_segments(clips: list[Path], info: VideoInfo, destination: Path) -> Path
     handle, name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.stem}.", suffix=".concat.txt")
     os.close(handle)
     concat_list = Path(name)
-    concat_list.write_text("".join(_concat_line(c) for c in clips))
+    safe_folder = Path(tempfile.mkdtemp(prefix="modify-video-concat-"))
     offset = ["-itsoffset", f"{info.start_offset_s:.6f}"] if info.start_offset_s > 0 else []
     args = [
         *offset, "-f", "concat", "-safe", "0", "-i", str(concat_list),
@@ -85,6 +136,8 @@ def join_segments(clips: list[Path], info: VideoInfo, destination: Path) -> Path
     if destination.suffix.lower() in MP4_EXTENSIONS | {".mov"}:
         args += ["-movflags", "+faststart"]
     try:
+        concat_list.write_text("".join(_concat_line(c) for c in _concat_safe([Path(c) for c in clips], safe_folder)))
         return write_with_ffmpeg(args, destination)
     finally:
         concat_list.unlink(missing_ok=True)
+        shutil.rmtree(safe_folder, ignore_errors=True)

@@ -196,10 +196,17 @@ def _download_url(url: str, work_dir: Path, *, max_bytes: int, timeout: float, k
         raise InvalidInputError(
             f"{shown}: no answer within {timeout:g} s ({type(error).__name__}); check the address or raise the timeout"
         ) from error
-    except httpx.HTTPError as error:
+    except (httpx.HTTPError, httpx.InvalidURL) as error:
+        # InvalidURL: a redirect to an address httpx cannot follow (data:, a malformed Location).
         raise InvalidInputError(
-            f"{shown}: could not be downloaded ({type(error).__name__}: {error}); check the address and the network"
+            f"{shown}: could not be downloaded ({type(error).__name__}: {redacted_error(error)}); check the address "
+            "and the network"
         ) from error
+
+
+def redacted_error(error: Exception) -> str:
+    """An HTTP error's text with the addresses in it redacted (no query, user or password)."""
+    return re.sub(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+", lambda m: redacted_url(m.group(0)), str(error))
 
 
 def _fetch_from_block(reference: str, work_dir: Path, *, max_bytes: int) -> Path:

@@ -27,8 +27,10 @@ from __future__ import annotations
 import os
 import re
 import urllib.parse
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Iterator
 
 from prefect_modify_video.errors import InvalidInputError
 
@@ -120,9 +122,56 @@ def location_name(reference: str) -> str:
     text = reference.strip()
     if is_block_reference(text):
         return parse_block_reference(text).name
-    if is_url(text) or text.lower().startswith("file://"):
+    if is_url(text) or is_file_url(text):
         return PurePosixPath(urllib.parse.unquote(urllib.parse.urlsplit(text).path)).name
     return Path(os.path.expanduser(text)).name
+
+
+def is_file_url(reference: str) -> bool:
+    """Whether ``reference`` is a ``file://`` URL (a local path spelled as a URL)."""
+    return reference.strip().lower().startswith("file://")
+
+
+def local_path(reference: str) -> Path:
+    """The local path a location names: ``~`` expanded, a ``file://`` URL turned into its path.
+
+    Example:
+        >>> str(local_path("file:///videos/my%20film.mp4")), str(local_path("/videos/film.mp4"))
+        ('/videos/my film.mp4', '/videos/film.mp4')
+    """
+    text = reference.strip()
+    if is_file_url(text):
+        return Path(urllib.parse.unquote(urllib.parse.urlsplit(text).path))
+    return Path(os.path.expanduser(reference))
+
+
+def shown_location(reference: str) -> str:
+    """A location fit for messages: a URL without its query and credentials (``redacted_url``), else as given."""
+    return redacted_url(reference) if is_url(reference) else reference
+
+
+@contextmanager
+def errors_named_as(fetched: str | Path, given: str) -> Iterator[None]:
+    """Names the location as the user gave it in the input errors raised about its fetched copy.
+
+    A downloaded source is a file in a temporary folder that is gone when the run ends: a
+    message naming it would send the user looking for a file that no longer exists. The URL
+    (credentials and query left out) or block reference is named instead.
+
+    Args:
+        fetched: The local file the location was fetched to.
+        given: The location as given.
+
+    Raises:
+        InvalidInputError: the error raised inside, its message naming ``given``.
+    """
+    try:
+        yield
+    except InvalidInputError as error:
+        fetched_text, message = str(fetched), str(error)
+        if fetched_text == given or fetched_text not in message:
+            raise
+        raise InvalidInputError(message.replace(fetched_text, shown_location(given))) from error
 
 
 def join_location(folder: str, name: str) -> str:
@@ -151,6 +200,8 @@ def sibling_location(reference: str, name: str) -> str:
             f"{redacted_url(reference)}: nothing can be written beside a URL source; give an output folder "
             "(local or block://...)"
         )
+    if is_file_url(reference):
+        return str(local_path(reference).with_name(name))
     return str(Path(os.path.expanduser(reference)).with_name(name))
 
 
