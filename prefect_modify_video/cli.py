@@ -198,10 +198,14 @@ def _show_progress() -> None:
 def _run(args: argparse.Namespace) -> int:
     from prefect_modify_video.flows.modify_video import check_inputs, modify_video
 
+    from prefect_modify_video.stopping import stop_on_signals
+
     params = _parameters(args)
     check_inputs(params)
     _show_progress()
-    result = modify_video(params)
+    # The first SIGINT/SIGTERM stops the waiting (saved jobs kept), a second one exits at once (130/143).
+    with stop_on_signals():
+        result = modify_video(params)
     print(f"output: {result.output}")
     print(
         f"{result.segments} segments, {result.frames} frames, {result.duration_s:.3f} s, "

@@ -179,8 +179,9 @@ def _modify_fetched_video(
 ) -> ModifyVideoResult:
     """The flow's body once the source and first frame are local files."""
     logger = get_run_logger()
-    source = str(fetch_source(params.source, fetch_dir, kind="video"))
-    first_frame = str(fetch_source(params.first_frame, fetch_dir, kind="image")) if params.first_frame else None
+    limit = params.max_source_bytes
+    source = str(fetch_source(params.source, fetch_dir, kind="video", max_bytes=limit))
+    first_frame = str(fetch_source(params.first_frame, fetch_dir, kind="image", max_bytes=limit)) if params.first_frame else None
     output = fetch_dir / location_name(destination) if is_remote(destination) else Path(os.path.expanduser(destination))
     info = probe_source_video(source)
     check_paths(info, output, Path(first_frame) if first_frame else None)
