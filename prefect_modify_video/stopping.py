@@ -24,6 +24,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TextIO
@@ -107,8 +108,9 @@ async def sleep(seconds: float, what: str) -> None:
 
 
 def _quiet_console_logging() -> None:
-    """Silences log handlers writing to the terminal (Prefect's tracebacks of the stopped tasks);
-    handlers sending logs elsewhere (Prefect's API) are kept."""
+    """Silences log handlers writing to the terminal (Prefect's tracebacks of the stopped tasks) and
+    warnings; handlers sending logs elsewhere (Prefect's API) are kept."""
+    warnings.simplefilter("ignore")
     loggers = [logging.getLogger()] + [
         logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
     ]
