@@ -181,5 +181,15 @@ def test_a_slow_drip_source_fails_at_its_deadline_naming_the_url(server, tmp_pat
     assert not [p for p in (tmp_path / "fetch").rglob("*") if p.is_file()], "nothing is left of a failed download"
 
 
+def test_a_trickle_with_no_declared_length_fails_once_too_slow(server, tmp_path, monkeypatch):
+    from prefect_modify_video import limits
+
+    monkeypatch.setattr(limits, "DOWNLOAD_GRACE_SECONDS", 1.0)  # 120 s in real runs
+    started = time.monotonic()
+    with pytest.raises(InvalidInputError, match=r"/drip: the download did not finish .* too slow"):
+        fetch_source(server.url("/drip"), tmp_path / "fetch")  # its deadline (10 GiB or half the disk) is hours
+    assert time.monotonic() - started < 5
+
+
 def test_the_source_deadline_follows_the_declared_length():
     assert download_deadline_seconds(100 * 2**20) == pytest.approx(120 + 400)

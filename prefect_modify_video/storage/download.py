@@ -21,7 +21,7 @@ from typing import Any, Iterator, Literal
 import httpx
 
 from prefect_modify_video.errors import InvalidInputError
-from prefect_modify_video.limits import download_deadline_seconds
+from prefect_modify_video.limits import download_deadline_seconds, too_slow
 from prefect_modify_video.media.files import IMAGE_FORMATS, VIDEO_FORMATS, atomic_write, sniff_media
 from prefect_modify_video.storage.blocks import open_storage
 from prefect_modify_video.storage.locations import (
@@ -186,13 +186,17 @@ def _refuse_answer(response: httpx.Response, shown: str, *, max_bytes: int, kind
 
 
 def _until_deadline(chunks: Iterator[bytes], shown: str, started: float, seconds: float) -> Iterator[bytes]:
-    """The chunks of a download, failing it once ``seconds`` have passed since ``started`` (checked at
-    each network read, so a server sending a few bytes at a time cannot hold it past its deadline)."""
+    """The chunks of a download, failing it once ``seconds`` have passed since ``started`` or it is
+    ``limits.too_slow`` (checked at each network read, so a server sending a few bytes at a time
+    cannot hold it past its deadline)."""
+    received = 0
     for chunk in chunks:
-        if time.monotonic() - started > seconds:
+        received += len(chunk)
+        elapsed = time.monotonic() - started
+        if elapsed > seconds or too_slow(elapsed, received):
             raise InvalidInputError(
-                f"{shown}: the download did not finish within its {seconds:g} s deadline (too slow); try again "
-                "later or download the file yourself and give its path"
+                f"{shown}: the download did not finish within its {seconds:g} s deadline ({received:,} bytes in "
+                f"{elapsed:.0f} s, too slow); try again later or download the file yourself and give its path"
             )
         yield chunk
 
