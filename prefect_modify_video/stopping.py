@@ -157,12 +157,18 @@ def stop_on_signals(
     out = out or sys.stderr
     handled = {int(s) for s in signals}
     received: list[int] = []
+    exiting: list[bool] = []
     lock = threading.Lock()
     clear_stop()
+    # A flow run stopped by SIGTERM (Prefect raises in the main thread) drops its queued tasks, whose
+    # coroutines were never started: not worth a warning on the terminal.
+    warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
 
     def on_signal(signum: int) -> None:
         name = signal.Signals(signum).name
         with lock:
+            if exiting:
+                return  # already ending, with its line (Prefect sends SIGTERM again as its flow run ends)
             received.append(signum)
             first = len(received) == 1
         if first:
@@ -204,8 +210,10 @@ def stop_on_signals(
     try:
         yield
     except BaseException as error:
-        if not received or isinstance(error, SystemExit):
-            raise
+        with lock:
+            if not received or isinstance(error, SystemExit):
+                raise
+            exiting.append(True)
         signum = received[0]
         _say(out, f"stopped by {signal.Signals(signum).name} before the run finished; the segments stored and the "
                   "jobs saved are reused by a re-run of the same command (no new payment for them)")
