@@ -262,12 +262,16 @@ class _HeldBy(logging.Filter):
 def _run(args: argparse.Namespace) -> int:
     from prefect_modify_video.flows.modify_video import check_inputs, modify_video
 
+    from prefect_modify_video.stopping import stop_on_signals
+
     params = _parameters(args)
     check_inputs(params)
     _show_progress()
     gate = _ConsoleGate()
     try:
-        result = modify_video(params)
+        # The first SIGINT/SIGTERM stops the waiting (saved jobs kept), a second one exits at once (130/143).
+        with stop_on_signals():
+            result = modify_video(params)
     except (InvalidInputError, ValidationError):
         gate.close(drop=True)
         raise

@@ -358,10 +358,18 @@ class BackendSpec(BaseModel):
     )
     model: str | None = Field(default=None, description="The service's model, e.g. ray-2 or ray-flash-2 (Luma, fal).")
     poll_interval_seconds: float | None = Field(
-        default=None, description="Seconds between status checks of a queued job; the service's default when empty."
+        default=None,
+        gt=0,
+        description="Seconds between status checks of a queued job; the service's default when empty.",
     )
     timeout_seconds: float | None = Field(
-        default=None, description="Seconds to wait for one answer of the service; its default when empty."
+        default=None, gt=0, description="Seconds to wait for one answer of the service; its default when empty."
+    )
+    max_wait_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds a queued job may take before its try fails (the job is kept: the next try or a re-run "
+        "polls it again, without paying again); the service's documented time when empty (900 for the queue services).",
     )
     upload_url: Location | None = Field(
         default=None,
@@ -433,6 +441,13 @@ class ModifyVideoParameters(GroupedOptions):
         title="Result store",
         description="Where paid results are kept and found again on a re-run: a local folder or a storage block's "
         "folder (block://<block-type-slug>/<block-name>/<folder>, e.g. S3); under PREFECT_HOME when empty.",
+    )
+    max_source_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        title="Largest source download (bytes)",
+        description="A source (or first frame) downloaded from a URL or a storage block over this size is refused; "
+        "when empty, 10 GiB or half the free space of the download folder, whichever is less.",
     )
     max_cost_usd: float | None = Field(
         default=None,

@@ -237,7 +237,7 @@ def build_backend(spec: BackendSpec, *, api_key: str | None = None, **options: A
 
     Args:
         spec: The run's backend parameters. ``base_url`` overrides the block's; ``model``,
-            ``poll_interval_seconds``, ``timeout_seconds`` and the upload store
+            ``poll_interval_seconds``, ``timeout_seconds``, ``max_wait_seconds`` and the upload store
             (``upload_block`` or ``upload_url``) are passed to ``get_client``.
         api_key: A key to use instead of a saved block or the environment, e.g. a dummy for
             a backend that only prices a plan.
@@ -276,7 +276,7 @@ def build_backend(spec: BackendSpec, *, api_key: str | None = None, **options: A
 
 
 def _options_of(spec: BackendSpec) -> dict[str, Any]:
-    """The constructor options ``spec`` sets: model, poll interval, timeout, uploader."""
+    """The constructor options ``spec`` sets: model, poll interval, timeout, job deadline, uploader."""
     options: dict[str, Any] = {}
     if spec.model:
         options["model"] = spec.model
@@ -284,6 +284,8 @@ def _options_of(spec: BackendSpec) -> dict[str, Any]:
         options["poll_interval_seconds"] = spec.poll_interval_seconds
     if spec.timeout_seconds is not None:
         options["timeout_seconds"] = spec.timeout_seconds
+    if spec.max_wait_seconds is not None:
+        options["max_wait_seconds"] = spec.max_wait_seconds
     if spec.upload_block:
         options["uploader"] = BlockUploader(spec.upload_block)
     elif spec.upload_url:

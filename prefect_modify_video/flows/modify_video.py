@@ -238,8 +238,11 @@ def _modify_fetched_video(
     """The flow's body once the source and first frame are local files."""
     logger = get_run_logger()
     check_output_is_not_source(params.source, destination)
-    source = str(fetch_source(params.source, fetch_dir, kind="video"))
-    first_frame = str(fetch_source(params.first_frame, fetch_dir, kind="image")) if params.first_frame else None
+    limit = params.max_source_bytes
+    source = str(fetch_source(params.source, fetch_dir, kind="video", max_bytes=limit))
+    first_frame = (
+        str(fetch_source(params.first_frame, fetch_dir, kind="image", max_bytes=limit)) if params.first_frame else None
+    )
     output = fetch_dir / location_name(destination) if is_remote(destination) else local_path(destination)
     # Errors about a fetched copy name the source as given (the copy is gone when the run ends).
     with errors_named_as(source, params.source):

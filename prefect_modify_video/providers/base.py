@@ -11,7 +11,6 @@ Nothing here imports Prefect: the tasks in ``prefect_modify_video.tasks`` call t
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -21,7 +20,9 @@ from enum import Enum
 from pathlib import Path
 from typing import ClassVar, Literal, Protocol, get_args
 
+from prefect_modify_video import stopping
 from prefect_modify_video.errors import (
+    InvalidInputError,
     JobFailedError,
     JobTimedOutError,
     ProviderServerError,
@@ -230,22 +231,33 @@ async def wait_for_job(
         JobFailedError: the service says the job failed.
         JobTimedOutError: the job is not terminal after ``max_wait_seconds`` (its id is kept:
             polling it later may still find it done).
+        StopRequested: a stop was requested (the first SIGINT or SIGTERM of a CLI run); checked
+            between polls, at least every ``stopping.SLICE_SECONDS``. The job is kept.
+        InvalidInputError: the job must be waited on and the interval or the deadline is not
+            more than 0.
     """
     interval = backend.poll_interval_seconds if poll_interval_seconds is None else poll_interval_seconds
     limit = backend.max_wait_seconds if max_wait_seconds is None else max_wait_seconds
+    # Only a job that must be waited on needs an interval and a deadline (the local backend has neither).
+    if not job.state.is_terminal and (not interval > 0 or not limit > 0):
+        raise InvalidInputError(
+            f"{backend.name}: poll_interval_seconds ({interval}) and max_wait_seconds ({limit}) must be more than 0"
+        )
     deadline = time.monotonic() + limit
     last_error: RetryableProviderError | None = None
     wait = 0.0 if poll_first else interval
     polled = not poll_first
+    kept = f"job {job.job_id} stays saved and a re-run follows it without paying again"
     while not (polled and job.state.is_terminal):
         if time.monotonic() >= deadline:
             cause = f"; the last poll failed: {last_error}" if last_error else ""
             raise JobTimedOutError(
-                f"job still {job.state.value} after {limit:.0f} s{cause}; a re-run polls it again",
+                f"job still {job.state.value} after {limit:g} s (max_wait_seconds){cause}; a re-run polls it "
+                "again (raise --max-wait-seconds for a slow service)",
                 provider=backend.name,
                 job_id=job.job_id,
             )
-        await asyncio.sleep(min(wait, max(deadline - time.monotonic(), 0.0)))
+        await stopping.sleep(min(wait, max(deadline - time.monotonic(), 0.0)), f"{backend.name}: {kept}")
         try:
             job = await backend.poll(job)
             last_error, wait = None, interval

@@ -33,18 +33,23 @@ from typing import Any, ClassVar, TypeVar
 
 import httpx
 
+from prefect_modify_video import stopping
 from prefect_modify_video.errors import (
     ForeignOriginError,
     AuthenticationError,
     ClipValidationError,
+    FatalProviderError,
     InvalidInputError,
     InvalidRequestError,
     JobFailedError,
     JobTimedOutError,
     ProviderServerError,
+    ProviderUnavailableError,
     RateLimitedError,
     RetryableProviderError,
+    SubmitOutcomeUnknownError,
 )
+from prefect_modify_video.limits import download_deadline_seconds
 from prefect_modify_video.media.files import atomic_write, sniff_media
 from prefect_modify_video.providers.base import (
     MODES,
@@ -78,6 +83,28 @@ USER_AGENT = f"prefect-modify-video/{_package_version()}"
 
 MAX_RETRY_WAIT_SECONDS = 60.0
 """Longest a client-side retry waits for a rate limit to reset; longer waits surface."""
+
+RESULT_BYTES_PER_SENT_BYTE = 4
+"""An answer is at most this many times the clip sent (the same frames, re-encoded)..."""
+MIN_RESULT_BYTES = 50_000_000
+"""...or this many bytes, whichever is more (a tiny clip may come back at a higher bitrate)."""
+
+
+class ResultTooLargeError(FatalProviderError):
+    """Raised when an answer is larger than a clip of what was sent can be: it is not written to disk.
+
+    The same link would send the same body again, so it is not retried; the job stays saved.
+    """
+
+
+def max_result_bytes(sent_bytes: int) -> int:
+    """The largest answer accepted for a clip of ``sent_bytes`` bytes: the one rule for every backend.
+
+    Example:
+        >>> max_result_bytes(2_000_000), max_result_bytes(100_000_000)
+        (50000000, 400000000)
+    """
+    return max(RESULT_BYTES_PER_SENT_BYTE * sent_bytes, MIN_RESULT_BYTES)
 
 
 
@@ -196,6 +223,9 @@ class HttpModifyBackend(ModifyBackend):
 
     default_base_url: ClassVar[str] = ""
     default_timeout_seconds: ClassVar[float] = 120.0
+    download_deadline_seconds: float | None = None
+    """Total deadline of one result download, all its tries; ``None``: ``limits.download_deadline_seconds`` of
+    the largest answer accepted (``result_limit_bytes``)."""
 
     def __init__(
         self,
@@ -229,6 +259,13 @@ class HttpModifyBackend(ModifyBackend):
         """
         if not api_key or not str(api_key).strip():
             raise InvalidInputError(self.missing_key_message())
+        for option, value in (
+            ("timeout_seconds", timeout_seconds),
+            ("poll_interval_seconds", poll_interval_seconds),
+            ("max_wait_seconds", max_wait_seconds),
+        ):
+            if value is not None and not float(value) > 0:
+                raise InvalidInputError(f"{self.name}: {option} must be more than 0, not {value}")
         self._api_key = str(api_key).strip()
         self.base_url = (base_url or self.default_base_url).rstrip("/")
         if poll_interval_seconds is not None:
@@ -250,6 +287,7 @@ class HttpModifyBackend(ModifyBackend):
         )
         self._base_origin = _origin(httpx.URL(self.base_url))
         self._started = False
+        self._largest_sent_bytes = 0
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r}, model={self.model!r})"
@@ -301,6 +339,9 @@ class HttpModifyBackend(ModifyBackend):
         **kwargs: Any,
     ) -> httpx.Response:
         headers = dict(kwargs.pop("headers", None) or {})
+        if creates_job:
+            # After the first SIGINT/SIGTERM of a CLI run nothing more is bought.
+            stopping.check_stop(f"{self.name}: {what}: no new job is sent")
         with translate_transport_errors(self.name, what=what, creates_job=creates_job):
             request = self._client.build_request(method, url, headers=headers, **kwargs)
             if auth:
@@ -404,6 +445,7 @@ class HttpModifyBackend(ModifyBackend):
         if not clip.is_file():
             raise InvalidInputError(f"{self.name}: the clip {clip} does not exist")
         size = clip.stat().st_size
+        self._largest_sent_bytes = max(self._largest_sent_bytes, size)
         if size > self.max_upload_bytes:
             raise InvalidInputError(
                 f"{self.name}: the clip {clip} is {size} bytes; the service takes at most "
@@ -460,17 +502,70 @@ class HttpModifyBackend(ModifyBackend):
             return response, auth
         raise ProviderServerError("download: too many redirects", provider=self.name, job_id=job.job_id)
 
+    def result_limit_bytes(self) -> int:
+        """The largest answer accepted: ``max_result_bytes`` of the largest clip this backend sent, or of the
+        largest the service takes (``max_upload_bytes``) for a job it did not send (one saved by an earlier run)."""
+        return max_result_bytes(self._largest_sent_bytes or self.max_upload_bytes)
+
+    def _download_deadline(self) -> float:
+        if self.download_deadline_seconds is not None:
+            return float(self.download_deadline_seconds)
+        return download_deadline_seconds(self.result_limit_bytes())
+
+    def _too_large(self, shown: str, size: str, *, what: str, job_id: str | None) -> ResultTooLargeError:
+        limit = self.result_limit_bytes()
+        sent = f"the {self._largest_sent_bytes:,}-byte clip sent" if self._largest_sent_bytes else (
+            f"a clip of up to {self.max_upload_bytes:,} bytes")
+        return ResultTooLargeError(
+            f"{what}: the answer at {shown} is {size}, over the {limit:,}-byte limit for {sent} "
+            f"(max({RESULT_BYTES_PER_SENT_BYTE} x the clip, {MIN_RESULT_BYTES:,} bytes)); refused, nothing kept"
+            + (f". Job {job_id} stays saved: fetch its result from the service" if job_id else ""),
+            provider=self.name,
+            job_id=job_id,
+        )
+
     async def _save_video(
         self, response: httpx.Response, destination: Path, *, what: str, job_id: str | None,
         creates_job: bool = False,
     ) -> Path:
-        """Streams an answer's body to ``destination`` atomically and checks it is a video."""
+        """Streams an answer's body to ``destination`` atomically and checks it is a video.
+
+        The body is refused past ``result_limit_bytes`` (by its declared length, before anything is
+        written, or as it arrives) and must arrive within ``download_deadline_seconds`` in total.
+
+        Raises:
+            ResultTooLargeError: the body is over the limit.
+            ProviderUnavailableError: the deadline passed (``SubmitOutcomeUnknownError`` for the
+                answer of a create, which may have been billed).
+            ClipValidationError: the body is not a video.
+        """
+        limit = self.result_limit_bytes()
+        seconds = self._download_deadline()
+        shown = f"{response.url.host}{response.url.path}"
         try:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise self._too_large(shown, f"{int(declared):,} bytes", what=what, job_id=job_id)
             with atomic_write(destination) as temp:
-                with translate_transport_errors(self.name, what=what, creates_job=creates_job):
-                    with open(temp, "wb") as handle:
-                        async for chunk in response.aiter_bytes(1 << 20):
-                            handle.write(chunk)
+                try:
+                    async with asyncio.timeout(seconds):
+                        with translate_transport_errors(self.name, what=what, creates_job=creates_job):
+                            with open(temp, "wb") as handle:
+                                received = 0
+                                async for chunk in response.aiter_bytes(1 << 20):
+                                    received += len(chunk)
+                                    if received > limit:
+                                        raise self._too_large(shown, "larger", what=what, job_id=job_id)
+                                    handle.write(chunk)
+                except TimeoutError as exc:
+                    late = f"{what}: {shown} did not finish within its {seconds:g} s deadline"
+                    if creates_job:
+                        raise SubmitOutcomeUnknownError(
+                            f"{late}: the service may have billed the call, so it is not sent again in this run. "
+                            "Check the service's dashboard; a re-run sends the segment again",
+                            provider=self.name,
+                        ) from exc
+                    raise ProviderUnavailableError(late, provider=self.name, job_id=job_id) from exc
                 with open(temp, "rb") as handle:
                     head = handle.read(512)
                 check_video_answer(
@@ -485,19 +580,36 @@ class HttpModifyBackend(ModifyBackend):
         return Path(destination)
 
     async def _download_url(self, url: str, destination: Path, job: ModifyJob) -> Path:
-        """Downloads a result URL to ``destination`` (retried; atomic; checked)."""
+        """Downloads a result URL to ``destination`` (retried; atomic; checked; bounded in size and time).
+
+        Raises:
+            ResultTooLargeError: the answer is over ``result_limit_bytes``.
+            ProviderUnavailableError: the tries did not end within ``download_deadline_seconds`` in
+                total; the message names the address (without its query) and the deadline.
+        """
 
         async def once() -> Path:
             response, _ = await self._open_download(url, job=job)
             return await self._save_video(response, destination, what="download", job_id=job.job_id)
 
-        return await retry_idempotent(
-            once,
-            provider=self.name,
-            what="download",
-            max_retries=self.max_retries,
-            backoff_seconds=self.retry_backoff_seconds,
-        )
+        seconds = self._download_deadline()
+        target = httpx.URL(url) if url.startswith(("http://", "https://")) else self._client.base_url.join(url)
+        try:
+            async with asyncio.timeout(seconds):
+                return await retry_idempotent(
+                    once,
+                    provider=self.name,
+                    what="download",
+                    max_retries=self.max_retries,
+                    backoff_seconds=self.retry_backoff_seconds,
+                )
+        except TimeoutError as exc:
+            raise ProviderUnavailableError(
+                f"download: {target.host}{target.path} did not finish within its {seconds:g} s deadline; "
+                "the job stays saved and the next try downloads it again",
+                provider=self.name,
+                job_id=job.job_id,
+            ) from exc
 
     async def download(self, job: ModifyJob, destination: Path) -> Path:
         """Writes the finished clip of a ``COMPLETED`` job to ``destination``.

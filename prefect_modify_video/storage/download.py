@@ -12,15 +12,18 @@ import hashlib
 import itertools
 import os
 import re
+import shutil
+import time
 import urllib.parse
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import httpx
 
 from prefect_modify_video.errors import InvalidInputError
+from prefect_modify_video.limits import download_deadline_seconds, too_slow
 from prefect_modify_video.media.files import IMAGE_FORMATS, VIDEO_FORMATS, atomic_write, sniff_media
-from prefect_modify_video.storage.blocks import CHUNK_BYTES, open_storage
+from prefect_modify_video.storage.blocks import open_storage
 from prefect_modify_video.storage.locations import (
     BlockReference,
     is_block_reference,
@@ -31,8 +34,27 @@ from prefect_modify_video.storage.locations import (
 )
 
 DEFAULT_MAX_BYTES = 10 * 2**30
-"""10 GiB: the largest source fetched unless told otherwise."""
+"""10 GiB: the largest source fetched unless told otherwise (or half the free space, if less)."""
 DEFAULT_TIMEOUT_SECONDS = 60.0
+"""The per-read timeout: no byte for that long fails a download."""
+
+
+def default_max_source_bytes(folder: str | Path) -> int:
+    """The largest source downloaded into ``folder`` when no limit is given: 10 GiB or half the free space of
+    the folder (its nearest existing parent), whichever is less, computed when called.
+
+    Example:
+        >>> 0 < default_max_source_bytes(".") <= DEFAULT_MAX_BYTES
+        True
+    """
+    path = Path(folder).absolute()
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        return DEFAULT_MAX_BYTES
+    return max(1, min(DEFAULT_MAX_BYTES, free // 2))
 
 VIDEO_EXTENSIONS = frozenset({
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".wmv", ".flv", ".3gp",
@@ -64,9 +86,10 @@ def fetch_source(
     source: str,
     work_dir: Path,
     *,
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_bytes: int | None = None,
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
     kind: MediaKind = "video",
+    deadline_seconds: float | None = None,
 ) -> Path:
     """Makes a source (video or first-frame image) available as a local file.
 
@@ -82,9 +105,12 @@ def fetch_source(
     Args:
         source: Local path, URL or ``block://<block-type-slug>/<block-name>/<path>``.
         work_dir: Folder for downloaded files (created when needed).
-        max_bytes: Largest file accepted (10 GiB by default).
+        max_bytes: Largest file accepted; ``default_max_source_bytes(work_dir)`` when ``None`` (10 GiB or
+            half the free space, whichever is less).
         timeout: Seconds to wait for a connection or for the next bytes of an answer.
         kind: ``video``, ``image`` or ``any``: what the first bytes of a download must be.
+        deadline_seconds: Total time a URL download may take; when ``None``,
+            ``limits.download_deadline_seconds`` of its declared length (else of ``max_bytes``).
 
     Returns:
         The local file.
@@ -95,8 +121,12 @@ def fetch_source(
     text = source.strip()
     if not text:
         raise InvalidInputError("the source is empty; give a local path, an http(s) URL or a block:// reference")
+    if is_url(text) or is_block_reference(text):
+        max_bytes = default_max_source_bytes(work_dir) if max_bytes is None else max_bytes
     if is_url(text):
-        return _download_url(text, Path(work_dir), max_bytes=max_bytes, timeout=timeout, kind=kind)
+        return _download_url(
+            text, Path(work_dir), max_bytes=max_bytes, timeout=timeout, kind=kind, deadline_seconds=deadline_seconds
+        )
     if is_block_reference(text):
         return _fetch_from_block(text, Path(work_dir), max_bytes=max_bytes)
     if text.lower().startswith("file://"):
@@ -155,15 +185,39 @@ def _refuse_answer(response: httpx.Response, shown: str, *, max_bytes: int, kind
         )
 
 
-def _download_url(url: str, work_dir: Path, *, max_bytes: int, timeout: float, kind: MediaKind) -> Path:
+def _until_deadline(chunks: Iterator[bytes], shown: str, started: float, seconds: float) -> Iterator[bytes]:
+    """The chunks of a download, failing it once ``seconds`` have passed since ``started`` or it is
+    ``limits.too_slow`` (checked at each network read, so a server sending a few bytes at a time
+    cannot hold it past its deadline)."""
+    received = 0
+    for chunk in chunks:
+        received += len(chunk)
+        elapsed = time.monotonic() - started
+        if elapsed > seconds or too_slow(elapsed, received):
+            raise InvalidInputError(
+                f"{shown}: the download did not finish within its {seconds:g} s deadline ({received:,} bytes in "
+                f"{elapsed:.0f} s, too slow); try again later or download the file yourself and give its path"
+            )
+        yield chunk
+
+
+def _download_url(
+    url: str, work_dir: Path, *, max_bytes: int, timeout: float, kind: MediaKind, deadline_seconds: float | None = None
+) -> Path:
     """Streams a URL into its own folder under ``work_dir``, named after the answer, checked to be ``kind``."""
     shown = redacted_url(url)
     folder = work_dir / f"url-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
+    started = time.monotonic()
     try:
         with httpx.Client(follow_redirects=True, timeout=httpx.Timeout(timeout)) as client:
             with client.stream("GET", url) as response:
                 _refuse_answer(response, shown, max_bytes=max_bytes, kind=kind)
-                chunks = response.iter_bytes(CHUNK_BYTES)
+                declared = response.headers.get("content-length", "")
+                seconds = deadline_seconds if deadline_seconds is not None else download_deadline_seconds(
+                    int(declared) if declared.isdigit() else max_bytes
+                )
+                # Each network read as it comes (no re-chunking), so the deadline is checked at every one.
+                chunks = _until_deadline(response.iter_bytes(), shown, started, seconds)
                 # The first bytes decide the format, hence the file's extension, before anything is written.
                 head_chunks: list[bytes] = []
                 head = b""

@@ -1,0 +1,277 @@
+"""Issue 11, item 6: nothing hangs. A per-job deadline the user sets, validated intervals, and a CLI run
+that stops on the first SIGINT/SIGTERM (keeping every saved job) and exits at once on the second.
+
+Real processes and real HTTP: the CLI runs as a subprocess against ``FakeModifyServer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from prefect.settings import PREFECT_API_URL
+from pydantic import ValidationError
+
+from prefect_modify_video import stopping
+from prefect_modify_video.blocks import build_backend
+from prefect_modify_video.cli import main
+from prefect_modify_video.errors import InvalidInputError
+from prefect_modify_video.flows import BackendSpec, ModifyVideoParameters, SegmentsFailedError, modify_video
+from prefect_modify_video.media.probe import probe_video
+from prefect_modify_video.media.sample import make_sample_video
+from prefect_modify_video.providers.base import JobState, ModifyBackend, ModifyJob, ModifyRequest, wait_for_job
+from prefect_modify_video.providers.segmind import SegmindAsyncBackend
+from prefect_modify_video.stopping import StopRequested
+from prefect_modify_video.testing import FakeModifyServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def no_stop_left():
+    stopping.clear_stop()
+    yield
+    stopping.clear_stop()
+
+
+@pytest.fixture(scope="module")
+def three_segments(tmp_path_factory):
+    """7.5 s at 24 fps: three segments of 2.5 s under a 2.6 s cap."""
+    folder = tmp_path_factory.mktemp("stopping")
+    return make_sample_video(folder / "three.mp4", seconds=7.5, width=160, height=90, fps=24, scenes=3)
+
+
+@pytest.fixture(scope="module")
+def one_segment(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("stopping-one")
+    return make_sample_video(folder / "one.mp4", seconds=2, width=160, height=90, fps=24, scenes=1)
+
+
+@pytest.fixture
+def server(monkeypatch):
+    monkeypatch.setenv("SEGMIND_API_KEY", "sk-stop-test")
+    with FakeModifyServer(polls_to_complete=2) as fake:
+        yield fake
+        fake.wait_idle(30)
+
+
+# ----------------------------------------------------------------------------- validation and the deadline
+
+
+@pytest.mark.parametrize(
+    "flag, value", [("--poll-interval-seconds", "-1"), ("--max-wait-seconds", "0"), ("--timeout-seconds", "-5")]
+)
+def test_intervals_and_deadlines_must_be_positive_on_the_command_line(flag, value, one_segment, capsys):
+    code = main(["run", str(one_segment), "--backend", "segmind-async", flag, value])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "greater than 0" in err, err
+
+
+def test_intervals_and_deadlines_must_be_positive_everywhere():
+    with pytest.raises(ValidationError):
+        BackendSpec(name="segmind-async", poll_interval_seconds=0)
+    with pytest.raises(ValidationError):
+        ModifyVideoParameters(source="a.mp4", backend={"name": "fal", "max_wait_seconds": -1})
+    with pytest.raises(InvalidInputError, match="poll_interval_seconds must be more than 0"):
+        SegmindAsyncBackend("key", poll_interval_seconds=-1)
+
+    class Queued(ModifyBackend):
+        name = "queued"
+        poll_interval_seconds = 0.0
+
+        def estimate_cost_usd(self, seconds, width, height):
+            return 0.0
+
+        async def submit(self, request, workdir):
+            raise NotImplementedError
+
+        async def download(self, job, destination):
+            raise NotImplementedError
+
+    job = ModifyJob(provider="queued", state=JobState.QUEUED, job_id="j")
+    with pytest.raises(InvalidInputError, match="must be more than 0"):
+        asyncio.run(wait_for_job(Queued(), job))
+
+
+def test_max_wait_seconds_reaches_the_backend(server):
+    spec = BackendSpec(name="segmind-async", base_url=server.base_url, max_wait_seconds=7)
+    assert build_backend(spec, api_key="key").max_wait_seconds == 7
+    assert build_backend(BackendSpec(name="fal"), api_key="key").max_wait_seconds == 900  # the documented default
+    flags = subprocess.run(
+        [sys.executable, "-m", "prefect_modify_video.cli", "run", "--help"], capture_output=True, text=True,
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    ).stdout
+    assert "--max-wait-seconds" in flags and "--max-source-bytes" in flags
+
+
+def _params(source, tmp_path, server, **overrides) -> ModifyVideoParameters:
+    values = dict(
+        source=str(source), prompt="pencil sketch", output=str(tmp_path / "out.mp4"),
+        backend=BackendSpec(name="segmind-async", base_url=server.base_url, poll_interval_seconds=0.1),
+        max_segment_seconds=2.6, store_dir=str(tmp_path / "store"), retry_delay_seconds=0.05,
+    )
+    values.update(overrides)
+    return ModifyVideoParameters(**values)
+
+
+def test_a_stuck_job_fails_after_max_wait_seconds_and_the_rerun_polls_the_same_job(one_segment, tmp_path, server):
+    server.polls_to_complete = 10**6  # never done in this run
+    spec = BackendSpec(name="segmind-async", base_url=server.base_url, poll_interval_seconds=0.1, max_wait_seconds=1.5)
+    started = time.monotonic()
+    with pytest.raises(SegmentsFailedError, match=r"JobTimedOutError: .*after 1.5 s \(max_wait_seconds\)"):
+        modify_video(_params(one_segment, tmp_path, server, backend=spec, segment_retries=0))
+    assert time.monotonic() - started < 60, "seconds, not minutes"
+    assert server.stats("segmind").calls == 1
+    assert list((tmp_path / "store" / "jobs").glob("*.json")), "the timed-out job is kept"
+
+    server.polls_to_complete = 1  # the service finishes it later
+    result = modify_video(_params(one_segment, tmp_path, server))
+    assert (result.billed_calls, result.reused_segments) == (1, 0)
+    stats = server.stats("segmind")
+    assert (stats.calls, stats.billed) == (1, 1), "the re-run polled the same job: one create, billed once"
+
+
+# ----------------------------------------------------------------------------- stopping
+
+
+class _Running(ModifyBackend):
+    name = "running"
+    poll_interval_seconds = 5.0
+
+    def __init__(self):
+        self.polls = 0
+
+    def estimate_cost_usd(self, seconds, width, height):
+        return 0.0
+
+    async def submit(self, request, workdir):
+        raise NotImplementedError
+
+    async def poll(self, job):
+        self.polls += 1
+        return job.with_changes(state=JobState.RUNNING)
+
+    async def download(self, job, destination):
+        raise NotImplementedError
+
+
+def test_a_stop_request_ends_the_waiting_between_polls():
+    backend = _Running()
+    job = ModifyJob(provider="running", state=JobState.QUEUED, job_id="job-7")
+    threading.Timer(0.3, stopping.request_stop, args=("SIGINT",)).start()
+    started = time.monotonic()
+    with pytest.raises(StopRequested, match="job job-7 stays saved"):
+        asyncio.run(wait_for_job(backend, job, poll_first=True))
+    assert time.monotonic() - started < 1.5, "the 5 s interval is not slept through"
+    assert backend.polls == 1
+
+
+def test_no_new_job_is_created_once_a_stop_is_requested(server, tmp_path):
+    clip = make_sample_video(tmp_path / "clip.mp4", seconds=1, width=160, height=90, fps=24)
+    stopping.request_stop("SIGTERM")
+
+    async def go():
+        async with SegmindAsyncBackend("key", server.base_url) as backend:
+            await backend.submit(ModifyRequest(clip=clip, prompt="x", mode="flex_1"), tmp_path)
+
+    with pytest.raises(StopRequested, match="no new job is sent"):
+        asyncio.run(go())
+    assert server.stats("segmind").calls == 0
+
+
+_LOOP = textwrap.dedent(
+    """
+    import sys, time
+    from prefect_modify_video.stopping import stop_on_signals, stop_requested
+    with stop_on_signals():
+        print("ready", flush=True)
+        while not (stop_requested() and sys.argv[1] == "obeys"):
+            time.sleep(0.05)
+        raise RuntimeError("the work stopped half-way")
+    """
+)
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_first_signal_stops_second_exits_at_once(signum, code):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # Work that ignores the stop: the second signal ends it at once, with one line each.
+    process = subprocess.Popen([sys.executable, "-c", _LOOP, "ignores"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "ready"
+    process.send_signal(signum)
+    first = process.stderr.readline()
+    assert "stopping" in first and signum.name in first
+    started = time.monotonic()
+    process.send_signal(signum)
+    assert process.wait(timeout=5) == code and time.monotonic() - started < 2
+    rest = process.stderr.read().strip().splitlines()
+    assert len(rest) == 1 and "exiting now" in rest[0], rest
+
+    # Work that obeys: it ends, and the run exits with the signal's code and one more line, no traceback.
+    process = subprocess.Popen([sys.executable, "-c", _LOOP, "obeys"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "ready"
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=10)
+    assert process.returncode == code
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and "re-run" in lines[1] and "Traceback" not in err, err
+
+
+def _cli_run(source, tmp_path, server) -> subprocess.Popen:
+    env = {
+        **os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "SEGMIND_API_KEY": "sk-stop-test",
+        "PYTHONPATH": str(ROOT),
+    }
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "prefect_modify_video.cli", "run", str(source), "--backend", "segmind-async",
+            "--base-url", server.base_url, "--output", str(tmp_path / "out.mp4"), "--store", str(tmp_path / "store"),
+            "--max-segment-seconds", "2.6", "--concurrency", "1", "--poll-interval-seconds", "0.1",
+            "--retry-delay-seconds", "0.05", "--json",
+        ],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_a_cli_run_waiting_on_a_queued_job_and_keeps_it(signum, code, three_segments, tmp_path, server):
+    server.polls_to_complete = 10**6  # the first segment's job stays queued while the run waits on it
+    process = _cli_run(three_segments, tmp_path, server)
+    jobs = tmp_path / "store" / "jobs"
+    deadline = time.monotonic() + 120
+    while not (jobs.is_dir() and list(jobs.glob("*.json"))) and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.05)
+    time.sleep(0.5)  # polling
+    process.send_signal(signum)
+    started = time.monotonic()
+    _, stderr = process.communicate(timeout=30)
+    assert time.monotonic() - started < 10, "the first signal stops the waiting within seconds"
+    assert process.returncode == code, stderr[-3000:]
+    after = stderr[stderr.index(f"prefect-modify-video: {signum.name}"):].strip().splitlines()
+    assert len(after) <= 3 and "Traceback" not in stderr, stderr[-3000:]
+    saved = list(jobs.glob("*.json"))
+    assert len(saved) == 1, "the job waited on is kept in the store"
+    assert server.stats("segmind").calls == 1, "no new job was sent after the signal"
+
+    if signum is signal.SIGINT:
+        server.polls_to_complete = 2
+        rerun = _cli_run(three_segments, tmp_path, server)
+        stdout, stderr = rerun.communicate(timeout=300)
+        assert rerun.returncode == 0, stderr[-3000:]
+        result = json.loads(stdout.strip().splitlines()[-1])
+        assert probe_video(result["output"]).frames == probe_video(three_segments).frames
+        stats = server.stats("segmind")
+        assert (stats.calls, stats.billed) == (3, 3), "the saved job was followed: 0 new jobs for its segment"
