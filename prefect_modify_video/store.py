@@ -5,6 +5,7 @@ Layout under the root folder::
     clips/<key>.mp4      a clip the service returned (or the pieces of a short answer, joined)
     clips/<key>.json     what the call was: service, job id, cost, frames covered, the hashes of
                          the answer and of the clip that was sent (for checking)
+    incoming/<key>.mp4   a paid answer just downloaded, before it is checked (kept if the run dies)
     jobs/<key>.json      a submitted job (its id; ``billed`` once the service finished it), so a
                          resumed try or run polls or downloads it instead of paying again
     locks/<key>.lock     held while one process works on the key
@@ -143,9 +144,19 @@ class ResultStore:
         logger.warning("the store file %s %s; set aside as %s and treated as missing", path, problem, damaged)
         return damaged
 
+    def incoming_path(self, key: str) -> Path:
+        """Where a paid answer for ``key`` is downloaded: in the store, before it is checked and put."""
+        return self.root / "incoming" / f"{key}.mp4"
+
     def put(self, key: str, clip: Path, record: dict) -> Path:
-        """Copies a validated clip into the store, then its record (the record marks it complete)."""
-        destination = atomic_copy(clip, self.clip_path(key))
+        """Moves (from ``incoming``) or copies a checked clip into the store, then writes its record
+        (the record marks it complete)."""
+        if Path(clip).parent == self.incoming_path(key).parent:
+            destination = self.clip_path(key)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(clip, destination)
+        else:
+            destination = atomic_copy(clip, self.clip_path(key))
         _write_json_atomic(destination.with_suffix(".json"), {**record, "stored_at": time.time()})
         self._upload(destination)
         self._upload(destination.with_suffix(".json"))

@@ -92,3 +92,28 @@ def test_a_damaged_job_record_is_not_sent_blindly(source, tmp_path, server):
     assert server.stats("fal").billed == 1, "nothing sent in place of a job that may have been paid"
     third = run(source, tmp_path, server, "third.mp4")
     assert third.billed_calls == 1 and server.stats("fal").billed == 2
+
+
+def test_an_answer_downloaded_before_a_crash_is_used_without_any_request(source, tmp_path, server):
+    """The answer lands in the store's incoming folder first: a run that died before storing it
+    leaves it there, and the re-run uses it (no create, no download)."""
+    import json
+
+    first = run(source, tmp_path, server)
+    store = tmp_path / "store"
+    assert not list((store / "incoming").glob("*")), "a stored answer leaves nothing in incoming"
+    (clip,) = (store / "clips").glob("*.mp4")
+    record = json.loads(clip.with_suffix(".json").read_text())
+    key = clip.stem
+    # What a run killed between the download and the store leaves behind:
+    clip.replace(store / "incoming" / f"{key}.mp4")
+    clip.with_suffix(".json").unlink()
+    (store / "jobs").mkdir(exist_ok=True)
+    (store / "jobs" / f"{key}.json").write_text(json.dumps(
+        {"provider": "fal", "job_id": record["job_id"], "state": "completed", "billed": True, "extra": {}}
+    ))
+    calls, downloads = server.stats("fal").calls, server.stats("fal").downloads
+    again = run(source, tmp_path, server, "again.mp4")
+    assert (server.stats("fal").calls, server.stats("fal").downloads) == (calls, downloads)
+    assert again.billed_calls == 0 and server.stats("fal").billed == first.billed_calls == 1
+    assert probe_video(again.output).frames == probe_video(source).frames

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from prefect_modify_video.media.conform import LOCAL_ENCODE
+from prefect_modify_video.media.files import atomic_copy
 from prefect_modify_video.media.ffmpeg import write_with_ffmpeg
 from prefect_modify_video.media.looks import (
     LOOKS,
@@ -104,5 +105,9 @@ class LocalBackend(ModifyBackend):
     async def download(self, job: ModifyJob, destination: Path) -> Path:
         """Moves the finished clip to ``destination``."""
         destination.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(job.result_path, destination)
+        try:
+            os.replace(job.result_path, destination)
+        except OSError:  # another file system (the store is not beside the work folder): copy
+            atomic_copy(job.result_path, destination)
+            Path(job.result_path).unlink(missing_ok=True)
         return destination

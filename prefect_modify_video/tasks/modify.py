@@ -380,6 +380,7 @@ class _SegmentPayer:
         except ClipValidationError:
             # Billed and unusable: booked as unused; the next try sends the piece again.
             self.store.forget_job(key)
+            returned.unlink(missing_ok=True)
             raise
         self._mark_used(job)
         record = self._record(returned, clip, covered, job_id=job.job_id, request_id=job.request_id,
@@ -401,7 +402,8 @@ class _SegmentPayer:
     async def _pay(self, key: str, clip: Path, first_frame: Path | None) -> tuple[Path, ModifyJob]:
         """Submits the piece, or follows the job an earlier try saved, and downloads its answer."""
         settings = self.settings
-        returned = self.workdir / f"returned-{key[:12]}.mp4"
+        # Answers land in the store first (never in a work folder that a failed run deletes).
+        returned = self.store.incoming_path(key)
         saved = self.store.load_job(key)
         if saved and self.refresh and not saved.get("billed"):
             self.logger.info("segment %s: --refresh: abandoning the saved job %s", self.segment.name, saved.get("job_id"))
@@ -409,6 +411,9 @@ class _SegmentPayer:
             saved = None
         resumed = _job_from_record(saved) if saved and saved.get("job_id") else None
         billed_before = bool(saved and saved.get("billed"))
+        if billed_before and resumed is not None and returned.is_file():
+            self.logger.info("segment %s: the answer of job %s was already downloaded", self.segment.name, resumed.job_id)
+            return returned, resumed
         request = ModifyRequest(clip=clip, prompt=settings.prompt, mode=settings.mode, first_frame=first_frame)
         slots = ledger.call_slots(settings.run_key, settings.concurrency)
         # Waiting for a slot in a helper thread keeps this task's event loop free.
