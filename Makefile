@@ -2,7 +2,7 @@
 VENV := .venv
 INPUT ?=
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test test-slow bench
 
 setup:
 	@bash scripts/setup.sh
@@ -11,7 +11,10 @@ demo: setup
 	$(VENV)/bin/prefect-modify-video demo $(INPUT)
 
 test: setup
-	$(VENV)/bin/python -m pytest -q -n 2
+	$(VENV)/bin/python -m pytest -q -n 2 -m "not slow"
+
+test-slow: setup
+	$(VENV)/bin/python -m pytest -q -n 2 -m slow
 
 bench: setup
 	$(VENV)/bin/python bench/overhead.py

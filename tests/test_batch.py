@@ -27,6 +27,8 @@ from prefect_modify_video.flows.batch import BatchParameters, BatchSettings, mod
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.media.sample import make_sample_video
 
+pytestmark = pytest.mark.slow  # run by `make test-slow` (CI runs both)
+
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory) -> dict[str, Path]:

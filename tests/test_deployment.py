@@ -8,12 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL
 
 from prefect_modify_video.media.probe import probe_video
+
+pytestmark = pytest.mark.slow  # run by `make test-slow` (CI runs both)
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFECT = str(Path(sys.executable).with_name("prefect"))

@@ -189,6 +189,7 @@ def server(monkeypatch):
         fake.wait_idle(30)
 
 
+@pytest.mark.slow
 def test_a_run_removes_what_a_killed_run_left_and_nothing_else(film, film_url, tmp_path, server, monkeypatch):
     temp, out = tmp_path / "tmp", tmp_path / "out"
     temp.mkdir()

@@ -151,6 +151,7 @@ def test_the_key_is_logical_other_encoder_threads_pay_nothing(one_segment, tmp_p
     assert server.stats("fal").billed == 1
 
 
+@pytest.mark.slow
 def test_every_job_rate_limited_on_its_first_six_polls_is_paid_once(tmp_path, server):
     """The reproduction of the review: 3 segments on fal, each job's first six polls answered 429
     with Retry-After: 1. It used to bill 18 jobs for 3 segments and report 3."""

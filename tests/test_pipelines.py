@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.filesystems import LocalFileSystem
@@ -23,6 +24,8 @@ from prefect_modify_video.blocks.presets import ModifyVideoPreset
 from prefect_modify_video.flows import ModifyVideoParameters, modify_video
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.storage.download import emit_new_video_event
+
+pytestmark = pytest.mark.slow  # run by `make test-slow` (CI runs both)
 
 ROOT = Path(__file__).resolve().parents[1]
 

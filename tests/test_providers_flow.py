@@ -157,6 +157,7 @@ def test_an_unanswered_create_is_not_sent_again_in_the_run(fault, spec, short_vi
     assert server.stats("segmind").calls == 2  # no automatic resend of the unanswered call
 
 
+@pytest.mark.slow
 def test_no_credits_stops_the_run_and_a_rerun_resumes(tmp_path, server):
     source = make_sample_video(tmp_path / "six.mp4", seconds=6, width=320, height=180, fps=30, scenes=3)
     server.set_credits("segmind", 0.6 * 1)  # enough for one call of $0.60
@@ -189,6 +190,7 @@ def test_luma_without_an_upload_store_is_refused_before_any_work(short_video, tm
     assert server.stats("luma").calls == 0
 
 
+@pytest.mark.slow
 def test_anchoring_and_overlaps_hide_a_drifting_service_at_in_shot_seams(tmp_path, server):
     # One 6 s shot under a 2.5 s cap: three segments, two seams inside the shot.
     source = make_sample_video(tmp_path / "shot.mp4", seconds=6, width=320, height=180, fps=30, scenes=1)
@@ -211,6 +213,7 @@ def test_anchoring_and_overlaps_hide_a_drifting_service_at_in_shot_seams(tmp_pat
     assert_same_shape_and_sound(hidden.output, source)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sequential", [False, True])
 def test_first_frames_sent_with_each_segment(tmp_path, server, first_frame_image, sequential):
     # Two 3 s shots, each split in two under 2.5 s: seams in a shot, on the cut, in a shot.
@@ -227,6 +230,7 @@ def test_first_frames_sent_with_each_segment(tmp_path, server, first_frame_image
     assert_same_shape_and_sound(result.output, source)
 
 
+@pytest.mark.slow
 def test_luma_reads_segments_from_a_storage_block_by_presigned_url(
     tmp_path, server, sample_video, s3_server, s3_bucket_block
 ):

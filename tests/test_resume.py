@@ -21,6 +21,8 @@ from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.media.sample import make_sample_video
 from prefect_modify_video.testing import FakeModifyServer, Fault
 
+pytestmark = pytest.mark.slow  # run by `make test-slow` (CI runs both)
+
 
 @pytest.fixture(scope="module")
 def six_segments(tmp_path_factory):

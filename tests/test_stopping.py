@@ -245,6 +245,7 @@ def _cli_run(source, tmp_path, server) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_stops_a_cli_run_waiting_on_a_queued_job_and_keeps_it(signum, code, three_segments, tmp_path, server):
     server.polls_to_complete = 10**6  # the first segment's job stays queued while the run waits on it
