@@ -124,6 +124,19 @@ def _params(source, tmp_path, server, **overrides) -> ModifyVideoParameters:
     return ModifyVideoParameters(**values)
 
 
+def test_a_stuck_job_is_waited_on_once_per_run_whatever_the_retries(one_segment, tmp_path, server):
+    """max_wait_seconds bounds the whole wait: Prefect's retries do not wait on the same job again
+    (today's complaint: 900 s x 4 tries = 61 minutes)."""
+    server.polls_to_complete = 10**6
+    spec = BackendSpec(name="segmind-async", base_url=server.base_url, poll_interval_seconds=0.1, max_wait_seconds=1.5)
+    with pytest.raises(SegmentsFailedError, match="JobTimedOutError"):
+        modify_video(_params(one_segment, tmp_path, server, backend=spec, segment_retries=3))
+    stats = server.stats("segmind")
+    assert stats.calls == 1
+    # One wait of 1.5 s at 0.1 s between polls is about 15 polls; four would be about 60.
+    assert stats.polls <= 25
+
+
 def test_a_stuck_job_fails_after_max_wait_seconds_and_the_rerun_polls_the_same_job(one_segment, tmp_path, server):
     server.polls_to_complete = 10**6  # never done in this run
     spec = BackendSpec(name="segmind-async", base_url=server.base_url, poll_interval_seconds=0.1, max_wait_seconds=1.5)

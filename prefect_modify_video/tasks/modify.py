@@ -45,6 +45,7 @@ from prefect_modify_video.errors import (
     InvalidRequestError,
     RateLimitedError,
     JobFailedError,
+    JobTimedOutError,
     ModifyVideoError,
     RetryableProviderError,
     SubmitOutcomeUnknownError,
@@ -263,9 +264,14 @@ def segment_key(settings: ModifySettings, segment: Segment, first_frame_key: str
 
 
 def retry_if_retryable(task, task_run, state) -> bool:
-    """Retries a segment only after an error that another try can fix."""
+    """Retries a segment only after an error that another try can fix.
+
+    A job that passed its deadline (``max_wait_seconds``) is not waited on again in the same run:
+    the deadline is the user's bound on the wait, not one per try; its id stays saved and a re-run
+    polls it.
+    """
     # The engine hands over a Failed state whose data is the exception the task raised.
-    return isinstance(state.data, RetryableProviderError)
+    return isinstance(state.data, RetryableProviderError) and not isinstance(state.data, JobTimedOutError)
 
 
 class ResultUnavailableError(FatalProviderError):
