@@ -114,6 +114,7 @@ def test_a_missing_key_names_the_variable_and_the_block(sample_video, tmp_path, 
     assert len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere(sample_video, tmp_path):
     import pty
 

@@ -74,7 +74,12 @@ def test_rate_limited_polls_never_submit_again(rate_limited_polls, one_segment, 
 @pytest.mark.parametrize("on", ["poll", "download"])
 @pytest.mark.parametrize(
     "fault, timeout_seconds",
-    [(Fault.SERVER_500, None), (Fault.SERVER_502, None), (Fault.timeout(2.5), 1), (Fault.dropped_connection(), None)],
+    [
+        (Fault.SERVER_500, None),
+        (Fault.SERVER_502, None),
+        pytest.param(Fault.timeout(2.5), 1, marks=pytest.mark.slow),
+        (Fault.dropped_connection(), None),
+    ],
     ids=["500", "502", "timeout", "dropped-connection"],
 )
 def test_failing_polls_and_downloads_are_paid_once(fault, timeout_seconds, on, one_segment, tmp_path, server):
