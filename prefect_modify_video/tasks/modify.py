@@ -38,6 +38,7 @@ from pydantic import BaseModel, Field
 
 from prefect_modify_video.errors import (
     BudgetExceededError,
+    DamagedStoreError,
     ClipValidationError,
     FatalProviderError,
     ForeignOriginError,
@@ -415,7 +416,14 @@ class _SegmentPayer:
             self.logger.info("segment %s: --refresh: abandoning the saved job %s", self.segment.name, saved.get("job_id"))
             self.store.forget_job(key)
             saved = None
-        resumed = _job_from_record(saved) if saved and saved.get("job_id") else None
+        try:
+            resumed = _job_from_record(saved) if saved and saved.get("job_id") else None
+        except (KeyError, ValueError, TypeError) as error:
+            raise DamagedStoreError(
+                f"segment {self.segment.name}: the saved job record jobs/{key}.json in {self.store.location} "
+                f"is not one this version can read ({error!r}); the job it names may have been billed. Check the "
+                "service's dashboard, then delete that file and re-run to send the segment again"
+            ) from error
         billed_before = bool(saved and saved.get("billed"))
         if billed_before and resumed is not None and returned.is_file():
             self.logger.info("segment %s: the answer of job %s was already downloaded", self.segment.name, resumed.job_id)
