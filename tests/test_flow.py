@@ -63,6 +63,7 @@ def test_a_second_run_pays_for_nothing(sample_video, tmp_path, store_dir):
     assert refreshed.billed_calls == 4
 
 
+@pytest.mark.slow
 def test_another_prompt_is_another_paid_call(sample_video, tmp_path, store_dir):
     modify_video(params(sample_video, tmp_path, store_dir, output=str(tmp_path / "a.mp4")))
     other = modify_video(params(sample_video, tmp_path, store_dir, output=str(tmp_path / "b.mp4"), prompt="warm"))

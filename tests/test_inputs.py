@@ -389,6 +389,7 @@ def test_file_urls_are_sources(source, tmp_path):
     assert (source.parent / "film.modified.mp4").is_file()
 
 
+@pytest.mark.slow
 def test_plan_and_probe_fetch_url_and_block_sources(http_server, source, clip):
     import json
 

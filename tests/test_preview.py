@@ -53,6 +53,7 @@ def params(film, store_dir, tmp_path, **overrides) -> PreviewParameters:
     return PreviewParameters(**{**values, **overrides})
 
 
+@pytest.mark.slow
 def test_preview_of_the_first_segment_is_reused_by_the_full_run(film, tmp_path, store_dir):
     result = preview_modes(params(film, store_dir, tmp_path, end_s=None, modes=["flex_2", "reimagine_3"]))
     assert result.reusable_by_full_run and result.excerpt_frames == 60 and result.excerpt_start_s == 0
