@@ -35,18 +35,18 @@ import hashlib
 import json
 import logging
 import os
-import socket
 import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator
 
 from prefect_modify_video.errors import BudgetExceededError, InvalidInputError, ModifyVideoError
 from prefect_modify_video.storage.locations import BlockReference
+from prefect_modify_video.storage.scratch import Owner, current_owner, owner_is_dead
 
 logger = logging.getLogger(__name__)
 
@@ -381,7 +381,8 @@ async def acquire_claim(
     """
     name = f"{key}.json"
     check_seconds = check_seconds or lease_seconds / 4
-    mine = {"holder": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(), **holder,
+    me = current_owner()
+    mine = {"holder": uuid.uuid4().hex, "host": me.host, "pid": me.pid, "owner": asdict(me), **holder,
             "state": "claimed", "beat": 0, "since": time.time()}
     seen_token, seen_at, waited = None, 0.0, False
     while True:
@@ -400,12 +401,12 @@ async def acquire_claim(
             other = json.loads(content)
         except ValueError:
             other = {"state": "claimed"}  # an unreadable claim is treated as a stale one once it stays
-        if other.get("state") == "unknown" or token != seen_token or other.get("holder") is None:
-            stale = other.get("state") == "unknown" or other.get("holder") is None
-            if not stale:
-                seen_token, seen_at = token, time.monotonic()
+        if other.get("state") == "unknown" or other.get("holder") is None or _holder_is_dead(other, me):
+            stale = True  # left by its holder, or its holder is proven gone (this host, pid gone)
+        elif token != seen_token:
+            stale, seen_token, seen_at = False, token, time.monotonic()
         else:
-            stale = time.monotonic() - seen_at > 2 * lease_seconds
+            stale = time.monotonic() - seen_at > 2 * lease_seconds  # not rewritten for two leases, by our clock
         if stale:
             taken = files.replace(name, _encode(mine), token)
             if taken is not None:
@@ -421,6 +422,14 @@ async def acquire_claim(
             if asyncio.iscoroutine(result):
                 await result
         await asyncio.sleep(check_seconds)
+
+
+def _holder_is_dead(claim: dict, me: Owner) -> bool:
+    """Whether the claim's holder is proven gone (on this host); anything unsure counts as alive."""
+    try:
+        return owner_is_dead(Owner(**claim["owner"]), me)
+    except (KeyError, TypeError):
+        return False
 
 
 def drop_unknown_claim(files: ConditionalFiles, key: str) -> bool:

@@ -136,7 +136,7 @@ class AccountLimits:
 
 async def _retrying(name: str, acquire: Callable[[], Awaitable[T]]) -> T:
     """``acquire()``, tried again while the Prefect server does not answer (nothing is sent meanwhile)."""
-    from prefect.exceptions import ConcurrencySlotAcquisitionError
+    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
 
     deadline = time.monotonic() + SERVER_WAIT_SECONDS
     while True:
