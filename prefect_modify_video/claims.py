@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator
 
-from prefect_modify_video.errors import BudgetExceededError, InvalidInputError, ModifyVideoError
+from prefect_modify_video.errors import BudgetExceededError, ClaimLostError, InvalidInputError
 from prefect_modify_video.storage.locations import BlockReference
 from prefect_modify_video.storage.scratch import Owner, current_owner, owner_is_dead
 
@@ -55,10 +55,6 @@ CLAIM_LEASE_SECONDS = float(os.environ.get("PREFECT_MODIFY_VIDEO_CLAIM_LEASE_SEC
 
 Set ``PREFECT_MODIFY_VIDEO_CLAIM_LEASE_SECONDS`` the same on every machine sharing a store (tests use 2).
 """
-
-
-class ClaimLostError(ModifyVideoError):
-    """Raised when a claim was taken over by another run (this one stalled past its lease): nothing is sent."""
 
 
 class ConditionalFiles(ABC):

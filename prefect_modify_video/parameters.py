@@ -487,6 +487,13 @@ class ModifyVideoParameters(GroupedOptions):
         description="How often and after how long a segment that failed with a retryable error is tried again.",
     )
     refresh: bool = Field(default=False, description="Pay for every segment again instead of reusing stored results.")
+    resend_unknown: bool = Field(
+        default=False,
+        title="Send lost creates again",
+        description="Send again the segments whose create got no answer (a dropped connection, a machine that died "
+        "while sending) and that the service's list of jobs cannot settle: they may have been billed, so a run "
+        "otherwise stops on them. Check the service's dashboard first.",
+    )
 
     def resolved_overlap_frames(self, backend: type[ModifyBackend] | ModifyBackend) -> int:
         """``seams.resolved_overlap_frames``: the overlap to plan with."""

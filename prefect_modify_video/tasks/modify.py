@@ -187,6 +187,7 @@ class ModifySettings(BaseModel):
     work_dir: str
     run_key: str = Field(description="Identifies the run in the ledger (spend, billed calls, credit stop).")
     refresh: bool = False
+    resend_unknown: bool = False
     reference_frame: str | None = None
     max_cost_usd: float | None = None
     budget: str | None = Field(default=None, description="A budget shared through the store (max_cost_usd is its cap).")
@@ -223,6 +224,7 @@ class ModifySettings(BaseModel):
             work_dir=str(work_dir),
             run_key=uuid.uuid4().hex,
             refresh=params.refresh,
+            resend_unknown=params.resend_unknown,
             max_cost_usd=params.max_cost_usd,
             budget=params.budget,
             concurrency=run.concurrency,
@@ -532,7 +534,7 @@ class _SegmentPayer:
             f"segment {self.segment.name}: a create was sent by {previous.get('host', 'another run')} "
             f"(pid {previous.get('pid', '?')}) and its answer was lost; {backend.service} may have accepted and "
             f"billed it and has no list of jobs to check. Look in the service's dashboard; the claim is kept in {where}; "
-            "re-run with --refresh to send the segment again",
+            "to send the segment again, re-run with --resend-unknown",
             provider=backend.name,
         )
 
@@ -673,8 +675,8 @@ async def modify_video_segment(
     if hit := complete_hit():
         return reused(hit)
     claims = store.conditional_files("claims")
-    if settings.refresh and current_task_run.run_count <= 1 and drop_unknown_claim(claims, key):
-        logger.info("segment %s: --refresh: dropped the claim left by a create whose answer was lost", segment.name)
+    if (settings.refresh or settings.resend_unknown) and current_task_run.run_count <= 1 and drop_unknown_claim(claims, key):
+        logger.warning("segment %s: sending again a segment whose earlier create got no answer", segment.name)
 
     def waiting(other: dict) -> None:
         logger.info(
