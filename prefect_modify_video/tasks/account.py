@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,8 +35,10 @@ from prefect_modify_video.providers.base import ModifyBackend
 
 logger = logging.getLogger(__name__)
 
-GENERATION_LEASE_SECONDS = 300.0
-"""Lease of a generation slot, renewed while held; a dead machine's slot frees this long after it died."""
+GENERATION_LEASE_SECONDS = max(60.0, float(os.environ.get("PREFECT_MODIFY_VIDEO_GENERATION_LEASE_SECONDS", "300")))
+"""Lease of a generation slot, renewed while held; a dead machine's slots free this long after it died
+(about the time its generations keep running at the service). At least 60 s (Prefect's minimum);
+``PREFECT_MODIFY_VIDEO_GENERATION_LEASE_SECONDS`` changes it."""
 SERVER_WAIT_SECONDS = 600.0
 """How long a slot is waited for while the Prefect server does not answer, before the try fails."""
 T = TypeVar("T")
