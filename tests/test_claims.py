@@ -246,3 +246,26 @@ def test_runs_at_once_keep_the_account_limit_and_share_one_budget(two_segments, 
 
     limit = asyncio.run(read_limit())
     assert limit.limit == 1 and limit.active_slots == 0, "every slot was given back"
+
+
+def test_without_a_prefect_server_no_generation_slot_is_given(monkeypatch):
+    """Acquired strictly: a server that does not answer gives no slot, so nothing can be sent."""
+    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
+    from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    from prefect_modify_video.tasks import account
+    from prefect_modify_video.tasks.account import AccountLimits
+
+    monkeypatch.setattr(account, "SERVER_WAIT_SECONDS", 0.0)
+    limits = AccountLimits(f"modify-video:luma:{uuid.uuid4().hex[:6]}:generations", 2, None)
+    sent = []
+
+    async def generation():
+        async with limits.generation():
+            sent.append("create")
+
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api", PREFECT_CLIENT_MAX_RETRIES: 0}):
+        with pytest.raises(Exception) as caught:
+            asyncio.run(generation())
+    assert not sent
+    assert isinstance(caught.value, (ConcurrencySlotAcquisitionError, OSError)) or "connect" in str(caught.value).lower()
