@@ -21,6 +21,9 @@ class CreateInput:
         model: The model the job reports (``ray-2``, ``ray-2-flash``, ``luma/modify-video``...).
         echo: The request body to echo back, data URIs shortened.
         params: The non-media fields and how each medium came (``ReceivedCall.params``).
+        keyframes: Timed guide images: ``(image bytes, where)``, ``where`` in the service's own unit
+            (Runway: seconds of the input; Luma: frame index).
+        output_fps: The frame rate the service answers at.
     """
 
     video: bytes
@@ -28,6 +31,8 @@ class CreateInput:
     model: str
     echo: dict
     params: dict
+    keyframes: list[tuple[bytes, float]] = field(default_factory=list)
+    output_fps: float = 24.0
 
 
 @dataclass
@@ -58,4 +63,5 @@ class Job:
     result_name: str | None = None
     completed_wall: datetime | None = None
     faults: dict[str, collections.deque] = field(default_factory=dict)
+    output_fps: float = 24.0
     """This job's own fault queues, ``on`` (``poll``/``download``) to faults."""
