@@ -158,8 +158,9 @@ class RunwayDialect(Dialect):
     def task(self, request: ServiceRequest, job: Job, state: str) -> dict:
         """The task object of ``job`` in ``state``."""
         status = _STATES[state]
-        if status in ("PENDING", "RUNNING") and job.polls <= self.throttled_polls:
-            status = "THROTTLED"
+        if state != "canceled" and job.polls <= self.throttled_polls:
+            # Waiting for a slot of the tier's concurrency: it shows nothing else yet.
+            status, state = "THROTTLED", "queued"
         task: dict = {"id": job.id, "createdAt": iso(job.created_wall), "status": status}
         if status == "RUNNING":
             task["progress"] = 0.5
