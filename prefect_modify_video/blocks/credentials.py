@@ -165,11 +165,13 @@ class LumaCredentials(ServiceCredentials):
 
 
 class FalCredentials(ServiceCredentials):
-    """fal API key and queue host, for Luma Ray 2 Modify as sold by fal.
+    """fal API key and queue host, for Luma Ray 2 Modify and Decart Lucy Restyle as sold by fal.
 
     Attributes:
         api_key: The fal key.
         base_url: The queue root; change it only for a proxy or a test server.
+        app: ``luma-ray`` (the ``fal`` backend) or ``lucy-restyle`` (the ``lucy`` backend); naming a backend
+            in the run's parameters chooses its app whatever the saved block says.
 
     Examples:
         Load stored fal credentials and build a backend:
@@ -293,7 +295,8 @@ def build_backend(spec: BackendSpec, *, api_key: str | None = None, **options: A
     A free backend (``local``) is built directly. A paid one is built by a credentials
     block's ``get_client``: the saved block ``spec.credentials_block``, else a block made
     from ``api_key`` or the service's environment variable (``SEGMIND_API_KEY``,
-    ``LUMAAI_API_KEY``, ``FAL_KEY``, ``REPLICATE_API_TOKEN``). So the saved block's own
+    ``LUMAAI_API_KEY``, ``FAL_KEY``, ``REPLICATE_API_TOKEN``,
+    ``RUNWAYML_API_SECRET``, ``LUMA_AGENTS_API_KEY``). So the saved block's own
     settings apply: ``SegmindCredentials(use_async_api=True)`` gives Segmind's v2 API,
     ``LumaCredentials(model="ray-flash-2")`` gives ray-flash-2.
 
