@@ -338,9 +338,9 @@ def _plan(args: argparse.Namespace) -> int:
     overlap = run.seams.overlap_frames
     report = {
         "backend": backend.name,
-        "segments": [s.model_dump() for s in plan.segments],
+        "segments": [{**s.model_dump(), "billed_s": run.billed_seconds[s.index]} for s in plan.segments],
         "segment_count": len(plan.segments),
-        "billed_seconds": plan.billed_s,
+        "billed_seconds": run.billed_s,
         "overlap_frames": overlap,
         "overlap_seconds": plan.overlap_s,
         "billed_pixels": width * height * sum(round(s.sent_duration_s * 24) for s in plan.segments),
@@ -354,12 +354,15 @@ def _plan(args: argparse.Namespace) -> int:
         for s in plan.segments:
             seam = "cut" if s.cut_before else ("start" if s.index == 0 else "in-shot")
             overlap_note = f", +{s.overlap_frames} overlap" if s.overlap_frames else ""
+            billed = run.billed_seconds[s.index]
+            if abs(billed - s.sent_duration_s) > 1e-6:
+                overlap_note += f", {s.sent_duration_s:.2f} s billed as {billed:g} s"
             print(
                 f"{s.name}  {s.start_s:9.3f}-{s.end_s:9.3f} s  frames {s.first_frame}-{s.end_frame - 1} "
                 f"({s.frames}{overlap_note})  seam before: {seam}"
             )
         print(
-            f"{len(plan.segments)} segments, {plan.billed_s:.2f} billed seconds at {width}x{height} "
+            f"{len(plan.segments)} segments, {run.billed_s:.2f} billed seconds at {width}x{height} "
             f"({plan.overlap_s:.2f} s of them overlaps, ${overlap_cost:.2f}), "
             f"estimated ${estimate:.2f} on {backend.name}"
         )

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from prefect_modify_video.blocks.credentials import build_backend
 from prefect_modify_video.errors import InvalidInputError
 from prefect_modify_video.media.extract import service_size
-from prefect_modify_video.media.plan import SegmentPlan, plan_video
+from prefect_modify_video.media.plan import SegmentPlan, plan_segments_on_cuts, plan_video
+from prefect_modify_video.media.scenes import cuts_from_differences, frame_differences
 from prefect_modify_video.media.probe import VideoInfo
 from prefect_modify_video.parameters import ModifyVideoParameters, SeamOptions
 from prefect_modify_video.providers.base import ModifyBackend
@@ -64,6 +65,13 @@ class RunPlan:
     """Width and height of the clips sent to the service."""
     estimates_usd: dict[int, float]
     """Each segment's list price by index (billed as one call, its overlap included)."""
+    billed_seconds: dict[int, float] | None = None
+    """Each segment's seconds as the service bills them (its minimum, its blocks), by index."""
+
+    @property
+    def billed_s(self) -> float:
+        """The seconds the service bills for the whole run (``plan.billed_s`` rounded up to its billing)."""
+        return sum((self.billed_seconds or {}).values()) if self.billed_seconds else self.plan.billed_s
 
     @property
     def estimate_usd(self) -> float:
@@ -108,8 +116,9 @@ def plan_run(
     backend = create_checked_backend(params, estimate_only=estimate_only)
     cap = min(params.max_segment_seconds or backend.max_segment_seconds, backend.max_segment_seconds)
     seams = params.seams.resolved_for(backend)
-    plan = planner(info, cap, seams.overlap_frames)
     width, height = service_size(info, backend.max_dimension)
+    cap = cheapest_cap(backend, info, cap, seams.overlap_frames, (width, height))
+    plan = planner(info, cap, seams.overlap_frames)
     return RunPlan(
         backend=backend,
         max_segment_seconds=cap,
@@ -118,4 +127,52 @@ def plan_run(
         plan=plan,
         sent_size=(width, height),
         estimates_usd={s.index: backend.estimate_cost_usd(s.sent_duration_s, width, height) for s in plan.segments},
+        billed_seconds={s.index: backend.billed_seconds(s.sent_duration_s) for s in plan.segments},
     )
+
+
+def block_caps(cap: float, block: float, fps: float) -> list[float]:
+    """Caps under ``cap`` that let segments fill whole billing blocks: each block multiple plus half a frame
+    (a segment may then be exactly that long; segments stay strictly under a cap).
+
+    Example:
+        >>> block_caps(18.0, 5.0, 25.0)
+        [5.02, 10.02, 15.02]
+    """
+    caps, k = [], 1
+    while k * block + 0.5 / fps < cap:
+        caps.append(round(k * block + 0.5 / fps, 6))
+        k += 1
+    return caps
+
+
+def cheapest_cap(
+    backend: ModifyBackend, info: VideoInfo, cap: float, overlap_frames: int, size: tuple[int, int]
+) -> float:
+    """The cap to plan under: ``cap``, or a smaller one fitting the service's billing blocks when that is cheaper.
+
+    For a service billed in blocks (``billing_block_seconds``) the source is planned under ``cap`` and under each
+    whole number of blocks below it; the cheapest plan's cap wins (on a tie, ``cap``: fewer segments).
+    """
+    block = backend.billing_block_seconds
+    candidates = block_caps(cap, block, info.fps) if block else []
+    if not candidates:
+        return cap
+    differences = frame_differences(info.path, frame_rate=info.frame_rate)
+    cuts = cuts_from_differences(differences)
+
+    def cost(candidate: float) -> float:
+        try:
+            plan = plan_segments_on_cuts(
+                info.frames, info.frame_rate, candidate, cuts, differences, overlap_frames=overlap_frames
+            )
+        except InvalidInputError:
+            return float("inf")
+        return round(sum(backend.estimate_cost_usd(s.sent_duration_s, *size) for s in plan.segments), 6)
+
+    best = cost(cap)
+    for candidate in candidates:
+        price = cost(candidate)
+        if price < best:
+            cap, best = candidate, price
+    return cap

@@ -26,7 +26,9 @@ PAID = [cls for cls in BACKENDS.values() if not cls.is_free]
 
 
 def test_the_registry_is_derived_from_the_classes():
-    assert BACKEND_NAMES == ("local", "segmind", "segmind-async", "luma", "fal", "replicate")
+    assert BACKEND_NAMES == (
+        "local", "segmind", "segmind-async", "luma", "fal", "replicate", "runway", "luma-agents", "lucy"
+    )
     assert set(BackendName.__args__) == set(BACKEND_NAMES)
     for name, cls in BACKENDS.items():
         assert cls.name == name and issubclass(cls, ModifyBackend)
@@ -53,7 +55,8 @@ def test_one_key_variable_per_service():
     assert env_by_service["segmind"] == {"SEGMIND_API_KEY"}
     assert all(len(names) == 1 for names in env_by_service.values())
     all_names = [next(iter(names)) for names in env_by_service.values()]
-    assert len(all_names) == len(set(all_names)) == 4
+    assert len(all_names) == len(set(all_names)) == 6
+    assert env_by_service["fal"] == {"FAL_KEY"}  # Lucy Restyle bills the fal account
     blocks_by_service = {cls.service: cls.credentials_block for cls in PAID}
     assert all(blocks_by_service[cls.service] == cls.credentials_block for cls in PAID)
 
@@ -61,6 +64,9 @@ def test_one_key_variable_per_service():
 def test_capabilities():
     assert [cls.name for cls in BACKENDS.values() if cls.requires_uploader] == ["luma"]
     assert [cls.name for cls in BACKENDS.values() if cls.uses_reference_frame] == ["local"]
+    assert [cls.name for cls in BACKENDS.values() if not cls.takes_modes] == ["runway", "lucy"]
+    assert [cls.name for cls in BACKENDS.values() if cls.guide_keyframes] == ["runway", "luma-agents"]
+    assert [cls.name for cls in BACKENDS.values() if not cls.takes_first_frame] == ["lucy"]
     assert BACKENDS["local"].default_overlap_frames == 0
     assert all(cls.default_overlap_frames > 0 for cls in PAID)
 
@@ -148,3 +154,32 @@ def test_a_saved_block_s_settings_take_effect_in_a_flow_run(tmp_path, monkeypatc
         ))
         assert [call.route for call in server.received("segmind")] == ["segmind.v2"]
         assert result.billed_calls == server.stats("segmind").billed == 1
+
+
+def test_a_fal_block_builds_lucy_for_the_lucy_backend_and_its_app_setting_chooses(monkeypatch):
+    from prefect_modify_video.blocks import FalCredentials
+    from prefect_modify_video.providers.fal import FalBackend
+    from prefect_modify_video.providers.lucy import LucyBackend
+
+    monkeypatch.setenv("FAL_KEY", "sk-fal")
+    assert type(build_backend(BackendSpec(name="lucy"))) is LucyBackend
+    assert type(build_backend(BackendSpec(name="fal"))) is FalBackend
+    name = _saved(FalCredentials(api_key="sk-saved", app="lucy-restyle"))
+    assert type(build_backend(BackendSpec(name="lucy", credentials_block=name))) is LucyBackend
+    # Naming the fal backend asks for fal's Luma app whatever the saved block says.
+    assert type(build_backend(BackendSpec(name="fal", credentials_block=name))) is FalBackend
+
+
+def test_prices_show_minimums_and_billing_blocks():
+    from prefect_modify_video.providers.lucy import LucyBackend
+    from prefect_modify_video.providers.luma_agents import LumaAgentsBackend
+    from prefect_modify_video.providers.runway import RunwayBackend
+
+    runway, luma, lucy = RunwayBackend("k"), LumaAgentsBackend("k"), LucyBackend("k")
+    assert runway.billed_seconds(1.2) == 2.0 and runway.estimate_cost_usd(1.2, 1280, 720) == 0.56
+    assert runway.estimate_cost_usd(10, 1920, 1080) == 2.8
+    assert luma.billed_seconds(7.0) == 10.0 and luma.billed_seconds(5.0) == 5.0
+    assert luma.estimate_cost_usd(7.0, 1280, 720) == 2.16  # two 5 s blocks at 720p
+    assert luma.estimate_cost_usd(4.0, 960, 540) == 0.72 and luma.estimate_cost_usd(9.9, 1920, 1080) == 4.32
+    assert lucy.billed_seconds(7.3) == 7.3 and lucy.estimate_cost_usd(60, 1280, 720) == 0.6
+    assert lucy.max_segment_seconds == 600 and luma.max_segment_seconds == 18 and runway.max_segment_seconds == 30

@@ -683,7 +683,7 @@ def test_job_faults_cannot_be_scripted_on_polls(server):
     with pytest.raises(ValueError, match="create"):
         server.script("fal", [Fault.MODERATION], on="poll")
     with pytest.raises(ValueError, match="provider"):
-        server.script("runway", [None])
+        server.script("kling", [None])
 
 
 def test_fault_constructors_carry_parameters():
@@ -782,10 +782,10 @@ def test_services_come_from_the_dialect_registry(server):
     from prefect_modify_video.testing import DIALECTS
     from prefect_modify_video.testing.fake.server import DEFAULT_COSTS, PROVIDERS
 
-    assert list(DIALECTS) == ["segmind", "luma", "fal", "replicate"]
+    assert list(DIALECTS) == ["segmind", "luma", "fal", "replicate", "runway", "luma-agents"]
     assert all(cls.service == name for name, cls in DIALECTS.items())
     assert PROVIDERS == tuple(DIALECTS) and set(DEFAULT_COSTS) == set(DIALECTS)
-    assert [server.stats(name).calls for name in DIALECTS] == [0, 0, 0, 0]
+    assert [server.stats(name).calls for name in DIALECTS] == [0] * 6
 
 
 # ----------------------------------------------------------------- upload store answers

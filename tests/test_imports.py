@@ -142,9 +142,11 @@ EXPORTS = {
     ],
     "prefect_modify_video.blocks": [
         "FalCredentials",
+        "LumaAgentsCredentials",
         "LumaCredentials",
         "ModifyVideoPreset",
         "ReplicateCredentials",
+        "RunwayCredentials",
         "SegmindCredentials",
         "ServiceCredentials",
         "build_backend",

@@ -825,13 +825,18 @@ def test_no_key_in_logs(request_, tmp_path, caplog):
 
 
 def test_registry_names_and_keys(monkeypatch):
-    assert registry.BACKEND_NAMES == ("local", "segmind", "segmind-async", "luma", "fal", "replicate")
+    assert registry.BACKEND_NAMES == (
+        "local", "segmind", "segmind-async", "luma", "fal", "replicate", "runway", "luma-agents", "lucy"
+    )
     for name, env_var, block in [
         ("segmind", "SEGMIND_API_KEY", "SegmindCredentials"),
         ("segmind-async", "SEGMIND_API_KEY", "SegmindCredentials"),
         ("luma", "LUMAAI_API_KEY", "LumaCredentials"),
         ("fal", "FAL_KEY", "FalCredentials"),
         ("replicate", "REPLICATE_API_TOKEN", "ReplicateCredentials"),
+        ("runway", "RUNWAYML_API_SECRET", "RunwayCredentials"),
+        ("luma-agents", "LUMA_AGENTS_API_KEY", "LumaAgentsCredentials"),
+        ("lucy", "FAL_KEY", "FalCredentials"),
     ]:
         monkeypatch.delenv(env_var, raising=False)
         assert registry.backend_class(name).api_key_env == env_var
@@ -845,7 +850,7 @@ def test_registry_names_and_keys(monkeypatch):
     assert registry.backend_class(" FAL ") is FalBackend
     assert type(build_backend(BackendSpec(name="fal", model="ray-2-flash"), api_key="k")).__name__ == "FalBackend"
     with pytest.raises(InvalidInputError, match="unknown backend"):
-        registry.backend_class("runway")
+        registry.backend_class("kling")
 
 
 def test_registry_builds_the_local_backend_without_a_key():

@@ -2,8 +2,10 @@
 
 from prefect_modify_video.blocks.credentials import (
     FalCredentials,
+    LumaAgentsCredentials,
     LumaCredentials,
     ReplicateCredentials,
+    RunwayCredentials,
     SegmindCredentials,
     ServiceCredentials,
     build_backend,
@@ -13,9 +15,11 @@ from prefect_modify_video.blocks.presets import ModifyVideoPreset
 
 __all__ = [
     "FalCredentials",
+    "LumaAgentsCredentials",
     "LumaCredentials",
     "ModifyVideoPreset",
     "ReplicateCredentials",
+    "RunwayCredentials",
     "SegmindCredentials",
     "ServiceCredentials",
     "build_backend",

@@ -19,8 +19,10 @@ from prefect_modify_video.parameters import BackendSpec
 from prefect_modify_video.providers.base import ModifyBackend
 from prefect_modify_video.providers.fal import FalBackend
 from prefect_modify_video.providers.luma import LumaBackend
+from prefect_modify_video.providers.luma_agents import LumaAgentsBackend
 from prefect_modify_video.providers.registry import BACKENDS, backend_class
 from prefect_modify_video.providers.replicate import ReplicateBackend
+from prefect_modify_video.providers.runway import RunwayBackend
 from prefect_modify_video.providers.segmind import SegmindBackend
 from prefect_modify_video.providers.uploaders import BlockUploader, HttpPutUploader
 
@@ -163,11 +165,13 @@ class LumaCredentials(ServiceCredentials):
 
 
 class FalCredentials(ServiceCredentials):
-    """fal API key and queue host, for Luma Ray 2 Modify as sold by fal.
+    """fal API key and queue host, for Luma Ray 2 Modify and Decart Lucy Restyle as sold by fal.
 
     Attributes:
         api_key: The fal key.
         base_url: The queue root; change it only for a proxy or a test server.
+        app: ``luma-ray`` (the ``fal`` backend) or ``lucy-restyle`` (the ``lucy`` backend); naming a backend
+            in the run's parameters chooses its app whatever the saved block says.
 
     Examples:
         Load stored fal credentials and build a backend:
@@ -184,6 +188,22 @@ class FalCredentials(ServiceCredentials):
     _documentation_url = "https://fal.ai/models/fal-ai/luma-dream-machine/ray-2/modify/api"
 
     base_url: str = _base_url_field(FalBackend.default_base_url)
+    app: Literal["luma-ray", "lucy-restyle"] = Field(
+        default="luma-ray",
+        title="App",
+        description="The fal app: luma-ray (Luma Ray 2 Modify, the `fal` backend) or lucy-restyle (Decart Lucy "
+        "Restyle, the `lucy` backend).",
+    )
+
+    @property
+    def backend_name(self) -> str:
+        """``lucy`` for Lucy Restyle, else ``fal``."""
+        return "lucy" if self.app == "lucy-restyle" else "fal"
+
+    def for_backend(self, backend_name: str) -> FalCredentials:
+        """This block, set to the app of ``backend_name`` (the same fal key bills both)."""
+        app = "lucy-restyle" if backend_name == "lucy" else "luma-ray"
+        return self if app == self.app else self.model_copy(update={"app": app})
 
 
 class ReplicateCredentials(ServiceCredentials):
@@ -210,6 +230,50 @@ class ReplicateCredentials(ServiceCredentials):
     base_url: str = _base_url_field(ReplicateBackend.default_base_url)
 
 
+class RunwayCredentials(ServiceCredentials):
+    """Runway API secret and host, for Aleph 2 video-to-video.
+
+    Attributes:
+        api_key: The Runway API secret (``RUNWAYML_API_SECRET``).
+        base_url: The API root; change it only for a proxy or a test server.
+
+    Examples:
+        Load stored Runway credentials and build a backend:
+        ```python
+        from prefect_modify_video.blocks import RunwayCredentials
+        runway_credentials = RunwayCredentials.load("BLOCK_NAME")
+        backend = runway_credentials.get_client()
+        ```
+    """
+
+    _block_type_name = "Runway Credentials"
+    _logo_url = "https://github.com/runwayml.png?size=200"
+    _documentation_url = "https://docs.dev.runwayml.com/api/"
+    base_url: str = _base_url_field(RunwayBackend.default_base_url)
+
+
+class LumaAgentsCredentials(ServiceCredentials):
+    """Luma Agents API key and host, for Ray 3.2 ``video_edit``.
+
+    Attributes:
+        api_key: The Luma Agents API key (starts ``luma-api-``; ``LUMA_AGENTS_API_KEY``).
+        base_url: The API root; change it only for a proxy or a test server.
+
+    Examples:
+        Load stored Luma Agents credentials and build a backend:
+        ```python
+        from prefect_modify_video.blocks import LumaAgentsCredentials
+        credentials = LumaAgentsCredentials.load("BLOCK_NAME")
+        backend = credentials.get_client()
+        ```
+    """
+
+    _block_type_name = "Luma Agents Credentials"
+    _logo_url = "https://github.com/lumalabs.png?size=200"
+    _documentation_url = "https://docs.agents.lumalabs.ai/guides/videos/editing/"
+    base_url: str = _base_url_field(LumaAgentsBackend.default_base_url)
+
+
 def credentials_block_for(backend_name: str) -> type[ServiceCredentials]:
     """The credentials block class that holds the key of backend ``backend_name``.
 
@@ -231,7 +295,8 @@ def build_backend(spec: BackendSpec, *, api_key: str | None = None, **options: A
     A free backend (``local``) is built directly. A paid one is built by a credentials
     block's ``get_client``: the saved block ``spec.credentials_block``, else a block made
     from ``api_key`` or the service's environment variable (``SEGMIND_API_KEY``,
-    ``LUMAAI_API_KEY``, ``FAL_KEY``, ``REPLICATE_API_TOKEN``). So the saved block's own
+    ``LUMAAI_API_KEY``, ``FAL_KEY``, ``REPLICATE_API_TOKEN``,
+    ``RUNWAYML_API_SECRET``, ``LUMA_AGENTS_API_KEY``). So the saved block's own
     settings apply: ``SegmindCredentials(use_async_api=True)`` gives Segmind's v2 API,
     ``LumaCredentials(model="ray-flash-2")`` gives ray-flash-2.
 

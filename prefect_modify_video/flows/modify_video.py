@@ -134,6 +134,11 @@ def check_first_frame_size(first_frame: Path | None, backend: ModifyBackend) -> 
     """
     if first_frame is None:
         return
+    if not backend.takes_first_frame:
+        raise InvalidInputError(
+            f"{first_frame}: {backend.name} takes no image (prompt only); put the style into the prompt and "
+            "drop first_frame, or use a backend that takes one (see the README's table of backends)"
+        )
     limit = getattr(backend, "max_image_bytes", None) or backend.max_upload_bytes
     size = Path(first_frame).stat().st_size
     if size > limit:
@@ -320,7 +325,8 @@ def _modify_fetched_video(
             summary.seconds = time.monotonic() - started
             report_modify_video_run(plan, rows, summary, failures)
             raise SegmentsFailedError(
-                f"{len(failures)} of {len(plan.segments)} segments failed; the other "
+                f"{len(failures)} of {len(plan.segments)} segments failed ({summary.paid} paid calls, "
+                f"${summary.cost_usd:.2f}); the other "
                 f"{len(plan.segments) - len(failures)} are stored and a re-run sends only these:\n"
                 + "\n".join(failures)
             )

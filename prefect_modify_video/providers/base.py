@@ -75,6 +75,11 @@ class ModifyRequest:
     mode: Mode
     first_frame: Path | None = None
     """An image: a restyled version of the clip's first frame, if the user gave one."""
+    style_image: Path | None = None
+    """The run's style image (its restyled first frame of the video), for backends that take timed guide
+    images (``guide_keyframes``): sent with every segment as a keyframe at ``style_frame``."""
+    style_frame: int = 0
+    """Where in the clip (frame index) the segment's own first frame is: after its overlap."""
 
 
 @dataclass(frozen=True)
@@ -148,10 +153,25 @@ class ModifyBackend(ABC):
     """Whether ``find_job`` can look a request up in the service's list of jobs (a create whose answer
     was lost can then be found instead of being paid again)."""
 
+    takes_modes: ClassVar[bool] = True
+    """Whether the service has a strength knob for the nine modes; without one the mode is ignored (logged)."""
+    takes_first_frame: ClassVar[bool] = True
+    """Whether the service takes a first-frame image; a run's ``first_frame`` is refused before any work if not."""
+    guide_keyframes: ClassVar[int] = 0
+    """How many timed guide images one call takes (0: none); the run's style image goes to every segment."""
+    bills_moderated_jobs: ClassVar[bool] = False
+    """Whether a job refused by moderation is billed as a finished one (booked in the run's ledger)."""
+    answer_audio: ClassVar[str] = "none"
+    """What the service's answer carries as audio (the source's audio is put back in any case)."""
+    media_note: ClassVar[str | None] = None
+    """How the service takes media, for the README's table, where it is not simply in the request or by URL."""
+    billing_block_seconds: ClassVar[float | None] = None
+    """The length of the blocks the service bills in (``None``: by the second); the plan sizes segments to
+    fit them when that is cheaper."""
+
     before_create: Callable[[dict], None] | None = None
     """Called just before a create request leaves, with ``create_marker`` of its body: the caller's
     fencing point (it records that a create is in flight; raising stops the request)."""
-
     model: str = ""
     max_segment_seconds: float = 30.0
     """Longest clip the service takes; segments are planned strictly under it."""
@@ -182,6 +202,10 @@ class ModifyBackend(ABC):
     @abstractmethod
     def estimate_cost_usd(self, seconds: float, width: int, height: int) -> float:
         """Estimated list price of modifying ``seconds`` of video at ``width``×``height``."""
+
+    def billed_seconds(self, seconds: float) -> float:
+        """The seconds the service bills for a clip of ``seconds`` (its minimum, its blocks): as sent by default."""
+        return max(seconds, 0.0)
 
     @abstractmethod
     async def submit(self, request: ModifyRequest, workdir: Path) -> ModifyJob:
@@ -223,6 +247,30 @@ class ModifyBackend(ABC):
 
     async def __aexit__(self, *exc_info) -> None:
         await self.aclose()
+
+
+def timed_guides(request: ModifyRequest, frames: int) -> list[tuple[Path, int]]:
+    """The timed guide images of one call, as ``(image, clip frame index)``, at most one per frame.
+
+    The seam frame of the sequential mode (``first_frame`` on a segment after the first) goes at frame 0; the
+    run's style image at ``style_frame``, the segment's own first frame. Where both fall on frame 0 (no
+    overlap) the seam frame keeps it: continuity inside a shot matters more there, and the style image has
+    already shaped the previous answer.
+    """
+    guides: list[tuple[Path, int]] = []
+    style = Path(request.style_image) if request.style_image else None
+    seam = Path(request.first_frame) if request.first_frame else None
+    if seam is not None and style is not None and seam.resolve() == style.resolve():
+        seam = None
+    if seam is not None:
+        guides.append((seam, 0))
+    if style is not None:
+        at = min(max(request.style_frame, 0), max(frames - 1, 0))
+        if not any(index == at for _, index in guides):
+            guides.append((style, at))
+        else:
+            logger.info("the style image and the seam frame fall on the same frame; the seam frame is sent")
+    return sorted(guides, key=lambda guide: guide[1])
 
 
 async def wait_for_job(

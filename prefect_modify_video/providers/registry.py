@@ -11,8 +11,11 @@ from prefect_modify_video.errors import InvalidInputError
 from prefect_modify_video.providers.base import ModifyBackend
 from prefect_modify_video.providers.fal import FalBackend
 from prefect_modify_video.providers.local import LocalBackend
+from prefect_modify_video.providers.lucy import LucyBackend
 from prefect_modify_video.providers.luma import LumaBackend
+from prefect_modify_video.providers.luma_agents import LumaAgentsBackend
 from prefect_modify_video.providers.replicate import ReplicateBackend
+from prefect_modify_video.providers.runway import RunwayBackend
 from prefect_modify_video.providers.segmind import SegmindAsyncBackend, SegmindBackend
 
 BACKENDS: dict[str, type[ModifyBackend]] = {
@@ -24,6 +27,9 @@ BACKENDS: dict[str, type[ModifyBackend]] = {
         LumaBackend,
         FalBackend,
         ReplicateBackend,
+        RunwayBackend,
+        LumaAgentsBackend,
+        LucyBackend,
     )
 }
 """Every backend class under its ``name``; ``local`` is the embedded, account-free one."""
@@ -65,21 +71,31 @@ def backends_table() -> str:
     import asyncio
 
     rows = [
-        "| Backend | Service | Key | Longest segment | Sent size | Jobs at once | Media | 10 s at 1280x720 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| Backend | Service | Key | Longest segment | Sent size | Jobs at once | Media | Modes | Images | "
+        "Answer audio | 7 s at 1280x720 | 10 s at 1280x720 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, cls in BACKENDS.items():
         backend = cls() if cls.is_free else cls("example-key-for-the-docs")
         try:
             key = "none" if cls.is_free else f"`{cls.api_key_env}` or a `{cls.credentials_block}` block"
             size = f"long side ≤ {backend.max_dimension}" if backend.max_dimension else "as the source"
-            media = "URL (upload store)" if cls.requires_uploader else "in the request"
+            media = cls.media_note or ("URL (upload store)" if cls.requires_uploader else "in the request")
             if cls.is_free:
                 media = "local files"
-            price = backend.estimate_cost_usd(10.0, 1280, 720)
+            modes = "the 9 modes" if cls.takes_modes else "ignored (prompt only)"
+            images = "first frame" if cls.takes_first_frame else "none"
+            if cls.guide_keyframes:
+                images = f"≤ {cls.guide_keyframes} timed keyframes: style image on every segment, seam frame"
+            cells = []
+            for seconds in (7.0, 10.0):
+                price = f"${backend.estimate_cost_usd(seconds, 1280, 720):.2f}"
+                billed = backend.billed_seconds(seconds)
+                cells.append(price if abs(billed - seconds) < 1e-9 else f"{price} (billed {billed:g} s)")
             rows.append(
                 f"| `{name}` | {cls.service} | {key} | {backend.max_segment_seconds:g} s | {size} | "
-                f"{backend.max_concurrency} | {media} | ${price:.2f} |"
+                f"{backend.max_concurrency} | {media} | {modes} | {images} | {cls.answer_audio} | "
+                f"{cells[0]} | {cells[1]} |"
             )
         finally:
             asyncio.run(backend.aclose())

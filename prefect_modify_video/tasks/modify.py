@@ -41,6 +41,7 @@ from prefect_modify_video.errors import (
     BudgetExceededError,
     DamagedStoreError,
     ClipValidationError,
+    ContentModerationError,
     FatalProviderError,
     ForeignOriginError,
     InsufficientCreditsError,
@@ -468,7 +469,11 @@ class _SegmentPayer:
         if billed_before and resumed is not None and returned.is_file():
             self.logger.info("segment %s: the answer of job %s was already downloaded", self.segment.name, resumed.job_id)
             return returned, resumed
-        request = ModifyRequest(clip=clip, prompt=settings.prompt, mode=settings.mode, first_frame=first_frame)
+        request = ModifyRequest(
+            clip=clip, prompt=settings.prompt, mode=settings.mode, first_frame=first_frame,
+            style_image=Path(settings.first_frame) if settings.first_frame else None,
+            style_frame=self.segment.first_frame - self.segment.sent_first_frame,
+        )
         slots = ledger.call_slots(settings.run_key, settings.concurrency)
         # Waiting for a slot in a helper thread keeps this task's event loop free.
         await asyncio.to_thread(slots.acquire)
@@ -486,8 +491,14 @@ class _SegmentPayer:
                         async with limits.generation():
                             job = await self._follow(backend, key, request, resumed, limits)
                 except BaseException as error:
+                    if isinstance(error, ContentModerationError) and backend.bills_moderated_jobs and not billed_before:
+                        # Billed like a finished job (Runway): booked, never used, and kept committed.
+                        self._settle(key, self.estimate_usd)
+                        ledger.book(settings.run_key, BilledCall(
+                            self.segment.index, error.job_id or f"{settings.backend_name}:{key}", self.estimate_usd,
+                            used=False))
                     # Kept committed: a job still saved (it may yet finish) and an unanswered create.
-                    if self.store.load_job(key) is None and not isinstance(error, SubmitOutcomeUnknownError):
+                    elif self.store.load_job(key) is None and not isinstance(error, SubmitOutcomeUnknownError):
                         self._release(key)
                     raise
                 if not billed_before:

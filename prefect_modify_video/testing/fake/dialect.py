@@ -156,6 +156,7 @@ class Dialect:
         unauthorised_message: Text of the 401 answer.
         moderation_reason: Failure reason of a job refused by moderation.
         failure_reason: Failure reason of a job that failed.
+        bills_moderation: Whether a moderated job is billed.
     """
 
     service: ClassVar[str]
@@ -167,6 +168,8 @@ class Dialect:
     unauthorised_message: ClassVar[str] = "Unauthorized"
     moderation_reason: ClassVar[str] = "Content moderation failed"
     failure_reason: ClassVar[str] = "Generation failed"
+    bills_moderation: ClassVar[bool] = False
+    """Whether a job refused by moderation is billed like a finished one (Runway)."""
 
     # ----------------------------------------------------------------- auth
 

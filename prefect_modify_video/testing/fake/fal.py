@@ -1,4 +1,4 @@
-"""fal's queue API for Luma's modify model (ray-2 and ray-2-flash)."""
+"""fal's queue API for Luma's modify model (ray-2 and ray-2-flash) and Decart's Lucy Restyle (one fal account)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,10 @@ from prefect_modify_video.testing.fake.jobs import CreateInput, Job
 if TYPE_CHECKING:
     from prefect_modify_video.testing.fake.server import ServiceRequest
 
-_REQUEST = r"/fal-ai/luma-dream-machine(?:/[^/]+)*?/requests/(?P<job_id>[^/]+)"
+_REQUEST = r"(?:/fal-ai/luma-dream-machine|/decart/lucy-restyle)(?:/[^/]+)*?/requests/(?P<job_id>[^/]+)"
+LUCY_FPS = 22.0
+"""Decart lists ``lucy-restyle-v2v`` at 22 fps: Lucy's answers come at that rate."""
+_APPS = {"lucy-restyle": "/decart/lucy-restyle"}
 
 
 class FalDialect(Dialect):
@@ -46,6 +49,7 @@ class FalDialect(Dialect):
             RouteKind.CREATE,
             "create",
         ),
+        Route("POST", r"/decart/lucy-restyle", RouteKind.CREATE, "create", label="fal.lucy"),
         Route("GET", _REQUEST + "/status", RouteKind.STATUS, "status"),
         Route("PUT", _REQUEST + "/cancel", RouteKind.CANCEL, "cancel"),
         Route("GET", _REQUEST, RouteKind.RESULT, "result"),
@@ -65,9 +69,11 @@ class FalDialect(Dialect):
         )
 
     def parse_create(
-        self, request: ServiceRequest, variant: str = "ray-2", **groups: str
+        self, request: ServiceRequest, variant: str | None = None, **groups: str
     ) -> CreateInput:
         payload = json_object(request.body)
+        if variant is None:
+            return self.parse_lucy(request, payload)
         mode = payload.get("mode") or "flex_1"
         if mode not in MODES:
             raise BadInput(f"not a valid mode; permitted: {', '.join(MODES)}", field="mode")
@@ -85,10 +91,27 @@ class FalDialect(Dialect):
             raise BadInput(str(exc), field="video_url") from exc
         return CreateInput(video, first_frame, variant, echo(payload), params)
 
+    def parse_lucy(self, request: ServiceRequest, payload: dict) -> CreateInput:
+        """Lucy Restyle's body: ``prompt`` and ``video_url`` required, ``resolution`` only 720p; no image."""
+        if not payload.get("prompt"):
+            raise BadInput("field required", field="prompt")
+        if not payload.get("video_url"):
+            raise BadInput("field required", field="video_url")
+        if payload.get("resolution", "720p") != "720p":
+            raise BadInput("unexpected value; permitted: '720p'", field="resolution")
+        params: dict = {"prompt": payload["prompt"], "model": "lucy-restyle",
+                        "enhance_prompt": payload.get("enhance_prompt", True)}
+        try:
+            video = request.media(payload["video_url"], "video_url", params, "video_source")
+        except BadInput as exc:
+            raise BadInput(str(exc), field="video_url") from exc
+        return CreateInput(video, None, "lucy-restyle", echo(payload), params, output_fps=LUCY_FPS)
+
     @staticmethod
     def urls(request: ServiceRequest, job: Job) -> dict:
         """The request id and its status, response and cancel URLs."""
-        root = f"{request.base_url}/fal-ai/luma-dream-machine/requests/{job.id}"
+        app = _APPS.get(job.model, "/fal-ai/luma-dream-machine")
+        root = f"{request.base_url}{app}/requests/{job.id}"
         return {
             "request_id": job.id,
             "status_url": f"{root}/status",
@@ -118,6 +141,9 @@ class FalDialect(Dialect):
     def result(self, request: ServiceRequest, job: Job) -> Answer:
         """``{"video": {"url", ...}}`` when completed; 422 moderation, 500 failed, 400 else."""
         state = request.state(job)
+        if state == "completed" and job.model == "lucy-restyle":
+            # Lucy's llms.txt example answers the video as a bare URL string.
+            return Answer.json(200, {"video": request.result_url(job)})
         if state == "completed":
             return Answer.json(
                 200,

@@ -21,6 +21,9 @@ class CreateInput:
         model: The model the job reports (``ray-2``, ``ray-2-flash``, ``luma/modify-video``...).
         echo: The request body to echo back, data URIs shortened.
         params: The non-media fields and how each medium came (``ReceivedCall.params``).
+        keyframes: Timed guide images: ``(image bytes, where)``, ``where`` in the service's own unit
+            (Runway: seconds of the input; Luma: frame index).
+        output_fps: The frame rate the service answers at.
     """
 
     video: bytes
@@ -28,6 +31,8 @@ class CreateInput:
     model: str
     echo: dict
     params: dict
+    keyframes: list[tuple[bytes, float]] = field(default_factory=list)
+    output_fps: float = 24.0
 
 
 @dataclass
@@ -60,4 +65,5 @@ class Job:
     ended_seen: bool = False
     """Whether a poll has shown its end (from then on it no longer counts as in flight)."""
     faults: dict[str, collections.deque] = field(default_factory=dict)
+    output_fps: float = 24.0
     """This job's own fault queues, ``on`` (``poll``/``download``) to faults."""

@@ -65,8 +65,9 @@ def render_modified_clip(
     length_factor: float = 1.0,
     drift: float = 0.0,
     drift_seed: int = 0,
+    fps: float = 24.0,
 ) -> bytes:
-    """Makes the fake service's answer: a colour-changed 24 fps silent H.264 MP4.
+    """Makes the fake service's answer: a colour-changed silent H.264 MP4 at ``fps`` (24 by default).
 
     Args:
         video: The uploaded clip.
@@ -76,6 +77,7 @@ def render_modified_clip(
             its frames line up with the start of the sent clip.
         drift: Size of this answer's own colour cast (``drift_filter``); 0 adds none.
         drift_seed: Seed of the cast.
+        fps: The service's own frame rate (Lucy answers at 22).
 
     Returns:
         The MP4 bytes.
@@ -87,7 +89,7 @@ def render_modified_clip(
         source = Path(tmp) / "in.mp4"
         target = Path(tmp) / "out.mp4"
         source.write_bytes(video)
-        filters = ["fps=24", VIDEO_FILTER]
+        filters = [f"fps={fps:g}", VIDEO_FILTER]
         cast = drift_filter(video, drift, drift_seed)
         if cast is not None:
             filters.append(cast)

@@ -42,6 +42,7 @@ import base64
 import binascii
 import collections
 import dataclasses
+import hashlib
 import logging
 import math
 import re
@@ -118,6 +119,8 @@ class ReceivedCall:
             (``video_source``/``first_frame_source``: ``url``, ``data``, ``base64``, ``file``).
         video_bytes: Size of the clip received.
         first_frame_bytes: Size of the first frame received, if any.
+        keyframes: The timed guide images received: ``(sha256 of the image, where)``, ``where`` in the
+            service's unit (Runway: seconds; Luma: frame index).
     """
 
     provider: str
@@ -125,6 +128,7 @@ class ReceivedCall:
     params: dict
     video_bytes: int
     first_frame_bytes: int | None
+    keyframes: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -466,10 +470,11 @@ class FakeModifyServer:
         with self._lock:
             return self._files.get(name)
 
-    def _render(self, video: bytes, fault: Fault | None) -> bytes:
+    def _render(self, video: bytes, fault: Fault | None, fps: float = 24.0) -> bytes:
         factor = fault.factor if fault and fault.kind is FaultKind.WRONG_LENGTH else 1.0
         return render_modified_clip(
             video,
+            fps=fps,
             output_size=self.output_size,
             length_factor=factor,
             drift=self.drift,
@@ -522,6 +527,7 @@ class FakeModifyServer:
             fault=fault,
             created_wall=datetime.now(timezone.utc),
             epoch=epoch,
+            output_fps=create.output_fps,
         )
         worker = threading.Thread(
             target=self._work, args=(job, create.video), name=f"fake-job-{job_id}", daemon=True
@@ -545,11 +551,13 @@ class FakeModifyServer:
         try:
             if fault is not None and fault.kind is FaultKind.MODERATION:
                 self._fail(job, "moderation", dialect.moderation_reason)
+                if dialect.bills_moderation:
+                    self._bill(job.service, job.epoch)
             elif fault is not None and fault.kind is FaultKind.JOB_FAILED:
                 self._fail(job, "failed", dialect.failure_reason)
             else:
                 try:
-                    clip = self._render(video, fault)
+                    clip = self._render(video, fault, job.output_fps)
                 except RenderError:
                     self._fail(job, "invalid", "the input video could not be decoded")
                 else:
@@ -697,6 +705,11 @@ class ServiceRequest:
             RenderError: The video could not be decoded.
         """
         return self.server._render(video, fault)
+
+    def store_upload(self, name: str, data: bytes, content_type: str) -> str:
+        """Keeps an uploaded file under ``name`` (GET ``/uploads/{name}``); returns its URL."""
+        self.server._store(name, _StoredFile(data, content_type))
+        return f"{self.base_url}/uploads/{name}"
 
     def bill(self) -> float:
         """Bills this call once; returns the balance left."""
@@ -911,7 +924,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._create(request, route, groups)
             return
         if route.kind is RouteKind.ACCOUNT:
-            self._send(getattr(dialect, route.answer)(request))
+            self._send(getattr(dialect, route.answer)(request, **groups))
             return
         job_id = groups.pop("job_id")
         job = fake._job(service, job_id)
@@ -952,6 +965,7 @@ class _Handler(BaseHTTPRequestHandler):
             params=create.params,
             video_bytes=len(create.video),
             first_frame_bytes=None if create.first_frame is None else len(create.first_frame),
+            keyframes=tuple((hashlib.sha256(image).hexdigest(), where) for image, where in create.keyframes),
         )
         with fake._lock:
             fake._received[service].append(call)
