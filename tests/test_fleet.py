@@ -24,13 +24,17 @@ from prefect.filesystems import LocalFileSystem
 from prefect.settings import PREFECT_API_URL
 
 from prefect_modify_video.errors import InvalidInputError
-from prefect_modify_video.flows.batch import BatchParameters, BatchSettings, modify_video_batch
+from prefect_modify_video.flows.batch import (
+    BatchParameters,
+    BatchSettings,
+    child_parameters,
+    modify_video_batch,
+    output_names,
+)
 from prefect_modify_video.flows.modify_video import modify_video
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.media.sample import make_sample_video
 from prefect_modify_video.testing import FakeModifyServer
-
-pytestmark = pytest.mark.slow  # a worker process and flow-run subprocesses: run by `make test-slow`
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -103,6 +107,7 @@ def _flow_runs(ids):
         return [client.read_flow_run(uuid.UUID(i)) for i in ids]
 
 
+@pytest.mark.slow  # a worker process and flow-run subprocesses: run by `make test-slow`
 def test_each_video_runs_as_its_own_flow_run_of_the_deployment(fleet, shared):
     deployment, deployment_id, log = fleet
     block, storage = shared
@@ -143,6 +148,7 @@ def _kill_flow_run(flow_run_id: str) -> int:
     return killed
 
 
+@pytest.mark.slow
 def test_a_crashed_video_is_submitted_again(fleet, shared):
     """The first video's flow run is killed as soon as it runs (before any paid call): Crashed, resubmitted once."""
     deployment, _, log = fleet
@@ -180,24 +186,36 @@ def test_a_crashed_video_is_submitted_again(fleet, shared):
     assert probe_video(storage / "out" / "a.modified.mp4").frames == probe_video(storage / "in" / "a.mp4").frames
 
 
-def test_local_paths_are_refused_when_dispatching(tmp_path, shared):
-    block, _ = shared
-    root = f"block://local-file-system/{block}"
+def test_local_paths_are_refused_when_dispatching(tmp_path):
+    root = "block://local-file-system/shared"
     local = tmp_path / "film.mp4"
     base = dict(deployment="modify-video/anything", settings=BatchSettings(store_dir=f"{root}/store/"))
     cases = [
         (BatchParameters(sources=[str(local)], output_folder=f"{root}/out/", **base), f"{local}: the source is a local path"),
         (BatchParameters(sources=[f"{root}/in/a.mp4"], output_folder=str(tmp_path), **base),
          f"{tmp_path}: the output folder is a local path"),
+        (BatchParameters(folder=str(tmp_path), output_folder=f"{root}/out/", **base), f"{tmp_path}: the folder is a local path"),
         (BatchParameters(sources=[f"{root}/in/a.mp4"], deployment="modify-video/anything",
                          settings=BatchSettings(store_dir=str(tmp_path / "store"))),
          f"{tmp_path / 'store'}: the result store must be shared by every machine"),
         (BatchParameters(sources=[f"{root}/in/a.mp4"], deployment="modify-video/anything"), "store_dir is empty"),
+        (BatchParameters(sources=["https://example.com/film.mp4"], **base), "https://example.com/film.mp4: nothing can be"),
     ]
     for params, message in cases:
-        state = modify_video_batch(params, return_state=True)
-        assert state.is_failed()
+        sources = [s for s in params.sources] or [str(tmp_path / "a.mp4")]
         with pytest.raises(InvalidInputError) as error:
-            state.result()
+            child_parameters(params, sources, output_names(sources))
         assert str(error.value).startswith(message), str(error.value)
         assert "block://" in str(error.value)
+
+
+def test_each_video_gets_its_own_block_output_and_the_shared_settings():
+    root = "block://local-file-system/shared"
+    params = BatchParameters(
+        sources=[f"{root}/in/a.mp4", f"{root}/in/sub/a.mp4"], output_folder=f"{root}/out/", deployment="modify-video/x",
+        settings=BatchSettings(prompt="pastel", anchor_strength=0.5, store_dir=f"{root}/store/"),
+    )
+    children = child_parameters(params, params.sources, output_names(params.sources))
+    assert [c["output"] for c in children] == [f"{root}/out/a.modified.mp4", f"{root}/out/a-2.modified.mp4"]
+    assert children[0] == {"source": f"{root}/in/a.mp4", "output": f"{root}/out/a.modified.mp4", "preset": None,
+                           "prompt": "pastel", "seams": {"anchor_strength": 0.5}, "store_dir": f"{root}/store/"}
