@@ -468,9 +468,11 @@ def _child_result(client, child: _Child, run) -> BatchVideoResult:
 def modify_video_batch(params: BatchParameters) -> BatchResult:
     """Restyles every video of a list and/or a folder, ``max_concurrent_videos`` at a time.
 
-    URL and ``block://`` sources are downloaded first; outputs for a ``block://`` folder are
-    written through the block. Each video's ``modify-video`` run is a child of this run. A video
-    that fails does not stop the others; the batch then ends Failed, listing them.
+    With ``params.deployment`` each video is a flow run of that deployment (``dispatch_videos``).
+    Otherwise they run in this process: URL and ``block://`` sources are downloaded first; outputs
+    for a ``block://`` folder are written through the block. Each video's ``modify-video`` run is a
+    child of this run. A video that fails does not stop the others; the batch then ends Failed,
+    listing them.
 
     Args:
         params: Sources, output folder, shared settings and preset, concurrency.
@@ -490,6 +492,18 @@ def modify_video_batch(params: BatchParameters) -> BatchResult:
             folder="block://remote-file-system/s3-videos/in/",
             output_folder="block://remote-file-system/s3-videos/out/",
             preset="colour-grading",
+        ))
+        ```
+
+        Each video as a flow run on the workers of a work pool (every location a block):
+
+        ```python
+        modify_video_batch(BatchParameters(
+            folder="block://remote-file-system/s3-videos/in/",
+            output_folder="block://remote-file-system/s3-videos/out/",
+            settings={"prompt": "warm vintage film", "store_dir": "block://remote-file-system/s3-videos/store/"},
+            deployment="modify-video/modify-video-pool",
+            max_concurrent_videos=8,
         ))
         ```
     """
