@@ -7,6 +7,7 @@ The tree, so that a reader can see what an ``except`` clause catches::
     ├── FfmpegError                  ffmpeg or ffprobe failed on a file we made
     ├── BudgetExceededError          a paid call would take the run past max_cost_usd
     ├── DamagedStoreError            a saved job record in the result store cannot be read
+    ├── ClaimLostError               another run took over this run's claim on a segment
     └── ProviderError                anything a modify-video service did
         ├── RetryableProviderError   worth another try of the same segment
         │   ├── RateLimitedError         429; carries ``retry_at``
@@ -50,6 +51,11 @@ class FfmpegError(ModifyVideoError):
 
 class BudgetExceededError(ModifyVideoError):
     """Raised when a run's estimate, or its next paid call, would pass ``max_cost_usd``."""
+
+
+class ClaimLostError(ModifyVideoError):
+    """Raised when another run took over this run's claim on a segment (this one stalled past its
+    lease): nothing more is sent for it here; the other run pays for it or follows its job."""
 
 
 class DamagedStoreError(ModifyVideoError):
@@ -141,8 +147,9 @@ class JobTimedOutError(RetryableProviderError):
 class SubmitOutcomeUnknownError(FatalProviderError):
     """Raised when a create request was sent but its answer was lost (read timeout, dropped connection).
 
-    The service may have accepted and billed it, so it is not sent again in this run; a
-    re-run sends it again.
+    The service may have accepted and billed it, so it is not sent again blindly: its claim is kept
+    as ``unknown`` in the store; a re-run looks for the job in the service's list where there is one,
+    and sends the segment again only with ``resend_unknown``.
     """
 
 

@@ -380,6 +380,20 @@ class BackendSpec(BaseModel):
         description="Or a storage block's folder for those uploads, read by the service through presigned URLs: "
         "block://remote-file-system/<block-name>/<folder> on s3:// or gs://.",
     )
+    account: str = Field(
+        default="default",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        title="Account label",
+        description="Names the service account in the Prefect global concurrency limits every run and machine "
+        "shares (modify-video:SERVICE:ACCOUNT:generations and :creates); give each paid account its own label.",
+    )
+    account_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        title="Account concurrency",
+        description="Generations in flight at once across all runs on the account; the service's documented "
+        "limit when empty (Luma: 10); services with none documented are then limited per run only.",
+    )
 
 
 class ModifyVideoParameters(GroupedOptions):
@@ -455,6 +469,13 @@ class ModifyVideoParameters(GroupedOptions):
         title="Budget (USD)",
         description="Refuse to start when the estimate is above it, and send no call that would pass it.",
     )
+    budget: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+        title="Shared budget name",
+        description="Count spending in a budget of this name kept in the result store, shared by every run and "
+        "machine naming it (a batch's videos share one); max_cost_usd is its cap. Empty: this run's own spending.",
+    )
     seams: SeamOptions = Field(
         default_factory=SeamOptions,
         title="Seams",
@@ -466,6 +487,13 @@ class ModifyVideoParameters(GroupedOptions):
         description="How often and after how long a segment that failed with a retryable error is tried again.",
     )
     refresh: bool = Field(default=False, description="Pay for every segment again instead of reusing stored results.")
+    resend_unknown: bool = Field(
+        default=False,
+        title="Send lost creates again",
+        description="Send again the segments whose create got no answer (a dropped connection, a machine that died "
+        "while sending) and that the service's list of jobs cannot settle: they may have been billed, so a run "
+        "otherwise stops on them. Check the service's dashboard first.",
+    )
 
     def resolved_overlap_frames(self, backend: type[ModifyBackend] | ModifyBackend) -> int:
         """``seams.resolved_overlap_frames``: the overlap to plan with."""

@@ -8,7 +8,8 @@ Layout under the root folder::
     incoming/<key>.mp4   a paid answer just downloaded, before it is checked (kept if the run dies)
     jobs/<key>.json      a submitted job (its id; ``billed`` once the service finished it), so a
                          resumed try or run polls or downloads it instead of paying again
-    locks/<key>.lock     held while one process works on the key
+    claims/<key>.json    held by the one run paying for the key, on whatever machine (``claims``)
+    budgets/<name>.json  a budget several runs share (``claims.SharedBudget``)
 
 The key is logical (``tasks.modify.segment_key``): the source's content hash, the sent frame
 range and the normalised settings, never the bytes of an encode; it holds no path, run id or
@@ -19,8 +20,9 @@ The store is a local folder, or a folder in a Prefect storage block
 that results outlive the machine: then the same layout is kept in the block and mirrored in a
 local folder under PREFECT_HOME. A clip and its record are uploaded as soon as they are stored
 (the record last: it marks the clip complete), a saved job at once; a lookup that misses locally
-asks the block. Locks stay local: object stores have no atomic create, so two runs on two
-machines at the same moment could both pay for a segment; on one machine they cannot.
+asks the block. Claims and budgets are written straight to the block with conditional writes
+(``claims``), so two runs on two machines never pay for one segment; a block that cannot write
+conditionally is refused as a store.
 """
 
 from __future__ import annotations
@@ -30,13 +32,17 @@ import json
 import os
 import logging
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
+from prefect_modify_video.claims import ConditionalFiles, LocalConditionalFiles, conditional_files_for
 from prefect_modify_video.errors import DamagedStoreError
 from prefect_modify_video.media.files import atomic_copy, atomic_write, sha256_of_file
-from prefect_modify_video.storage.blocks import delete_block_file, deliver_output, download_block_file
+from prefect_modify_video.storage.blocks import (
+    delete_block_file,
+    deliver_output,
+    download_block_file,
+    load_storage_block,
+)
 from prefect_modify_video.storage.locations import BlockReference, is_block_reference, parse_block_reference
 
 
@@ -198,46 +204,12 @@ class ResultStore:
         if (remote := self._remote_file(path)) is not None:
             delete_block_file(remote)
 
-    @contextmanager
-    def lock(self, key: str, *, stale_after_seconds: float = 3600.0, poll_seconds: float = 0.5) -> Iterator[None]:
-        """Holds an exclusive lock on ``key`` across processes (a lock file created with O_EXCL).
+    def conditional_files(self, folder: str) -> ConditionalFiles:
+        """The store's ``folder`` (``claims``, ``budgets``) written straight to the storage, never a mirror.
 
-        A lock whose holder process is gone, or older than ``stale_after_seconds``, is taken over.
+        Raises:
+            InvalidInputError: the store's storage cannot write conditionally (see ``claims``).
         """
-        path = self.root / "locks" / f"{key}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                if self._is_stale(path, stale_after_seconds):
-                    path.unlink(missing_ok=True)
-                    continue
-                time.sleep(poll_seconds)
-                continue
-            with os.fdopen(fd, "w") as handle:
-                handle.write(str(os.getpid()))
-            break
-        try:
-            yield
-        finally:
-            path.unlink(missing_ok=True)
-
-    @staticmethod
-    def _is_stale(path: Path, stale_after_seconds: float) -> bool:
-        try:
-            pid = int(path.read_text() or 0)
-            age = time.time() - path.stat().st_mtime
-        except (OSError, ValueError):
-            return False
-        if age > stale_after_seconds:
-            return True
-        if pid <= 0:
-            return age > 5
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
+        if self.remote is None:
+            return LocalConditionalFiles(self.root / folder)
+        return conditional_files_for(load_storage_block(self.remote), self.remote.joined(folder))

@@ -189,7 +189,7 @@ def test_all_is_pinned_sorted_and_complete(package):
         assert getattr(module, name) is not None
 
 
-LAYERS = ["errors", "limits", "stopping", "media", "storage", "providers", "testing", "parameters", "blocks", "run_plan", "store",
+LAYERS = ["errors", "limits", "stopping", "media", "storage", "providers", "testing", "parameters", "blocks", "run_plan", "claims", "store",
           "progress", "tasks", "flows", "cli"]
 """The package's layers, lowest first: a module imports only from its own layer or lower ones."""
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import ClassVar, Literal, Protocol, get_args
+from typing import Any, Callable, ClassVar, Literal, Protocol, get_args
 
 from prefect_modify_video import stopping
 from prefect_modify_video.errors import (
@@ -140,6 +140,17 @@ class ModifyBackend(ABC):
     seams inside a shot are anchored by default."""
     is_free: ClassVar[bool] = False
     """Whether calls cost nothing: no account, no key, no credentials block."""
+    account_concurrency: ClassVar[int | None] = None
+    """Generations the service runs at once for one account, as documented (``None``: not documented)."""
+    account_creates_per_minute: ClassVar[int | None] = None
+    """Creates the service accepts a minute from one account, as documented (``None``: not documented)."""
+    can_find_jobs: ClassVar[bool] = False
+    """Whether ``find_job`` can look a request up in the service's list of jobs (a create whose answer
+    was lost can then be found instead of being paid again)."""
+
+    before_create: Callable[[dict], None] | None = None
+    """Called just before a create request leaves, with ``create_marker`` of its body: the caller's
+    fencing point (it records that a create is in flight; raising stops the request)."""
 
     model: str = ""
     max_segment_seconds: float = 30.0
@@ -187,6 +198,18 @@ class ModifyBackend(ABC):
     async def poll(self, job: ModifyJob) -> ModifyJob:
         """Checks a submitted job once and returns it with its new state."""
         return job
+
+    def create_marker(self, body: Any) -> dict:
+        """What identifies a create request's body in the service's list of jobs (``{}``: nothing)."""
+        return {}
+
+    async def find_job(self, marker: dict, sent_at: float) -> ModifyJob | None:
+        """The job a create request with ``marker``, sent at ``sent_at`` (epoch seconds), started, if any.
+
+        Raises:
+            NotImplementedError: the service has no list of jobs to look in (``can_find_jobs``).
+        """
+        raise NotImplementedError(f"{self.name}: the service has no list of jobs to find a request in")
 
     @abstractmethod
     async def download(self, job: ModifyJob, destination: Path) -> Path:

@@ -342,6 +342,8 @@ class HttpModifyBackend(ModifyBackend):
         if creates_job:
             # After the first SIGINT/SIGTERM of a CLI run nothing more is bought.
             stopping.check_stop(f"{self.name}: {what}: no new job is sent")
+            if self.before_create is not None:
+                self.before_create(self.create_marker(kwargs.get("json")))
         with translate_transport_errors(self.name, what=what, creates_job=creates_job):
             request = self._client.build_request(method, url, headers=headers, **kwargs)
             if auth:

@@ -372,8 +372,9 @@ def translate_transport_errors(
         if creates_job:
             raise SubmitOutcomeUnknownError(
                 f"{detail} after the request was sent: the service may have accepted and "
-                "billed it, so it is not sent again in this run. Check the service's "
-                "dashboard; a re-run sends the segment again",
+                "billed it, so it is not sent again blindly. Check the service's dashboard; "
+                "a re-run looks for it in the service's list of jobs where there is one, and "
+                "--resend-unknown sends the segment again",
                 provider=provider,
             ) from exc
         error_class = (

@@ -9,6 +9,7 @@ $0.00544 per million pixels (1280×720, 5 s = 110.6 Mpx → $1.75 on ray-2).
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,6 +32,14 @@ _STATES = {
     "completed": JobState.COMPLETED,
     "failed": JobState.FAILED,
 }
+
+
+def _epoch(value: Any) -> float | None:
+    """Seconds since the epoch of an ISO 8601 time, or ``None``."""
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def scaled_to(width: int, height: int, max_dimension: int | None) -> tuple[int, int]:
@@ -61,6 +70,9 @@ class LumaBackend(HttpModifyBackend):
     default_base_url: ClassVar[str] = LUMA_BASE_URL
     default_timeout_seconds: ClassVar[float] = 120.0
     requires_uploader: ClassVar[bool] = True
+    account_concurrency: ClassVar[int] = 10
+    account_creates_per_minute: ClassVar[int] = 20
+    can_find_jobs: ClassVar[bool] = True
     model = "ray-2"
     max_segment_seconds = LUMA_MAX_SECONDS["ray-2"]
     """ray-2 10 s, ray-flash-2 15 s (Luma's modify-video page); set from ``model``."""
@@ -140,6 +152,35 @@ class LumaBackend(HttpModifyBackend):
         """
         _, generation = await self._get_json(f"{LUMA_API}/generations/{job.job_id}", what="poll")
         return self._from_generation(job, generation if isinstance(generation, dict) else {})
+
+    def create_marker(self, body: Any) -> dict:
+        """The uploaded clip's URL: unique to the request, echoed in the generation's ``request``."""
+        media = body.get("media") if isinstance(body, dict) else None
+        return {"media_url": media["url"]} if isinstance(media, dict) and media.get("url") else {}
+
+    async def find_job(self, marker: dict, sent_at: float) -> ModifyJob | None:
+        """Looks through ``GET /generations`` (newest first) for the generation whose ``request`` has the
+        marker's media URL, back to a little before ``sent_at``."""
+        if not marker.get("media_url"):
+            return None
+        offset, page = 0, 100
+        while True:
+            _, data = await self._get_json(
+                f"{LUMA_API}/generations?limit={page}&offset={offset}", what="list generations"
+            )
+            generations = data.get("generations") if isinstance(data, dict) else None
+            if not isinstance(generations, list) or not generations:
+                return None
+            for generation in generations:
+                request = generation.get("request") if isinstance(generation, dict) else None
+                media = request.get("media") if isinstance(request, dict) else None
+                if isinstance(media, dict) and media.get("url") == marker["media_url"]:
+                    job = ModifyJob(provider=self.name, state=JobState.QUEUED, job_id=str(generation["id"]))
+                    return self._from_generation(job, generation)
+            oldest = _epoch(generations[-1].get("created_at"))
+            if not data.get("has_more") or (oldest is not None and oldest < sent_at - 600):
+                return None
+            offset += len(generations)
 
     def _from_generation(self, job: ModifyJob, generation: dict[str, Any]) -> ModifyJob:
         state = _STATES.get(str(generation.get("state", "")).lower(), JobState.RUNNING)

@@ -33,6 +33,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
 from prefect.runtime import task_run as current_task_run
 from pydantic import BaseModel, Field
 
@@ -52,6 +53,8 @@ from prefect_modify_video.errors import (
     SubmitOutcomeUnknownError,
 )
 from prefect_modify_video.blocks.credentials import build_backend
+from prefect_modify_video.claims import Claim, SharedBudget, acquire_claim, drop_unknown_claim
+from prefect_modify_video.tasks.account import AccountLimits
 from prefect_modify_video.media.extract import EXTRACT_VERSION, write_frame_image
 from prefect_modify_video.parameters import BackendSpec, ModifyVideoParameters
 from prefect_modify_video.media.answers import covered_frames, join_answers, last_frame_image, remainder_clip
@@ -184,8 +187,10 @@ class ModifySettings(BaseModel):
     work_dir: str
     run_key: str = Field(description="Identifies the run in the ledger (spend, billed calls, credit stop).")
     refresh: bool = False
+    resend_unknown: bool = False
     reference_frame: str | None = None
     max_cost_usd: float | None = None
+    budget: str | None = Field(default=None, description="A budget shared through the store (max_cost_usd is its cap).")
     concurrency: int = Field(default=4, description="Paid calls of the run in flight at once.")
 
     @classmethod
@@ -201,6 +206,7 @@ class ModifySettings(BaseModel):
         mode: Mode,
     ) -> ModifySettings:
         """The settings of a planned run over the local ``source`` (the preview makes one per ``mode``)."""
+        store.conditional_files("claims")  # a store that cannot hold claims is refused before any work
         reference = None
         if first_frame and run.backend.uses_reference_frame:
             reference = str(write_frame_image(source, 0, Path(work_dir) / "reference.png"))
@@ -218,7 +224,9 @@ class ModifySettings(BaseModel):
             work_dir=str(work_dir),
             run_key=uuid.uuid4().hex,
             refresh=params.refresh,
+            resend_unknown=params.resend_unknown,
             max_cost_usd=params.max_cost_usd,
+            budget=params.budget,
             concurrency=run.concurrency,
             reference_frame=reference,
         )
@@ -315,8 +323,16 @@ def _job_from_record(record: dict) -> ModifyJob:
 class _SegmentPayer:
     """Gets one segment's answer from the service, paying once for every frame of it."""
 
-    def __init__(self, settings: ModifySettings, segment: Segment, key: str, estimate_usd: float, store: ResultStore):
+    def __init__(
+        self, settings: ModifySettings, segment: Segment, key: str, estimate_usd: float, store: ResultStore,
+        claim: Claim,
+    ):
         self.settings = settings
+        self.claim = claim
+        self.shared_budget = (
+            SharedBudget(store.conditional_files("budgets"), settings.budget, settings.max_cost_usd)
+            if settings.budget else None
+        )
         self.segment = segment
         self.key = key
         self.estimate_usd = estimate_usd
@@ -327,14 +343,38 @@ class _SegmentPayer:
         # --refresh pays again for what is stored: on a segment's first try only, not on its retries.
         self.refresh = settings.refresh and current_task_run.run_count <= 1
 
-    def backend(self) -> ModifyBackend:
+    def backend(self, key: str) -> ModifyBackend:
+        """The service's client; its creates pass the claim's fencing point first."""
         options = {}
         if self.settings.reference_frame and self.settings.first_frame:
             options = {
                 "reference_frame": Path(self.settings.reference_frame),
                 "styled_first_frame": Path(self.settings.first_frame),
             }
-        return build_backend(self.settings.backend, **options)
+        backend = build_backend(self.settings.backend, **options)
+        backend.before_create = lambda marker: self.claim.fence({"key": key, **marker})
+        return backend
+
+    def _reserve(self, key: str) -> None:
+        """Commits the piece's estimate in the run's ledger and, when named, the shared budget."""
+        settings = self.settings
+        ledger.reserve(settings.run_key, key, self.estimate_usd, None if self.shared_budget else settings.max_cost_usd)
+        if self.shared_budget is not None:
+            try:
+                self.shared_budget.reserve(key, self.estimate_usd)
+            except BaseException:
+                ledger.release(settings.run_key, key)
+                raise
+
+    def _settle(self, key: str, cost: float) -> None:
+        ledger.settle(self.settings.run_key, key, cost)
+        if self.shared_budget is not None:
+            self.shared_budget.settle(key, cost)
+
+    def _release(self, key: str) -> None:
+        ledger.release(self.settings.run_key, key)
+        if self.shared_budget is not None:
+            self.shared_budget.release(key)
 
     async def answer(self, clip: Path, first_frame: Path | None) -> Path:
         """The answer for the whole clip: stored, or paid for (a short one completed by remainders)."""
@@ -433,19 +473,26 @@ class _SegmentPayer:
         # Waiting for a slot in a helper thread keeps this task's event loop free.
         await asyncio.to_thread(slots.acquire)
         try:
-            async with self.backend() as backend:
+            async with self.backend(key) as backend:
+                if resumed is None and not billed_before:
+                    resumed = await self._resolve_taken_over(backend, key)
                 if not billed_before:
-                    ledger.reserve(settings.run_key, key, self.estimate_usd, settings.max_cost_usd)
+                    self._reserve(key)
                 try:
-                    job = await self._follow(backend, key, request, resumed)
+                    limits = AccountLimits.for_backend(backend, settings.backend)
+                    if limits is None:
+                        job = await self._follow(backend, key, request, resumed, None)
+                    else:
+                        async with limits.generation():
+                            job = await self._follow(backend, key, request, resumed, limits)
                 except BaseException as error:
                     # Kept committed: a job still saved (it may yet finish) and an unanswered create.
                     if self.store.load_job(key) is None and not isinstance(error, SubmitOutcomeUnknownError):
-                        ledger.release(settings.run_key, key)
+                        self._release(key)
                     raise
                 if not billed_before:
                     # Billed now: marked before the download, so no later try books or pays it again.
-                    ledger.settle(settings.run_key, key, job.cost_usd if job.cost_usd is not None else self.estimate_usd)
+                    self._settle(key, job.cost_usd if job.cost_usd is not None else self.estimate_usd)
                     self._book(key, job)
                     if job.job_id:
                         self._save_job(key, job, billed=True)
@@ -456,12 +503,56 @@ class _SegmentPayer:
             slots.release()
         return returned, job
 
-    async def _follow(self, backend: ModifyBackend, key: str, request: ModifyRequest, resumed: ModifyJob | None):
+    async def _resolve_taken_over(self, backend: ModifyBackend, key: str) -> ModifyJob | None:
+        """The job of a create a dead (or unanswered) holder of this claim may have sent, if any.
+
+        Returns:
+            The job found in the service's list (saved, to be followed), or ``None`` when nothing was
+            in flight for ``key`` or the service's list shows it never arrived.
+
+        Raises:
+            SubmitOutcomeUnknownError: a create may have been sent and billed, and the service has no
+                list to look in: nothing is sent blind (``--refresh`` is the user's decision to pay again).
+        """
+        previous = self.claim.previous
+        if self.claim.taken_over not in ("sending", "unknown") or previous.get("key", key) != key:
+            return None
+        marker = {k: v for k, v in (previous.get("marker") or {}).items() if k != "key"}
+        where = f"{self.store.location} (claims/{self.key}.json)"
+        if backend.can_find_jobs and marker:
+            job = await backend.find_job(marker, float(previous.get("sending_at") or 0))
+            if job is None:
+                self.logger.warning("segment %s: a create sent by %s never reached %s (not in its list of jobs): sending it",
+                                    self.segment.name, previous.get("host", "another run"), backend.service)
+                return None
+            self.logger.warning("segment %s: found job %s, created by %s whose answer was lost; following it",
+                                self.segment.name, job.job_id, previous.get("host", "another run"))
+            self._save_job(key, job)
+            return job
+        self.claim.release(keep_as="unknown")
+        raise SubmitOutcomeUnknownError(
+            f"segment {self.segment.name}: a create was sent by {previous.get('host', 'another run')} "
+            f"(pid {previous.get('pid', '?')}) and its answer was lost; {backend.service} may have accepted and "
+            f"billed it and has no list of jobs to check. Look in the service's dashboard; the claim is kept in {where}; "
+            "to send the segment again, re-run with --resend-unknown",
+            provider=backend.name,
+        )
+
+    async def _follow(
+        self, backend: ModifyBackend, key: str, request: ModifyRequest, resumed: ModifyJob | None,
+        limits: AccountLimits | None,
+    ):
         """Submits (saving the job id at once) or resumes, then waits for the job to end."""
         settings = self.settings
         if resumed is None:
             try:
+                if limits is not None:
+                    await limits.before_create()
                 job = await backend.submit(request, self.workdir)
+            except SubmitOutcomeUnknownError:
+                # Kept as ``unknown``: the next run resolves it through the service's list or asks the user.
+                self.claim.release(keep_as="unknown")
+                raise
             except RateLimitedError as error:
                 # Refused, so not billed: the segment's next try (Prefect's) goes after the reset the
                 # service gave (Segmind's header, Replicate's body, Retry-After), holding the run's slot.
@@ -475,6 +566,7 @@ class _SegmentPayer:
                 ) from error
             if job.job_id:
                 self._save_job(key, job)
+                self.claim.update(state="submitted", job_id=job.job_id)
             poll_first = False
         else:
             self.logger.info("segment %s: following the saved job %s", self.segment.name, resumed.job_id)
@@ -582,11 +674,27 @@ async def modify_video_segment(
 
     if hit := complete_hit():
         return reused(hit)
-    with store.lock(key):
-        if hit := complete_hit():
-            return reused(hit)
-        payer = _SegmentPayer(settings, segment, key, estimated_cost_usd, store)
+    claims = store.conditional_files("claims")
+    if (settings.refresh or settings.resend_unknown) and current_task_run.run_count <= 1 and drop_unknown_claim(claims, key):
+        logger.warning("segment %s: sending again a segment whose earlier create got no answer", segment.name)
+
+    def waiting(other: dict) -> None:
+        logger.info(
+            "segment %s: another run (%s, pid %s, flow run %s) is paying for it; waiting for its result",
+            segment.name, other.get("host", "?"), other.get("pid", "?"), other.get("flow_run", "?"),
+        )
+
+    claim = await acquire_claim(
+        claims, key, is_done=lambda: complete_hit() is not None, holder={"flow_run": str(flow_run.get_id() or "")},
+        on_wait=waiting,
+    )
+    if claim is None:
+        return reused(complete_hit())
+    try:
+        payer = _SegmentPayer(settings, segment, key, estimated_cost_usd, store, claim)
         stored = await payer.answer(clip, Path(first_frame) if first_frame else None)
+    finally:
+        claim.release()
     calls = ledger.billed(settings.run_key, segment.index)
     logger.info(
         "segment %s: done with %d billed call(s) (%s)", segment.name, len(calls),

@@ -57,5 +57,7 @@ class Job:
     failure_reason: str | None = None
     result_name: str | None = None
     completed_wall: datetime | None = None
+    ended_seen: bool = False
+    """Whether a poll has shown its end (from then on it no longer counts as in flight)."""
     faults: dict[str, collections.deque] = field(default_factory=dict)
     """This job's own fault queues, ``on`` (``poll``/``download``) to faults."""

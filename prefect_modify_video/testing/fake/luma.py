@@ -50,6 +50,7 @@ class LumaDialect(Dialect):
     routes = (
         Route("POST", r"/dream-machine/v1/generations/video/modify", RouteKind.CREATE, "create"),
         Route("GET", r"/dream-machine/v1/credits", RouteKind.ACCOUNT, "credit_balance"),
+        Route("GET", r"/dream-machine/v1/generations", RouteKind.ACCOUNT, "list_generations"),
         Route("GET", _GENERATION, RouteKind.STATUS, "status"),
         Route("DELETE", _GENERATION, RouteKind.CANCEL, "delete"),
     )
@@ -113,6 +114,16 @@ class LumaDialect(Dialect):
         """Cancels and forgets the generation: 204."""
         request.cancel(job, forget=True, reason="deleted")
         return Answer(204, b"", "application/json")
+
+    def list_generations(self, request: ServiceRequest) -> Answer:
+        """``GET /generations?limit=&offset=``: the account's generations, newest first, each with its ``request``."""
+        query = request.query
+        limit = int(query.get("limit", ["10"])[0])
+        offset = int(query.get("offset", ["0"])[0])
+        jobs = sorted(request.jobs(), key=lambda job: job.created_wall, reverse=True)
+        page = [self.generation(request, job, request.state(job)) for job in jobs[offset : offset + limit]]
+        return Answer.json(200, {"generations": page, "has_more": offset + limit < len(jobs), "count": len(page),
+                                 "limit": limit, "offset": offset})
 
     def credit_balance(self, request: ServiceRequest) -> Answer:
         """``{"credit_balance": cents}``."""

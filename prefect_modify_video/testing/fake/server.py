@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterable, Literal, Mapping
-from urllib.parse import unquote_to_bytes, urlsplit
+from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
 
 import httpx
 
@@ -95,6 +95,8 @@ class ProviderStats:
         polls: Status requests.
         downloads: Result-file downloads.
         credits: Balance left, in the provider's unit.
+        peak_in_flight: Most jobs running at once (from create until they end), the account's
+            concurrency as the service would see it.
     """
 
     calls: int
@@ -102,6 +104,7 @@ class ProviderStats:
     polls: int
     downloads: int
     credits: float
+    peak_in_flight: int = 0
 
 
 @dataclass(frozen=True)
@@ -337,6 +340,7 @@ class FakeModifyServer:
                 polls=self._polls[provider],
                 downloads=self._downloads[provider],
                 credits=self._credits[provider],
+                peak_in_flight=self._peak[provider],
             )
 
     def received(self, provider: str) -> list[ReceivedCall]:
@@ -393,6 +397,7 @@ class FakeModifyServer:
         self._billed = dict.fromkeys(PROVIDERS, 0)
         self._polls = dict.fromkeys(PROVIDERS, 0)
         self._downloads = dict.fromkeys(PROVIDERS, 0)
+        self._peak = dict.fromkeys(PROVIDERS, 0)
         self._credits = {name: float(self.initial_credits[name]) for name in PROVIDERS}
         self._scripts: dict[tuple[str, str], collections.deque] = collections.defaultdict(
             collections.deque
@@ -535,6 +540,8 @@ class FakeModifyServer:
                 job.faults[on] = collections.deque(self._each_job.get((dialect.service, on), ()))
             self._jobs[job_id] = job
             self._workers.append(worker)
+            in_flight = sum(1 for other in self._jobs.values() if other.service == job.service and self._running(other))
+            self._peak[job.service] = max(self._peak[job.service], in_flight)
         worker.start()
         return job
 
@@ -582,6 +589,21 @@ class FakeModifyServer:
             job = self._jobs.get(job_id)
         return job if job is not None and job.service == provider else None
 
+    def _running(self, job: Job) -> bool:
+        """Whether ``job`` still counts against the account's concurrency (not yet seen ended)."""
+        if job.canceled or job.ended_seen:
+            return False
+        if job.fault is not None and job.fault.kind is FaultKind.STUCK:
+            return True
+        if self.seconds_to_complete is not None and time.monotonic() - job.created >= self.seconds_to_complete:
+            return not job.done.is_set()
+        return True
+
+    def jobs(self, provider: str) -> list[Job]:
+        """The jobs ``provider`` knows (not forgotten by a delete), in creation order."""
+        with self._lock:
+            return [job for job in self._jobs.values() if job.service == provider]
+
     def _job_state(self, job: Job) -> str:
         """What a job shows now: queued, running, completed, failed or canceled."""
         if job.canceled:
@@ -594,6 +616,7 @@ class FakeModifyServer:
             ready = ready or time.monotonic() - job.created >= self.seconds_to_complete
         if not ready or not job.done.wait(timeout=120):
             return started
+        job.ended_seen = True
         return job.outcome
 
 
@@ -627,6 +650,12 @@ class ServiceRequest:
         self.base_url = base_url
         self.label = label
         self.epoch = server._epoch
+        self.query: dict[str, list[str]] = {}
+        """The request's query parameters."""
+
+    def jobs(self) -> list[Job]:
+        """The jobs of this service the server knows, in creation order."""
+        return self.server.jobs(self.dialect.service)
 
     def media(self, value: Any, field_name: str, params: dict, key: str) -> bytes:
         """Reads a medium given as URL, data URI or base64; notes its source in ``params``.
@@ -881,6 +910,7 @@ class _Handler(BaseHTTPRequestHandler):
         request = ServiceRequest(
             fake, dialect, self.headers, body, self._base(), route.label or service
         )
+        request.query = parse_qs(urlsplit(self.path).query)
         if route.kind is RouteKind.CREATE:
             fake._count(fake._calls, service)
         if not fake._key_ok(service, dialect.key_from(self.headers)):

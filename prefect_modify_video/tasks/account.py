@@ -1,0 +1,153 @@
+"""Account-wide limits: Prefect global concurrency limits every run and machine on one account shares.
+
+A service's documented account limits (Luma: 10 generations at once, 20 creates a minute) are kept
+across all runs, workers and machines by two global concurrency limits on the Prefect server:
+
+- ``modify-video:<service>:<account>:generations`` (limit = the concurrency; a slot is held from
+  before the create until the job ends, whatever try or run follows it);
+- ``modify-video:<service>:<account>:creates`` (a leaky bucket with slot decay: at most the
+  documented creates in any minute; a slot is taken just before each create).
+
+``<account>`` is the label the user gives (``backend.account``, default ``default``): never a key or
+a hash of one. The limits are created on first use if missing (two runs creating them at once is
+fine) and acquired strictly: without a Prefect server, or with a limit deleted, nothing is sent. A
+server that does not answer is waited for (nothing is sent meanwhile), up to ``SERVER_WAIT_SECONDS``.
+
+Leases: a held slot is leased and renewed by Prefect; a machine that dies frees its slots when the
+lease expires. Keep leases across a server restart with
+``PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=prefect.server.concurrency.lease_storage.filesystem``
+(the default memory storage loses them: a slot held during a restart stays taken for good).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import AsyncIterator, Awaitable, Callable, TypeVar
+
+from prefect_modify_video.errors import InvalidInputError
+from prefect_modify_video.parameters import BackendSpec
+from prefect_modify_video.providers.base import ModifyBackend
+
+logger = logging.getLogger(__name__)
+
+GENERATION_LEASE_SECONDS = max(60.0, float(os.environ.get("PREFECT_MODIFY_VIDEO_GENERATION_LEASE_SECONDS", "300")))
+"""Lease of a generation slot, renewed while held; a dead machine's slots free this long after it died
+(about the time its generations keep running at the service). At least 60 s (Prefect's minimum);
+``PREFECT_MODIFY_VIDEO_GENERATION_LEASE_SECONDS`` changes it."""
+SERVER_WAIT_SECONDS = 600.0
+"""How long a slot is waited for while the Prefect server does not answer, before the try fails."""
+T = TypeVar("T")
+_ensured: set[tuple[str, int, float | None]] = set()
+
+
+@dataclass(frozen=True)
+class AccountLimits:
+    """The global concurrency limits of one service account.
+
+    Example:
+        >>> from prefect_modify_video.providers.luma import LumaBackend
+        >>> limits = AccountLimits.for_backend(LumaBackend, BackendSpec(name="luma", account="team-a"))
+        >>> limits.generations, limits.generation_limit, limits.creates, limits.creates_limit
+        ('modify-video:luma:team-a:generations', 10, 'modify-video:luma:team-a:creates', 5)
+    """
+
+    generations: str
+    generation_limit: int
+    creates: str | None
+    creates_limit: int = 0
+    creates_decay_per_second: float = 0.0
+
+    @classmethod
+    def for_backend(cls, backend: type[ModifyBackend] | ModifyBackend, spec: BackendSpec) -> AccountLimits | None:
+        """The account's limits, or ``None`` for a free backend or one with no documented or given limit."""
+        concurrency = spec.account_concurrency or backend.account_concurrency
+        if backend.is_free or not concurrency:
+            return None
+        prefix = f"modify-video:{backend.service}:{spec.account}"
+        per_minute = backend.account_creates_per_minute
+        if not per_minute:
+            return cls(f"{prefix}:generations", concurrency, None)
+        # A bucket of size C refilled at r a second admits at most C + 60 r in a minute: C + 60 r = per_minute.
+        bucket = max(1, per_minute // 4)
+        return cls(f"{prefix}:generations", concurrency, f"{prefix}:creates", bucket, (per_minute - bucket) / 60)
+
+    async def ensure(self) -> None:
+        """Creates the limits on the Prefect server if they are missing (once per process)."""
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+        from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+        wanted = [(self.generations, self.generation_limit, None)]
+        if self.creates:
+            wanted.append((self.creates, self.creates_limit, self.creates_decay_per_second))
+        async with get_client() as client:
+            for name, limit, decay in wanted:
+                if (name, limit, decay) in _ensured:
+                    continue
+                try:
+                    existing = await client.read_global_concurrency_limit_by_name(name)
+                except ObjectNotFound:
+                    try:
+                        await client.create_global_concurrency_limit(
+                            GlobalConcurrencyLimitCreate(name=name, limit=limit, slot_decay_per_second=decay or 0.0)
+                        )
+                        logger.info("created the global concurrency limit %s (%d)", name, limit)
+                    except ObjectAlreadyExists:
+                        pass  # another run created it first
+                else:
+                    if decay and not existing.slot_decay_per_second:
+                        raise InvalidInputError(
+                            f"the global concurrency limit {name} has no slot decay, so it cannot limit creates a "
+                            f"minute; delete it (prefect gcl delete {name}) and the next run creates it right"
+                        )
+                _ensured.add((name, limit, decay))
+
+    @asynccontextmanager
+    async def generation(self) -> AsyncIterator[None]:
+        """Holds one of the account's generation slots for the block (create, then wait for the job)."""
+        from prefect.concurrency.asyncio import concurrency
+
+        async def enter():
+            slot = concurrency(
+                self.generations, occupy=1, strict=True, lease_duration=GENERATION_LEASE_SECONDS,
+                raise_on_lease_renewal_failure=False,
+            )
+            await slot.__aenter__()
+            return slot
+
+        await self.ensure()
+        slot = await _retrying(self.generations, enter)
+        try:
+            yield
+        finally:
+            await slot.__aexit__(None, None, None)
+
+    async def before_create(self) -> None:
+        """Takes a slot of the account's create rate (returns when a create may be sent)."""
+        if self.creates is None:
+            return
+        from prefect.concurrency.asyncio import rate_limit
+
+        await self.ensure()
+        await _retrying(self.creates, lambda: rate_limit(self.creates, occupy=1, strict=True))
+
+
+async def _retrying(name: str, acquire: Callable[[], Awaitable[T]]) -> T:
+    """``acquire()``, tried again while the Prefect server does not answer (nothing is sent meanwhile)."""
+    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
+
+    deadline = time.monotonic() + SERVER_WAIT_SECONDS
+    while True:
+        try:
+            return await acquire()
+        except ConcurrencySlotAcquisitionError as error:
+            if "must be created" in str(error) or time.monotonic() > deadline:
+                raise
+            logger.warning("the Prefect server does not answer for the limit %s: nothing is sent; waiting (%s)",
+                           name, error)
+            await asyncio.sleep(5)

@@ -1,0 +1,275 @@
+"""Two "machines" on one account and one store, proved on one host with real parts.
+
+A real ``prefect server start`` (its own PREFECT_HOME, lease storage on disk), moto's S3 server as
+the shared store (a RemoteFileSystem block on s3://), the fake Luma service counting billed jobs and
+the peak of generations in flight, and two process workers on one pool, each a "machine" with its
+own PREFECT_HOME, temp folder, working folder and extraction thread count, started in its own
+process group so that it can be killed whole (SIGKILL, as a machine dies).
+
+Marked ``slow`` and ``machines`` (``pytest -m machines`` runs it alone): a few minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from prefect_modify_video.media.probe import probe_video
+from prefect_modify_video.media.sample import make_sample_video
+from prefect_modify_video.testing import FakeModifyServer
+
+pytestmark = [pytest.mark.slow, pytest.mark.machines]
+
+ROOT = Path(__file__).resolve().parents[1]
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+POOL = "machines"
+ACCOUNT_LIMIT = 3
+LEASE = "2"  # claim lease in seconds, the same on both machines
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory):
+    """A real Prefect server on a free port, leases on disk (they survive a restart)."""
+    home = tmp_path_factory.mktemp("server-home")
+    port = _free_port()
+    env = {
+        **os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem",
+    }
+    env.pop("PREFECT_API_URL", None)
+    server = subprocess.Popen(
+        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    else:
+        os.killpg(server.pid, signal.SIGKILL)
+        pytest.fail("prefect server start did not answer within 120 s")
+    try:
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with FakeModifyServer(seconds_to_complete=3.0, polls_to_complete=10_000) as server:
+        yield server
+
+
+def _on(api_url: str, coroutine):
+    """Runs ``coroutine`` against the real server (not the test session's harness)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        return asyncio.run(coroutine())
+
+
+@pytest.fixture(scope="module")
+def shared(prefect_api, s3_server, tmp_path_factory):
+    """The store block on S3, the source in it, the pool and the deployment: ``(block, bucket, source)``."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.filesystems import RemoteFileSystem
+
+    endpoint, s3 = s3_server
+    bucket = f"machines-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    video = make_sample_video(tmp_path_factory.mktemp("machines") / "film.mp4", seconds=8, width=320, height=180,
+                              fps=30, scenes=4)
+    s3.upload_file(str(video), bucket, "videos/film.mp4")
+    block = f"store-{uuid.uuid4().hex[:6]}"
+
+    async def setup():
+        RemoteFileSystem(
+            basepath=f"s3://{bucket}",
+            settings={"key": "testing", "secret": "testing",
+                      "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}},
+        ).save(block, _sync=True)
+        async with get_client() as client:
+            await client.create_work_pool(WorkPoolCreate(name=POOL, type="process"))
+
+    _on(prefect_api, setup)
+    deployed = subprocess.run(
+        [sys.executable, "-c", (
+            "from prefect_modify_video.flows.modify_video import modify_video;"
+            f"modify_video.from_source(source={str(ROOT)!r}, entrypoint='prefect_modify_video/flows/modify_video.py:modify_video')"
+            f".deploy(name='machines', work_pool_name={POOL!r}, build=False, print_next_steps=False)"
+        )],
+        env={**os.environ, "PREFECT_API_URL": prefect_api}, capture_output=True, text=True, timeout=300,
+    )
+    assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-3000:]
+    return block, bucket, video
+
+
+class Machine:
+    """A process worker with its own home, temp and working folders, in its own process group."""
+
+    def __init__(self, name: str, api_url: str, folder: Path, fake: FakeModifyServer, threads: int):
+        for sub in ("home", "tmp", "work"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ, "PREFECT_API_URL": api_url, "PREFECT_HOME": str(folder / "home"),
+            "TMPDIR": str(folder / "tmp"), "PREFECT_MODIFY_VIDEO_THREADS": str(threads),
+            "PREFECT_MODIFY_VIDEO_CLAIM_LEASE_SECONDS": LEASE, "PREFECT_MODIFY_VIDEO_GENERATION_LEASE_SECONDS": "60",
+            "LUMAAI_API_KEY": "sk-machines-0123456789",
+        }
+        self.log = open(folder / "worker.log", "w")
+        self.process = subprocess.Popen(
+            [PREFECT, "worker", "start", "--pool", POOL, "--name", name, "--limit", "1"],
+            cwd=folder / "work", env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        """SIGKILLs the worker and every process under it (Prefect starts each flow run in a session of
+        its own, so killing the worker's process group alone would leave the flow run alive)."""
+        for pid in [self.process.pid, *_descendants(self.process.pid)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait(30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.kill()
+        self.log.close()
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc), children first."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        child, parent = int(stat.parent.name), int(text[text.rfind(")") + 2 :].split()[1])
+        children.setdefault(parent, []).append(child)
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def _parameters(block: str, fake: FakeModifyServer, output: str) -> dict:
+    return {"params": {
+        "source": f"block://remote-file-system/{block}/videos/film.mp4",
+        "prompt": "charcoal sketch",
+        "mode": "flex_1",
+        "output": f"block://remote-file-system/{block}/{output}",
+        "store_dir": f"block://remote-file-system/{block}/store",
+        "max_segment_seconds": 2.5,
+        "concurrency": 4,
+        "backend": {"name": "luma", "base_url": fake.base_url, "upload_url": fake.base_url,
+                    "poll_interval_seconds": 0.2, "account": "machines", "account_concurrency": ACCOUNT_LIMIT},
+    }}
+
+
+def _start(api_url: str, parameters: dict):
+    from prefect.deployments import run_deployment
+
+    async def start():
+        return await run_deployment("modify-video/machines", parameters=parameters, timeout=0)
+
+    return _on(api_url, start)
+
+
+def _wait(api_url: str, flow_run_ids, timeout: float = 300.0):
+    from prefect.client.orchestration import get_client
+
+    async def states():
+        async with get_client() as client:
+            return [(await client.read_flow_run(i)).state for i in flow_run_ids]
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = _on(api_url, states)
+        if all(state.is_final() for state in found):
+            return found
+        time.sleep(1)
+    pytest.fail(f"flow runs not finished in {timeout:.0f} s: {found}")
+
+
+def _keys(s3, bucket: str, prefix: str) -> list[str]:
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+
+
+@pytest.mark.timeout(900)
+def test_one_video_on_two_machines_and_a_machine_that_dies(prefect_api, shared, fake, s3_server, tmp_path):
+    block, bucket, video = shared
+    s3 = s3_server[1]
+    segments = 4
+    frames = probe_video(video).frames
+    machines = [
+        Machine("machine-a", prefect_api, tmp_path / "a", fake, threads=1),
+        Machine("machine-b", prefect_api, tmp_path / "b", fake, threads=2),
+    ]
+    try:
+        # One video started on both machines at once: each segment is bought once in all.
+        runs = [_start(prefect_api, _parameters(block, fake, f"out/first-{i}.mp4")) for i in range(2)]
+        states = _wait(prefect_api, [run.id for run in runs])
+        assert all(state.is_completed() for state in states), [s.message for s in states]
+        fake.wait_idle(30)
+        stats = fake.stats("luma")
+        assert stats.billed == segments, f"{stats.billed} billed for {segments} segments"
+        assert stats.peak_in_flight <= ACCOUNT_LIMIT
+        for i in range(2):
+            s3.download_file(bucket, f"out/first-{i}.mp4", str(tmp_path / f"first-{i}.mp4"))
+            assert probe_video(tmp_path / f"first-{i}.mp4").frames == frames
+        assert not _keys(s3, bucket, "store/claims/"), "no claim left behind"
+
+        # A machine dies holding unanswered creates: the other finishes the video, paying nothing twice.
+        fake.reset()
+        parameters = _parameters(block, fake, "out/second.mp4")
+        parameters["params"]["prompt"] = "neon noir"
+        machines[1].process.send_signal(signal.SIGSTOP)  # only machine A picks the run up
+        doomed = _start(prefect_api, parameters)
+        deadline = time.monotonic() + 180
+        while fake.stats("luma").calls < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        machines[0].kill()
+        in_flight = fake.stats("luma")
+        assert in_flight.calls >= 2 and in_flight.billed < in_flight.calls, "killed with creates unanswered"
+        machines[1].process.send_signal(signal.SIGCONT)
+        survivor = _start(prefect_api, parameters)  # what the batch's resubmission does
+        state = _wait(prefect_api, [survivor.id])[0]
+        assert state.is_completed(), state.message
+        fake.wait_idle(30)
+        assert fake.stats("luma").billed == segments, "every segment billed once across both machines"
+        assert fake.stats("luma").peak_in_flight <= ACCOUNT_LIMIT
+        s3.download_file(bucket, "out/second.mp4", str(tmp_path / "second.mp4"))
+        assert probe_video(tmp_path / "second.mp4").frames == frames
+        assert not _keys(s3, bucket, "store/claims/"), "the dead machine's claims were taken over and released"
+        assert doomed.id != survivor.id
+    finally:
+        for machine in machines:
+            machine.stop()
