@@ -1,15 +1,16 @@
 """A fleet against one account: N videos x M segments, W at a time, the account allowing C generations at once.
 
 Each video is one ``modify-video`` run of a ``modify-video-batch`` (in this process: W videos at
-a time); the fake Segmind answers each create after L seconds. The account's limit C is, for
-now, shared out as each run's own concurrency (C // W per run); once account-wide global
-concurrency limits exist, pass ``--per-run`` C and let the limit do the sharing. Printed:
+a time); the fake Segmind answers each create after L seconds. The account's limit C is the
+account-wide Prefect global concurrency limit (``--limit-by gcl``, the default: a fresh account
+label, ``account_concurrency`` C, each run allowed C itself), or C shared out as each run's own
+concurrency (``--limit-by run``: C // W per run). Printed:
 the wall time against the ideal ceil(N x M / C) x L plus the media work (the same batch run
 again, every segment then found in the store: media work only), as a ratio (target <= 1.15),
 and the share of the time from the first create to the last answer during which C
 generations were in flight (read from the fake server's create spans; target >= 0.9).
 
-    python bench/fleet.py [--videos 4] [--segments 10] [--limit 8] [--workers 4] [--latency 3]
+    python bench/fleet.py [--videos 4] [--segments 10] [--limit 8] [--workers 4] [--latency 3] [--limit-by gcl|run]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import math
 import os
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -65,10 +67,11 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=8, help="C: generations the account allows at once")
     parser.add_argument("--workers", type=int, default=4, help="W: videos at once")
     parser.add_argument("--latency", type=float, default=3.0, help="L: seconds the service takes per create")
-    parser.add_argument("--per-run", type=int, default=None,
-                        help="concurrency of each run (default C // W: the account's limit shared out)")
+    parser.add_argument("--limit-by", choices=("gcl", "run"), default="gcl",
+                        help="gcl: the account's global concurrency limit; run: C // W per run")
     args = parser.parse_args()
-    per_run = args.per_run or max(1, args.limit // args.workers)
+    per_run = args.limit if args.limit_by == "gcl" else max(1, args.limit // args.workers)
+    account = {"account": f"bench-{uuid.uuid4().hex[:8]}", "account_concurrency": args.limit} if args.limit_by == "gcl" else {}
     os.environ["SEGMIND_API_KEY"] = "bench-key"
     with tempfile.TemporaryDirectory() as folder, prefect_test_harness(server_startup_timeout=120):
         work = Path(folder)
@@ -86,7 +89,7 @@ def main() -> None:
                     output_folder=str(work / output),
                     settings=BatchSettings(
                         prompt="bench",
-                        backend={"name": "segmind", "base_url": server.base_url},
+                        backend={"name": "segmind", "base_url": server.base_url, **account},
                         max_segment_seconds=SEGMENT_SECONDS + 0.05,
                         overlap_frames=0,
                         concurrency=per_run,
@@ -109,7 +112,7 @@ def main() -> None:
     ideal = ideal_calls + media_seconds
     share, peak = full_share(spans, args.limit)
     print(f"videos N={args.videos} x segments {segments // args.videos} (total {segments}), account limit C={args.limit}, "
-          f"W={args.workers} videos at once, {per_run} per run, latency L={args.latency:g} s")
+          f"W={args.workers} videos at once, {per_run} per run (limit by {args.limit_by}), latency L={args.latency:g} s")
     print(f"billed calls at the service: {billed} (reported by the runs: {reported}); second run: "
           f"{sum(v.billed_calls for v in second.videos)}")
     print(f"first run: {first_seconds:.1f} s; media work only (second run): {media_seconds:.1f} s")
