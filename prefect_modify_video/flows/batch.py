@@ -5,30 +5,50 @@ is a URL or a ``block://`` reference, calls ``modify_video`` (a subflow: a child
 batch run, with its own segments, artifacts and state) and delivers the output. At most
 ``max_concurrent_videos`` run at once. A video that fails fails alone: the others finish, then
 the batch ends Failed with one line per failed video. A table artifact lists every video.
+
+With ``deployment`` set, the videos run elsewhere instead: each is one flow run of that
+``modify-video`` deployment (``run_deployment``, not waited on inside the call), started on
+whichever worker of the deployment's work pool picks it up. The batch keeps at most
+``max_concurrent_videos`` of them in flight, polls their states, submits a crashed one again
+(at most ``max_resubmits`` times: its machine or process died; the new run reuses what the
+store holds) and reads each finished one's segment table. Sources, outputs and the result store
+must then be places every machine reaches (``block://`` references, or URLs for sources).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field, create_model, model_validator
 
 from prefect_modify_video.errors import InvalidInputError, ModifyVideoError
-from prefect_modify_video.flows.modify_video import modify_video
+from prefect_modify_video.flows.modify_video import apply_preset, modify_video
 from prefect_modify_video.parameters import GroupedOptions, ModifyVideoParameters, field_definitions
 from prefect_modify_video.media.join import default_output_path
 from prefect_modify_video.storage.blocks import deliver_output
 from prefect_modify_video.storage.download import DEFAULT_MAX_BYTES, fetch_source, list_videos
-from prefect_modify_video.storage.locations import is_remote, join_location, location_name, sibling_location
+from prefect_modify_video.storage.locations import (
+    is_block_reference,
+    is_remote,
+    join_location,
+    location_name,
+    sibling_location,
+)
 
 # Parameters of one video that the batch sets per video (or, for the first frame, not at all:
 # a restyled first frame belongs to one video).
@@ -88,9 +108,36 @@ class BatchParameters(BaseModel):
         le=32,
         title="Videos at once",
         description=(
-            "Videos restyled at the same time. Each runs up to its own concurrency of paid calls, so the "
-            "service sees up to this many times that."
+            "Videos restyled at the same time (with a deployment: its flow runs in flight). Each runs up to its "
+            "own concurrency of paid calls, so the service sees up to this many times that."
         ),
+    )
+    deployment: str | None = Field(
+        default=None,
+        title="Deployment",
+        description=(
+            "A modify-video deployment, 'modify-video/<deployment-name>': each video then runs as its own flow "
+            "run of it, on the workers of its work pool; sources must be block:// references or URLs, and the "
+            "output folder and result store block:// folders, which every machine reaches. Empty: the videos "
+            "run in this process."
+        ),
+    )
+    max_resubmits: int = Field(
+        default=1,
+        ge=0,
+        le=5,
+        title="Resubmits of a crashed video",
+        description=(
+            "With a deployment: times a video whose flow run crashed (its process or machine died) is submitted "
+            "again; the new run reuses every segment the store holds."
+        ),
+    )
+    poll_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        title="Poll interval (s)",
+        description="With a deployment: seconds between checks of the videos' flow runs.",
     )
     max_source_bytes: int = Field(
         default=DEFAULT_MAX_BYTES, ge=1, description="Largest source file downloaded (10 GiB by default)."
@@ -112,7 +159,7 @@ class BatchVideoResult(BaseModel):
 
     source: str = Field(description="The source as given.")
     output: str | None = Field(default=None, description="Where the output is (local path or block reference).")
-    state: str = Field(description="Completed or Failed.")
+    state: str = Field(description="Completed or Failed (with a deployment: its flow run's state, e.g. Crashed).")
     segments: int | None = None
     frames: int | None = None
     billed_calls: int | None = None
@@ -120,6 +167,10 @@ class BatchVideoResult(BaseModel):
     cost_usd: float | None = None
     seconds: float | None = None
     error: str | None = Field(default=None, description="Why it failed: the error's type and first line.")
+    flow_run_id: str | None = Field(default=None, description="With a deployment: the video's (last) flow run.")
+    submissions: int | None = Field(
+        default=None, description="With a deployment: flow runs submitted for the video (more than 1: resubmitted)."
+    )
 
 
 class BatchResult(BaseModel):
@@ -247,13 +298,181 @@ def restyle_batch_video(
         shutil.rmtree(work, ignore_errors=True)
 
 
+def child_parameters(params: BatchParameters, sources: list[str], names: list[str]) -> list[dict[str, Any]]:
+    """The ``params`` of each video's flow run of ``params.deployment``, as JSON.
+
+    Every location must be one that any machine reaches: a worker may run on another machine,
+    where the batch's local paths mean nothing (and a result store local to each worker would
+    make each machine pay for a segment again).
+
+    Raises:
+        InvalidInputError: a source, the folder, the output folder, the result store or a
+            preset's first frame is a local path; naming it and what to give instead.
+    """
+    where = f"the workers of deployment {params.deployment} may run on other machines"
+
+    def refuse(location: str, what: str, advice: str) -> InvalidInputError:
+        return InvalidInputError(f"{location}: {what} is a local path, which {where} cannot reach; {advice}")
+
+    block_folder = "give a block:// folder, e.g. block://remote-file-system/s3-videos/out/"
+    if params.folder and not is_block_reference(params.folder):
+        raise refuse(params.folder, "the folder", "put the videos in a storage block and " + block_folder)
+    if params.output_folder and not is_block_reference(params.output_folder):
+        raise refuse(params.output_folder, "the output folder", block_folder)
+    settings = params.settings.model_dump(exclude_unset=True)
+    children = []
+    for source, name in zip(sources, names):
+        if not is_remote(source):
+            raise refuse(source, "the source", "upload it to a storage block and give block://<block-type-slug>/"
+                         "<block-name>/<path>, or an http(s) URL")
+        child = ModifyVideoParameters(
+            source=source, output=output_location(source, name, params.output_folder), preset=params.preset, **settings
+        )
+        children.append(child.model_dump(mode="json", exclude_unset=True))
+    resolved = apply_preset(child)  # the same preset and settings for every video: checked once
+    if not resolved.store_dir or not is_block_reference(resolved.store_dir):
+        raise InvalidInputError(
+            f"{resolved.store_dir or 'store_dir is empty (a folder under each worker’s PREFECT_HOME)'}: the result "
+            f"store must be shared by every machine ({where}), else each pays for segments another one stored; "
+            "give store_dir a block:// folder, e.g. block://remote-file-system/s3-videos/store/"
+        )
+    if resolved.first_frame and not is_remote(resolved.first_frame):
+        raise refuse(resolved.first_frame, "the preset's first frame", "put it in a storage block and give its "
+                     "block:// reference")
+    return children
+
+
+@dataclass
+class _Child:
+    """One video of a dispatched batch: its flow run's parameters and its submissions so far."""
+
+    index: int
+    source: str
+    params: dict[str, Any]
+    submissions: int = 0
+    flow_run_id: UUID | None = None
+    started: float | None = None
+
+
+def _check_deployment(client, name: str) -> None:
+    """Refuses a deployment that does not exist or is not one of the ``modify-video`` flow."""
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        deployment = client.read_deployment_by_name(name)
+    except (ObjectNotFound, ValueError) as error:
+        raise InvalidInputError(
+            f"{name}: no such deployment; deploy the modify-video flow (prefect deploy) and give "
+            "'modify-video/<deployment-name>'"
+        ) from error
+    flow_name = client.read_flow(deployment.flow_id).name
+    if flow_name != modify_video.name:
+        raise InvalidInputError(f"{name}: a deployment of the {flow_name} flow; give one of {modify_video.name}")
+
+
+def dispatch_videos(
+    params: BatchParameters, sources: list[str], children: list[dict[str, Any]]
+) -> list[BatchVideoResult]:
+    """Runs each video as a flow run of ``params.deployment`` and follows them to the end.
+
+    At most ``max_concurrent_videos`` runs are in flight; the others wait here (not in the work
+    pool's queue, so the batch's cap holds whatever the pool's). Each run is created with the
+    idempotency key ``<batch run>:<video>:<submission>``: a retried batch run gets its earlier
+    runs back instead of new ones. A run that ends Crashed is submitted again, at most
+    ``max_resubmits`` times; the new run reuses what the shared store holds.
+
+    Args:
+        params: The batch's parameters (deployment, caps, poll interval).
+        sources: The sources, in order.
+        children: Each video's ``params`` for the deployment (``child_parameters``).
+
+    Returns:
+        One result per video, in order: state, cost and output read from its run's segment table.
+    """
+    from prefect.deployments import run_deployment
+    from prefect.runtime import flow_run as current_run
+
+    logger = get_run_logger()
+    batch_run = current_run.id or "no-run"
+    waiting = deque(_Child(i, source, child) for i, (source, child) in enumerate(zip(sources, children)))
+    in_flight: dict[int, _Child] = {}
+    results: dict[int, BatchVideoResult] = {}
+    with get_client(sync_client=True) as client:
+        _check_deployment(client, params.deployment)
+        while waiting or in_flight:
+            while waiting and len(in_flight) < params.max_concurrent_videos:
+                child = waiting.popleft()
+                child.submissions += 1
+                run = run_deployment(
+                    params.deployment,
+                    parameters={"params": child.params},
+                    timeout=0,
+                    idempotency_key=f"{batch_run}:{child.index:03d}:{child.submissions}",
+                    tags=["modify-video-batch"],
+                )
+                child.flow_run_id = run.id
+                child.started = child.started or time.monotonic()
+                in_flight[child.index] = child
+                logger.info("%s: flow run %s (%s) submitted%s", child.source, run.name, run.id,
+                            f" again (submission {child.submissions})" if child.submissions > 1 else "")
+            time.sleep(params.poll_seconds)
+            for index, child in list(in_flight.items()):
+                run = client.read_flow_run(child.flow_run_id)
+                if run.state is None or not run.state.is_final():
+                    continue
+                del in_flight[index]
+                if run.state.is_crashed() and child.submissions <= params.max_resubmits:
+                    logger.warning("%s: flow run %s crashed (%s); submitting it again", child.source, run.name,
+                                   _first_line(run.state.message))
+                    waiting.appendleft(child)
+                    continue
+                results[index] = _child_result(client, child, run)
+                logger.info("%s: %s", child.source, results[index].state)
+    return [results[index] for index in range(len(sources))]
+
+
+def _first_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _child_result(client, child: _Child, run) -> BatchVideoResult:
+    """What a finished flow run of a video did, from its state and its segment table artifact."""
+    common = dict(
+        source=child.source,
+        state=run.state.name,
+        flow_run_id=str(run.id),
+        submissions=child.submissions,
+        seconds=time.monotonic() - (child.started or time.monotonic()),
+    )
+    if not run.state.is_completed():
+        return BatchVideoResult(**common, error=f"{run.state.name}: {_first_line(run.state.message)}")
+    artifacts = client.read_artifacts(
+        artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]), key=ArtifactFilterKey(any_=["modify-video-segments"])
+        )
+    )
+    rows = json.loads(artifacts[0].data) if artifacts else []
+    paid = [row for row in rows if row.get("paid") is True]
+    return BatchVideoResult(
+        **common,
+        output=child.params.get("output"),
+        segments=len(rows) if artifacts else None,
+        billed_calls=len(paid) if artifacts else None,
+        reused_segments=sum(1 for row in rows if row.get("paid") is False) if artifacts else None,
+        cost_usd=sum(row.get("cost_usd") or 0.0 for row in paid) if artifacts else None,
+    )
+
+
 @flow(name="modify-video-batch", description="Restyles many videos, each as a child modify-video run.")
 def modify_video_batch(params: BatchParameters) -> BatchResult:
     """Restyles every video of a list and/or a folder, ``max_concurrent_videos`` at a time.
 
-    URL and ``block://`` sources are downloaded first; outputs for a ``block://`` folder are
-    written through the block. Each video's ``modify-video`` run is a child of this run. A video
-    that fails does not stop the others; the batch then ends Failed, listing them.
+    With ``params.deployment`` each video is a flow run of that deployment (``dispatch_videos``).
+    Otherwise they run in this process: URL and ``block://`` sources are downloaded first; outputs
+    for a ``block://`` folder are written through the block. Each video's ``modify-video`` run is a
+    child of this run. A video that fails does not stop the others; the batch then ends Failed,
+    listing them.
 
     Args:
         params: Sources, output folder, shared settings and preset, concurrency.
@@ -275,6 +494,18 @@ def modify_video_batch(params: BatchParameters) -> BatchResult:
             preset="colour-grading",
         ))
         ```
+
+        Each video as a flow run on the workers of a work pool (every location a block):
+
+        ```python
+        modify_video_batch(BatchParameters(
+            folder="block://remote-file-system/s3-videos/in/",
+            output_folder="block://remote-file-system/s3-videos/out/",
+            settings={"prompt": "warm vintage film", "store_dir": "block://remote-file-system/s3-videos/store/"},
+            deployment="modify-video/modify-video-pool",
+            max_concurrent_videos=8,
+        ))
+        ```
     """
     logger = get_run_logger()
     sources = batch_sources(params)
@@ -291,6 +522,10 @@ def modify_video_batch(params: BatchParameters) -> BatchResult:
     settings = params.settings.model_dump(exclude_unset=True)
     explicitly_set = sorted(params.settings.model_fields_set)
     logger.info("%d videos, %d at a time", len(sources), params.max_concurrent_videos)
+    if params.deployment:
+        children = child_parameters(params, sources, names)
+        results = dispatch_videos(params, sources, children)
+        return _finish(results)
 
     if params.work_dir:
         Path(params.work_dir).expanduser().mkdir(parents=True, exist_ok=True)
@@ -325,7 +560,11 @@ def modify_video_batch(params: BatchParameters) -> BatchResult:
                     results.append(BatchVideoResult(source=source, state="Failed", error=_error_line(error)))
     finally:
         shutil.rmtree(work_root, ignore_errors=True)
+    return _finish(results)
 
+
+def _finish(results: list[BatchVideoResult]) -> BatchResult:
+    """Reports the videos; raises ``BatchFailedError`` listing the failed ones, if any."""
     _report(results)
     failed = [r for r in results if r.state != "Completed"]
     if failed:
@@ -348,6 +587,8 @@ def _report(results: list[BatchVideoResult]) -> None:
             "cost_usd": None if r.cost_usd is None else round(r.cost_usd, 4),
             "seconds": None if r.seconds is None else round(r.seconds, 1),
             "error": r.error,
+            "flow_run_id": r.flow_run_id,
+            "submissions": r.submissions,
         }
         for r in results
     ]

@@ -353,6 +353,14 @@ class FakeModifyServer:
         with self._lock:
             return list(self._received[provider])
 
+    def create_spans(self, provider: str) -> list[tuple[float, float]]:
+        """Returns ``(start, end)`` (``time.monotonic()``) of each authenticated create call to ``provider``,
+        oldest first: the calls in flight over time. For a blocking route
+        (Segmind v1) a span is the whole generation, latency faults included."""
+        self._check_provider(provider)
+        with self._lock:
+            return sorted(self._create_spans[provider])
+
     def credits(self, provider: str) -> float:
         """Returns ``provider``'s balance."""
         return self.stats(provider).credits
@@ -400,6 +408,7 @@ class FakeModifyServer:
         )
         self._each_job: dict[tuple[str, str], list[Fault | None]] = {}
         self._received: dict[str, list[ReceivedCall]] = {name: [] for name in PROVIDERS}
+        self._create_spans: dict[str, list[tuple[float, float]]] = {name: [] for name in PROVIDERS}
         self._jobs: dict[str, Job] = {}
         self._files: dict[str, _StoredFile] = {}
         self._workers: list[threading.Thread] = []
@@ -921,7 +930,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(dialect.unauthorised())
             return
         if route.kind is RouteKind.CREATE:
-            self._create(request, route, groups)
+            started = time.monotonic()
+            try:
+                self._create(request, route, groups)
+            finally:
+                with fake._lock:
+                    fake._create_spans[service].append((started, time.monotonic()))
             return
         if route.kind is RouteKind.ACCOUNT:
             self._send(getattr(dialect, route.answer)(request, **groups))

@@ -1,0 +1,128 @@
+"""A fleet against one account: N videos x M segments, W at a time, the account allowing C generations at once.
+
+Each video is one ``modify-video`` run of a ``modify-video-batch`` (in this process: W videos at
+a time); the fake Segmind answers each create after L seconds. The account's limit C is shared
+out as each run's own concurrency (``--limit-by run``, the default: C // W per run), or is the
+account-wide Prefect global concurrency limit (``--limit-by gcl``: a fresh account label,
+``account_concurrency`` C, each run allowed C itself; on a loaded 2-core box the temporary test
+server answered 503 to a task-run create in that mode, twice out of two, failing one video). Printed:
+the wall time against the ideal ceil(N x M / C) x L plus the media work (the same batch run
+again, every segment then found in the store: media work only), as a ratio (target <= 1.15),
+and the share of the time from the first create to the last answer during which C
+generations were in flight (read from the fake server's create spans; target >= 0.9).
+
+    python bench/fleet.py [--videos 4] [--segments 10] [--limit 8] [--workers 4] [--latency 3] [--limit-by run|gcl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+from prefect.testing.utilities import prefect_test_harness  # noqa: E402
+
+from prefect_modify_video.flows.batch import BatchParameters, BatchSettings, modify_video_batch  # noqa: E402
+from prefect_modify_video.media.sample import make_sample_video  # noqa: E402
+from prefect_modify_video.testing import FakeModifyServer, Fault  # noqa: E402
+
+SEGMENT_SECONDS = 2.0
+
+
+def full_share(spans: list[tuple[float, float]], limit: int) -> tuple[float, int]:
+    """The share of the time from the first start to the last end with ``limit`` or more spans open, and the peak.
+
+    Example:
+        >>> full_share([(0, 2), (0, 1), (1, 2)], 2)
+        (1.0, 2)
+        >>> full_share([(0, 2), (1, 2)], 2)
+        (0.5, 2)
+    """
+    if not spans:
+        return 0.0, 0
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans], key=lambda e: (e[0], e[1]))
+    open_now = peak = 0
+    full = 0.0
+    previous = events[0][0]
+    for moment, step in events:
+        if open_now >= limit:
+            full += moment - previous
+        open_now += step
+        peak = max(peak, open_now)
+        previous = moment
+    span = max(end for _, end in spans) - min(start for start, _ in spans)
+    return (full / span if span > 0 else 0.0), peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--videos", type=int, default=4, help="N: videos")
+    parser.add_argument("--segments", type=int, default=10, help="M: segments per video")
+    parser.add_argument("--limit", type=int, default=8, help="C: generations the account allows at once")
+    parser.add_argument("--workers", type=int, default=4, help="W: videos at once")
+    parser.add_argument("--latency", type=float, default=3.0, help="L: seconds the service takes per create")
+    parser.add_argument("--limit-by", choices=("gcl", "run"), default="run",
+                        help="gcl: the account's global concurrency limit; run: C // W per run")
+    args = parser.parse_args()
+    per_run = args.limit if args.limit_by == "gcl" else max(1, args.limit // args.workers)
+    account = {"account": f"bench-{uuid.uuid4().hex[:8]}", "account_concurrency": args.limit} if args.limit_by == "gcl" else {}
+    os.environ["SEGMIND_API_KEY"] = "bench-key"
+    with tempfile.TemporaryDirectory() as folder, prefect_test_harness(server_startup_timeout=120):
+        work = Path(folder)
+        sources = [  # a different frame rate each: different clips, so no video reuses another's answers
+            str(make_sample_video(work / "in" / f"v{i}.mp4", seconds=args.segments * SEGMENT_SECONDS,
+                                  width=320, height=180, fps=24 + i, scenes=1))
+            for i in range(args.videos)
+        ]
+        with FakeModifyServer() as server:
+            server.script("segmind", [Fault.latency(args.latency)] * (args.videos * args.segments * 2))
+
+            def run(output: str):
+                params = BatchParameters(
+                    sources=sources,
+                    output_folder=str(work / output),
+                    settings=BatchSettings(
+                        prompt="bench",
+                        backend={"name": "segmind", "base_url": server.base_url, **account},
+                        max_segment_seconds=SEGMENT_SECONDS + 0.05,
+                        overlap_frames=0,
+                        concurrency=per_run,
+                        store_dir=str(work / "store"),
+                    ),
+                    max_concurrent_videos=args.workers,
+                )
+                started = time.perf_counter()
+                result = modify_video_batch(params)
+                return result, time.perf_counter() - started
+
+            first, first_seconds = run("first")
+            spans = server.create_spans("segmind")
+            billed = server.stats("segmind").billed
+            server.reset()
+            second, media_seconds = run("second")
+    segments = sum(v.segments for v in first.videos)
+    reported = sum(v.billed_calls for v in first.videos)
+    ideal_calls = math.ceil(segments / args.limit) * args.latency
+    ideal = ideal_calls + media_seconds
+    share, peak = full_share(spans, args.limit)
+    print(f"videos N={args.videos} x segments {segments // args.videos} (total {segments}), account limit C={args.limit}, "
+          f"W={args.workers} videos at once, {per_run} per run (limit by {args.limit_by}), latency L={args.latency:g} s")
+    print(f"billed calls at the service: {billed} (reported by the runs: {reported}); second run: "
+          f"{sum(v.billed_calls for v in second.videos)}")
+    print(f"first run: {first_seconds:.1f} s; media work only (second run): {media_seconds:.1f} s")
+    print(f"ideal: ceil({segments}/{args.limit}) x {args.latency:g} s = {ideal_calls:.1f} s of calls "
+          f"+ {media_seconds:.1f} s of media work = {ideal:.1f} s")
+    print(f"fleet ratio (first run / ideal): {first_seconds / ideal:.2f} (target <= 1.15)")
+    print(f"account limit fully used: {share:.2f} of the time from the first create to the last answer "
+          f"(peak {peak} in flight; target >= 0.9)")
+
+
+if __name__ == "__main__":
+    main()
