@@ -269,3 +269,28 @@ def test_without_a_prefect_server_no_generation_slot_is_given(monkeypatch):
             asyncio.run(generation())
     assert not sent
     assert isinstance(caught.value, (ConcurrencySlotAcquisitionError, OSError)) or "connect" in str(caught.value).lower()
+
+
+@pytest.mark.slow
+def test_a_batch_budget_is_one_budget_for_all_its_videos(two_segments, tmp_path, server):
+    """``max_cost_usd`` of a batch is one budget in the store: its videos together stay under it."""
+    from prefect_modify_video.flows.batch import BatchFailedError, BatchParameters, modify_video_batch
+
+    first = run(two_segments, tmp_path / "probe", server, "segmind")  # the price of one segment, measured
+    per_call = first.cost_usd / first.billed_calls
+    server.reset()
+    other = make_sample_video(tmp_path / "other.mp4", seconds=4, width=320, height=180, fps=30, scenes=3)
+    cap = 3.5 * per_call  # three of the five segments of the two videos
+    params = BatchParameters(
+        sources=[str(two_segments), str(other)], output_folder=str(tmp_path / "out"), max_concurrent_videos=2,
+        settings={"prompt": "pencil sketch", "max_cost_usd": cap, "max_segment_seconds": 2.5,
+                  "store_dir": str(tmp_path / "store"), "retry_delay_seconds": 0.05,
+                  "backend": {"name": "segmind", "base_url": server.base_url}},
+    )
+    with pytest.raises(BatchFailedError, match="failed"):
+        modify_video_batch(params)
+    assert server.stats("segmind").calls == server.stats("segmind").billed == 3, "the refused segment was not sent"
+    budgets = list((tmp_path / "store" / "budgets").glob("batch-*.json"))
+    assert len(budgets) == 1
+    spent = json.loads(budgets[0].read_text())
+    assert len(spent["calls"]) == 3 and sum(spent["calls"].values()) <= cap + 1e-9

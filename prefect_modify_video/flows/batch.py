@@ -21,6 +21,7 @@ import json
 import shutil
 import tempfile
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field, create_model, model_validator
 
@@ -519,6 +521,11 @@ def modify_video_batch(params: BatchParameters) -> BatchResult:
         logger.info("preset %s fills: %s", params.preset,
                     ", ".join(preset.applied_fields(params.settings)) or "nothing (all set here)")
     names = output_names(sources)
+    if params.settings.max_cost_usd is not None and not params.settings.budget:
+        # One budget for the whole batch, kept in the store every video (and machine) shares.
+        params.settings.budget = f"batch-{flow_run.get_id() or uuid.uuid4()}"
+        logger.info("max_cost_usd $%.2f is the batch's budget %s: every video reserves from it",
+                    params.settings.max_cost_usd, params.settings.budget)
     settings = params.settings.model_dump(exclude_unset=True)
     explicitly_set = sorted(params.settings.model_fields_set)
     logger.info("%d videos, %d at a time", len(sources), params.max_concurrent_videos)
