@@ -26,7 +26,7 @@ import asyncio
 import threading
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -83,8 +83,6 @@ class BilledCall:
     segment: int
     job_id: str
     cost_usd: float
-    used: bool
-    """Whether its answer (or the part it covers) went into the output."""
 
 
 class RunLedger:
@@ -151,7 +149,7 @@ class RunLedger:
             self._committed.get(run_key, {}).pop(call_key, None)
 
     def book(self, run_key: str, call: BilledCall) -> None:
-        """Books a billed job once (booking the same job id again only updates whether it was used)."""
+        """Books a billed job once (booking the same job id again replaces it)."""
         with self._lock:
             self._billed.setdefault(run_key, {})[call.job_id] = call
 
@@ -385,11 +383,10 @@ class _SegmentPayer:
         try:
             covered = covered_frames(returned, clip)
         except ClipValidationError:
-            # Billed and unusable: booked as unused; the next try sends the piece again.
+            # Billed and unusable: the next try sends the piece again.
             self.store.forget_job(key)
             returned.unlink(missing_ok=True)
             raise
-        self._mark_used(job)
         record = self._record(returned, clip, covered, job_id=job.job_id, request_id=job.request_id,
                               cost_usd=job.cost_usd)
         return self.store.put(key, returned, record), covered
@@ -399,12 +396,7 @@ class _SegmentPayer:
 
     def _book(self, key: str, job: ModifyJob) -> None:
         cost = job.cost_usd if job.cost_usd is not None else self.estimate_usd
-        ledger.book(self.settings.run_key, BilledCall(self.segment.index, self._call_id(key, job), cost, used=False))
-
-    def _mark_used(self, job: ModifyJob) -> None:
-        for call in ledger.billed(self.settings.run_key, self.segment.index):
-            if call.job_id == (job.job_id or job.request_id) or not (job.job_id or job.request_id):
-                ledger.book(self.settings.run_key, replace(call, used=True))
+        ledger.book(self.settings.run_key, BilledCall(self.segment.index, self._call_id(key, job), cost))
 
     async def _pay(self, key: str, clip: Path, first_frame: Path | None) -> tuple[Path, ModifyJob]:
         """Submits the piece, or follows the job an earlier try saved, and downloads its answer."""
