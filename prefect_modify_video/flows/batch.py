@@ -116,6 +116,7 @@ class BatchVideoResult(BaseModel):
     segments: int | None = None
     frames: int | None = None
     billed_calls: int | None = None
+    free: bool = Field(default=False, description="Whether its backend costs nothing (its calls are not paid).")
     reused_segments: int | None = None
     cost_usd: float | None = None
     seconds: float | None = None
@@ -239,6 +240,7 @@ def restyle_batch_video(
             segments=result.segments,
             frames=result.frames,
             billed_calls=result.billed_calls,
+            free=result.free,
             reused_segments=result.reused_segments,
             cost_usd=result.cost_usd,
             seconds=time.monotonic() - started,
@@ -357,7 +359,8 @@ def _report(results: list[BatchVideoResult]) -> None:
         "# Modify video batch",
         "",
         f"- **Videos**: {len(results)} ({len(done)} done, {len(results) - len(done)} failed)",
-        f"- **Paid calls**: {sum(r.billed_calls or 0 for r in done)}",
+        f"- **Paid calls**: {sum(r.billed_calls or 0 for r in done if not r.free)}",
+        *([f"- **Restyled free**: {sum(r.billed_calls or 0 for r in done if r.free)}"] if any(r.free for r in done) else []),
         f"- **Cost**: ${sum(r.cost_usd or 0.0 for r in done):.2f}",
     ]
     failed = [r for r in results if r.state != "Completed"]

@@ -66,6 +66,7 @@ class ModifyVideoResult(BaseModel):
     billed_calls: int = Field(description="Paid calls made by this run.")
     reused_segments: int = Field(description="Segments found in the store, not paid again.")
     cost_usd: float = Field(description="Cost of this run's paid calls, as the service reported or estimated.")
+    free: bool = Field(default=False, description="Whether the backend costs nothing (its calls are not paid).")
     worst_seam_ratio: float | None = Field(
         default=None, description="Largest seam jump as a multiple of the source's own (None: one segment)."
     )
@@ -84,6 +85,7 @@ class ModifyVideoResult(BaseModel):
             billed_calls=summary.paid,
             reused_segments=summary.reused,
             cost_usd=summary.cost_usd,
+            free=summary.free,
             seconds=summary.seconds,
             worst_seam_ratio=summary.worst_seam_ratio,
             seams_flagged=summary.seams_flagged,
@@ -307,7 +309,7 @@ def _modify_fetched_video(
         )
         billed = ledger.billed(settings.run_key)
         summary = RunSummary(
-            source=source, backend=backend.name, mode=params.mode, segments=len(plan.segments),
+            source=source, backend=backend.name, free=backend.is_free, mode=params.mode, segments=len(plan.segments),
             paid=len(billed), reused=sum(1 for r in rows if r.get("paid") is False),
             frames=info.frames, frame_rate=info.frame_rate, duration_s=plan.duration_s,
             billed_s=plan.billed_s, overlap_s=plan.overlap_s,
@@ -420,7 +422,7 @@ def _run_segments(
             )
             final_futures[final] = (segment, extracted, modified)
             previous_final = final
-        progress = SegmentProgress(total=len(plan.segments))
+        progress = SegmentProgress(total=len(plan.segments), free=backend.is_free)
         for future in as_completed(list(final_futures)):
             segment, extracted, modified = final_futures[future]
             try:

@@ -310,7 +310,7 @@ def preview_modes(params: PreviewParameters) -> PreviewResult:
         billed = sum(1 for r in rows if r.paid)
         preview_cost = sum(r.cost_usd for r in rows)
         _report(params, segment, reusable, rows, labels, sheet_location, grid_location, billed, preview_cost,
-                call_estimate)
+                call_estimate, free=backend.is_free)
         failed = [r for r in rows if r.state != "Completed"]
         if failed:
             raise PreviewFailedError(
@@ -340,7 +340,7 @@ def _place(local_file: Path, destination: str) -> str:
     return str(atomic_copy(local_file, Path(os.path.expanduser(destination))))
 
 
-def _report(params, segment, reusable, rows, labels, sheet, grid, billed, preview_cost, call_estimate) -> None:
+def _report(params, segment, reusable, rows, labels, sheet, grid, billed, preview_cost, call_estimate, free) -> None:
     table = [
         {
             "mode": r.mode,
@@ -366,7 +366,8 @@ def _report(params, segment, reusable, rows, labels, sheet, grid, billed, previe
         f"- **Contact sheet**: `{sheet}`",
         f"- **Grid video**: `{grid}`",
         f"- **Tiles, left to right**: {', '.join(labels)}",
-        f"- **Preview cost**: ${preview_cost:.2f} ({billed} paid calls × about ${call_estimate:.2f})",
+        f"- **Preview cost**: none ({billed} restyled by the free {params.backend.name} backend)" if free
+        else f"- **Preview cost**: ${preview_cost:.2f} ({billed} paid calls × about ${call_estimate:.2f})",
         "",
         "| mode | full render (est.) | after this preview (est.) |",
         "|---|---|---|",

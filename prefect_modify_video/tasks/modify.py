@@ -58,6 +58,7 @@ from prefect_modify_video.media.answers import covered_frames, join_answers, las
 from prefect_modify_video.media.files import sha256_of_file
 from prefect_modify_video.media.plan import Segment
 from prefect_modify_video.media.probe import probe_video
+from prefect_modify_video.providers.registry import backend_class
 from prefect_modify_video.providers.base import (
     JobState,
     Mode,
@@ -557,6 +558,7 @@ async def modify_video_segment(
     clip = Path(clip)
     store = ResultStore(settings.store_dir)
     logger = get_run_logger()
+    free = backend_class(settings.backend_name).is_free
 
     def complete_hit() -> Path | None:
         if settings.refresh and current_task_run.run_count <= 1:
@@ -566,7 +568,8 @@ async def modify_video_segment(
         return hit if hit and (covered is None or covered >= segment.sent_frames) else None
 
     def reused(path: Path) -> ModifiedSegment:
-        logger.info("segment %s: reusing the stored result (not paid again)", segment.name)
+        logger.info("segment %s: reusing the stored result (%s)", segment.name,
+                    "not restyled again" if free else "not paid again")
         return ModifiedSegment(
             index=segment.index, clip=str(path), paid=False, job_id=store.record(key).get("job_id"),
             seconds=time.monotonic() - started,
@@ -581,8 +584,8 @@ async def modify_video_segment(
         stored = await payer.answer(clip, Path(first_frame) if first_frame else None)
     calls = ledger.billed(settings.run_key, segment.index)
     logger.info(
-        "segment %s: done with %d billed call(s) (%s)", segment.name, len(calls),
-        ", ".join(c.job_id for c in calls) or "reused pieces",
+        "segment %s: done with %d %s (%s)", segment.name, len(calls),
+        "restyling call(s), free" if free else "billed call(s)", ", ".join(c.job_id for c in calls) or "reused pieces",
     )
     return ModifiedSegment(
         index=segment.index,
