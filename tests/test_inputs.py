@@ -18,7 +18,8 @@ from pydantic import ValidationError
 
 from prefect_modify_video.errors import InvalidInputError
 from prefect_modify_video.flows import ModifyVideoParameters, modify_video
-from prefect_modify_video.flows.batch import BatchSettings
+from prefect_modify_video.flows.batch import BatchParameters, BatchSettings
+from prefect_modify_video.flows.preview import PreviewParameters
 from prefect_modify_video.media.sample import make_sample_video
 from prefect_modify_video.storage.identity import check_output_is_not_source, location_identities
 from test_cli import cli
@@ -191,6 +192,25 @@ def test_credentials_are_refused_in_the_batch_settings_too():
     with pytest.raises(ValidationError) as raised:
         BatchSettings(backend={"name": "fal", "base_url": "https://u:hunter2@proxy.example"})
     assert "credentials block" in str(raised.value) and "hunter2" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "model, values, field",
+    [
+        (BatchParameters, {"sources": ["a.mp4", "https://me:hunter2@example.com/x.mp4"]}, "sources.1"),
+        (BatchParameters, {"folder": "https://example.com/in/?api_key=hunter2"}, "folder"),
+        (BatchParameters, {"sources": ["a.mp4"], "output_folder": "s3://me:hunter2@bucket/out/"}, "output_folder"),
+        (PreviewParameters, {"source": "https://me:hunter2@example.com/x.mp4"}, "source"),
+        (PreviewParameters, {"source": "a.mp4", "output_folder": "https://u:hunter2@example.com/o/"}, "output_folder"),
+    ],
+)
+def test_the_batch_and_the_preview_refuse_credentials_without_echoing_them(model, values, field):
+    with pytest.raises(ValidationError) as raised:
+        model(**values)
+    error = raised.value
+    assert [".".join(map(str, e["loc"])) for e in error.errors()] == [field]
+    assert "credentials block or a Secret block" in str(error)
+    assert "hunter2" not in str(error) and "hunter2" not in repr(error.errors(include_input=False))
 
 
 def test_addresses_without_credentials_are_accepted():

@@ -20,11 +20,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
-from pydantic import BaseModel, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from prefect_modify_video.errors import InvalidInputError, ModifyVideoError
 from prefect_modify_video.flows.modify_video import modify_video
-from prefect_modify_video.parameters import GroupedOptions, ModifyVideoParameters, field_definitions
+from prefect_modify_video.parameters import GroupedOptions, Location, ModifyVideoParameters, field_definitions
 from prefect_modify_video.media.join import default_output_path
 from prefect_modify_video.storage.blocks import deliver_output
 from prefect_modify_video.storage.download import DEFAULT_MAX_BYTES, fetch_source, list_videos
@@ -48,14 +48,19 @@ given flat too, as for the parameters)."""
 
 
 class BatchParameters(BaseModel):
-    """Which videos, where their outputs go, the settings they share, and how many run at once."""
+    """Which videos, where their outputs go, the settings they share, and how many run at once.
 
-    sources: list[str] = Field(
+    Addresses carrying credentials are refused without repeating them (``parameters.refuse_credentials``).
+    """
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    sources: list[Location] = Field(
         default_factory=list,
         title="Sources",
         description="Videos to restyle: local paths, http(s) URLs or block://<block-type-slug>/<block-name>/<path>.",
     )
-    folder: str | None = Field(
+    folder: Location | None = Field(
         default=None,
         title="Folder",
         description=(
@@ -64,7 +69,7 @@ class BatchParameters(BaseModel):
         ),
     )
     recursive: bool = Field(default=False, description="Whether the folder's sub-folders are searched too.")
-    output_folder: str | None = Field(
+    output_folder: Location | None = Field(
         default=None,
         title="Output folder",
         description=(

@@ -35,7 +35,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
-from pydantic import BaseModel, Field, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from prefect_modify_video.errors import InvalidInputError, ModifyVideoError
 from prefect_modify_video.media.conform import conform_clip
@@ -43,7 +43,7 @@ from prefect_modify_video.media.files import atomic_copy
 from prefect_modify_video.media.plan import MIN_SEGMENT_SECONDS, Segment, SegmentPlan, max_frames_under
 from prefect_modify_video.media.preview import label_font, tile_size, write_grid_video, write_tile_strip
 from prefect_modify_video.media.probe import VideoInfo, check_image
-from prefect_modify_video.parameters import ModifyVideoParameters, field_definitions
+from prefect_modify_video.parameters import Location, ModifyVideoParameters, field_definitions
 from prefect_modify_video.providers.base import Mode
 from prefect_modify_video.storage.blocks import deliver_output
 from prefect_modify_video.storage.download import fetch_source
@@ -82,7 +82,12 @@ PreviewRunFields = create_model(
 
 
 class PreviewParameters(PreviewRunFields):
-    """What to preview: the source, the look, the modes to compare and the excerpt."""
+    """What to preview: the source, the look, the modes to compare and the excerpt.
+
+    Addresses carrying credentials are refused without repeating them (``parameters.refuse_credentials``).
+    """
+
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     modes: list[Mode] = Field(
         default_factory=lambda: list(DEFAULT_PREVIEW_MODES),
@@ -99,7 +104,7 @@ class PreviewParameters(PreviewRunFields):
             "excerpt is then that segment and the chosen mode's result is reused by the full run."
         ),
     )
-    output_folder: str | None = Field(
+    output_folder: Location | None = Field(
         default=None,
         title="Output folder",
         description="Local or block:// folder for the contact sheet and grid video; beside the source when empty.",
