@@ -424,3 +424,64 @@ def test_plan_and_probe_fetch_url_and_block_sources(http_server, source, clip):
         assert json.loads(planned.stdout)["estimated_cost_usd"] > 0
     missing = cli("plan", f"{http_server}/missing.mp4")
     assert missing.returncode == 2 and "404" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------ issue 13, item 8: input errors are one line
+
+
+def _run_logs(flow_run_id) -> list:
+    """The flow run's logs as the Prefect server keeps them (the UI's log view), once its end is there."""
+    import asyncio
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+
+    deadline = time.monotonic() + 20
+    while True:
+        APILogHandler().flush()
+        logs = asyncio.run(read())
+        if any("Finished in state" in log.message and log.task_run_id is None for log in logs) or time.monotonic() > deadline:
+            return logs
+        time.sleep(0.2)
+
+
+def test_a_missing_source_is_one_line_in_the_log_and_the_state_without_traceback(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    missing = tmp_path / "missing.mp4"
+    state = modify_video(ModifyVideoParameters(source=str(missing), output=str(tmp_path / "o.mp4")), return_state=True)
+    assert state.is_failed()
+    assert state.message.count("\n") == 0 and f"{missing}: no such file; check the path" in state.message
+    ours = [r for r in caplog.records if r.name.startswith("prefect.")]
+    assert not [r for r in ours if r.exc_info], "no traceback for an input error"
+    errors = [r for r in ours if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "no such file; check the path" in errors[0].getMessage()
+    logs = _run_logs(state.state_details.flow_run_id)
+    text = "\n".join(log.message for log in logs)
+    assert "Traceback" not in text and str(missing) in text
+    assert sum(len(log.message.splitlines()) for log in logs) <= 5, text
+
+
+def test_a_bug_keeps_its_traceback(caplog):
+    """Only input errors lose their traceback: a bug's stays in the log."""
+    import logging
+
+    from prefect import flow
+
+    import prefect_modify_video.flows  # noqa: F401  (installs the filter)
+
+    @flow
+    def buggy():
+        raise ZeroDivisionError("a bug")
+
+    caplog.set_level(logging.INFO)
+    state = buggy(return_state=True)
+    assert state.is_failed()
+    assert [r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], ZeroDivisionError)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -52,6 +53,30 @@ from prefect_modify_video.tasks import (
     report_modify_video_run,
 )
 from prefect_modify_video.tasks.modify import ModifiedSegment, ModifySettings, ledger, segment_key
+from prefect_modify_video.stopping import StopRequested
+
+USER_ERRORS: tuple[type[BaseException], ...] = (InvalidInputError, BudgetExceededError, StopRequested)
+"""Errors of the user's input or request, not bugs: logged as one line, without a traceback."""
+
+
+class _InputErrorsAsOneLine(logging.Filter):
+    """Drops Prefect's traceback records (``Task run failed with exception``, ``Encountered exception during
+    execution``, ``Engine execution exited...``) for ``USER_ERRORS``: the run's ``Finished in state
+    Failed(...)`` line and its state message already say the error in one line. Bugs keep their tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, USER_ERRORS)
+
+
+def _log_input_errors_as_one_line() -> None:
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _InputErrorsAsOneLine) for f in logger.filters):
+            logger.addFilter(_InputErrorsAsOneLine())
+
+
+_log_input_errors_as_one_line()
 from prefect_modify_video.tasks.report import RunSummary
 from prefect_modify_video.tasks.seams import finish_segment_clips, report_video_seams
 
