@@ -10,7 +10,6 @@ the batch ends Failed with one line per failed video. A table artifact lists eve
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,15 +22,19 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from prefect_modify_video.errors import InvalidInputError, ModifyVideoError
-from prefect_modify_video.flows.modify_video import modify_video
+from prefect_modify_video.flows.modify_video import modify_video, remove_dead_runs_folders
 from prefect_modify_video.parameters import GroupedOptions, Location, ModifyVideoParameters, field_definitions
 from prefect_modify_video.media.join import default_output_path
 from prefect_modify_video.storage.blocks import deliver_output
 from prefect_modify_video.storage.download import DEFAULT_MAX_BYTES, fetch_source, list_videos
 from prefect_modify_video.storage.locations import is_remote, join_location, location_name, sibling_location
+from prefect_modify_video.storage.scratch import make_scratch_dir
 
 # Parameters of one video that the batch sets per video (or, for the first frame, not at all:
 # a restyled first frame belongs to one video).
+BATCH_PREFIX = "modify-video-batch-"
+"""The batch's scratch folders (downloaded sources, outputs on their way to a block), in ``work_dir`` or the temp folder."""
+
 PER_VIDEO_FIELDS = frozenset({"source", "output", "first_frame", "preset"})
 
 BatchSettings = create_model(
@@ -299,11 +302,12 @@ def modify_video_batch(params: BatchParameters) -> BatchResult:
     explicitly_set = sorted(params.settings.model_fields_set)
     logger.info("%d videos, %d at a time", len(sources), params.max_concurrent_videos)
 
-    if params.work_dir:
-        Path(params.work_dir).expanduser().mkdir(parents=True, exist_ok=True)
-    work_root = Path(tempfile.mkdtemp(
-        prefix="modify-video-batch-", dir=str(Path(params.work_dir).expanduser()) if params.work_dir else None
-    ))
+    work_parent = Path(params.work_dir).expanduser() if params.work_dir else None
+    if work_parent:
+        work_parent.mkdir(parents=True, exist_ok=True)
+    # A marked scratch folder: a later batch removes it if this one is killed.
+    remove_dead_runs_folders(f"{BATCH_PREFIX}*", work_parent)
+    work_root = make_scratch_dir(BATCH_PREFIX, work_parent)
     results: list[BatchVideoResult] = []
     try:
         with ThreadPoolTaskRunner(max_workers=params.max_concurrent_videos) as runner:

@@ -213,8 +213,11 @@ WORK_PATTERN = ".*.work-*"
 """The hidden work folders beside an output (``.<stem>.work-XXXX``: extracted and conformed clips)."""
 
 
-def _remove_dead_runs_folders(pattern: str, parent: Path | None) -> None:
-    """Removes the folders named ``pattern`` in ``parent`` (the temp folder) that a run killed on this host left."""
+def remove_dead_runs_folders(pattern: str, parent: Path | None) -> None:
+    """Removes the folders named ``pattern`` in ``parent`` (the temp folder) that a run killed on this host left.
+
+    The modify-video, preview and batch flows call it before making their own scratch folders (``make_scratch_dir``).
+    """
     removed = remove_dead_scratch_dirs(pattern, parent)
     if removed:
         get_run_logger().info(
@@ -251,7 +254,7 @@ def modify_video(params: ModifyVideoParameters) -> ModifyVideoResult:
     started = time.monotonic()
     params = apply_preset(params)
     destination = params.resolved_output()
-    _remove_dead_runs_folders(f"{FETCH_PREFIX}*", None)
+    remove_dead_runs_folders(f"{FETCH_PREFIX}*", None)
     fetch_dir = make_scratch_dir(FETCH_PREFIX)
     try:
         return _modify_fetched_video(params, destination, fetch_dir, started)
@@ -311,7 +314,7 @@ def _modify_fetched_video(
     check_free_space({output.parent: 3 * source_bytes, store.root: source_bytes})
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        _remove_dead_runs_folders(WORK_PATTERN, output.parent)
+        remove_dead_runs_folders(WORK_PATTERN, output.parent)
         work_dir = make_scratch_dir(f".{output.stem}.work-", output.parent)
     except OSError as error:
         raise InvalidInputError(

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -47,6 +46,8 @@ from prefect_modify_video.parameters import Location, ModifyVideoParameters, fie
 from prefect_modify_video.providers.base import Mode
 from prefect_modify_video.storage.blocks import deliver_output
 from prefect_modify_video.storage.download import fetch_source
+from prefect_modify_video.storage.scratch import make_scratch_dir
+from prefect_modify_video.flows.modify_video import remove_dead_runs_folders
 from prefect_modify_video.storage.locations import is_remote, is_url, join_location, location_name, sibling_location
 from prefect_modify_video.run_plan import plan_run
 from prefect_modify_video.store import ResultStore
@@ -61,6 +62,8 @@ from prefect_modify_video.tasks.modify import ModifiedSegment, ModifySettings, s
 
 DEFAULT_PREVIEW_MODES: tuple[Mode, ...] = ("adhere_3", "flex_1", "flex_3", "reimagine_1")
 DEFAULT_EXCERPT_SECONDS = 5.0
+PREVIEW_PREFIX = "modify-video-preview-"
+"""The preview's scratch folders in the system temp folder (the fetched source, clips, tiles)."""
 
 
 # The fields a preview shares with the full run, copied from ModifyVideoParameters (type, title, bounds); some
@@ -233,7 +236,9 @@ def preview_modes(params: PreviewParameters) -> PreviewResult:
     sheet_destination = _destination(params, f"{stem}.preview.png")
     grid_destination = _destination(params, f"{stem}.preview.mp4")
 
-    work = Path(tempfile.mkdtemp(prefix="modify-video-preview-"))
+    # A marked scratch folder: a later run removes it if this one is killed.
+    remove_dead_runs_folders(f"{PREVIEW_PREFIX}*", None)
+    work = make_scratch_dir(PREVIEW_PREFIX)
     try:
         source = str(fetch_source(params.source, work / "source"))
         first_frame = None
