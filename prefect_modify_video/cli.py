@@ -280,7 +280,8 @@ def _run(args: argparse.Namespace) -> int:
     print(f"output: {result.output}")
     print(
         f"{result.segments} segments, {result.frames} frames, {result.duration_s:.3f} s, "
-        f"{result.billed_calls} paid calls, {result.reused_segments} reused, ${result.cost_usd:.2f}"
+        f"{result.billed_calls} {'restyled' if result.free else 'paid calls'}, {result.reused_segments} reused, "
+        f"${result.cost_usd:.2f}"
     )
     if args.json:
         print(json.dumps(result.model_dump()))

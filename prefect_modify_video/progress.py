@@ -16,9 +16,11 @@ INPUTS_CHECKED_RECORD_KEY = "modify_video_inputs_checked"
 
 @dataclass
 class SegmentProgress:
-    """Segments done of total, how many were paid, reused from the store or failed."""
+    """Segments done of total, how many were paid (restyled, on a free backend), reused from the store or failed."""
 
     total: int
+    free: bool = False
+    """The backend costs nothing: its calls are counted as restyled, not paid."""
     done: int = 0
     paid: int = 0
     reused: int = 0
@@ -46,9 +48,9 @@ class SegmentProgress:
         return time.monotonic() - self.started
 
     def describe(self) -> str:
-        """One line: ``3/10 segments (2 paid, 1 reused, 0 failed), 12.3 s``."""
+        """One line: ``3/10 segments (2 paid, 1 reused, 0 failed), 12.3 s`` (``2 restyled`` when free)."""
         return (
-            f"{self.done}/{self.total} segments ({self.paid} paid, {self.reused} reused, "
+            f"{self.done}/{self.total} segments ({self.paid} {'restyled' if self.free else 'paid'}, {self.reused} reused, "
             f"{self.failed} failed), {self.elapsed_seconds:.1f} s"
         )
 

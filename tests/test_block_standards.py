@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_API_URL
 from prefect.blocks.core import Block
 from prefect.testing.standard_test_suites import BlockStandardTestSuite
 from prefect.utilities.dispatch import get_registry_for_type
@@ -90,3 +98,23 @@ def test_credentials_block_for():
     assert credentials_block_for("luma") is LumaCredentials
     with pytest.raises(InvalidInputError, match="no credentials block"):
         credentials_block_for("local")
+
+
+def test_prefect_block_register_registers_every_block_of_the_plugin(tmp_path):
+    """``prefect block register -m prefect_modify_video`` (the README's setup step) against the test server."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "prefect block register -m prefect_modify_video" in readme
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect", "block", "register", "-m", "prefect_modify_video"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    expected = {block.get_block_type_slug() for block in find_module_blocks()}
+    assert f"Successfully registered {len(expected)} blocks" in done.stdout, done.stdout
+
+    async def slugs() -> set[str]:
+        async with get_client() as client:
+            return {block_type.slug for block_type in await client.read_block_types()}
+
+    assert expected <= asyncio.run(slugs())

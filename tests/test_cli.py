@@ -37,6 +37,12 @@ def test_run_prints_json_on_its_last_line(sample_video, tmp_path):
     assert result["frames"] == probe_video(sample_video).frames == probe_video(out).frames
     assert result["duration_s"] == pytest.approx(6.0)
     assert audio_md5(out) == audio_md5(sample_video)
+    # The local backend is free: its work is "restyled", never "paid" (paid and reused mean money).
+    assert result["free"] is True and "4 restyled, 0 reused, $0.00" in done.stdout
+    assert "progress: 4/4 segments (4 restyled, 0 reused, 0 failed)" in done.stderr
+    assert "restyling call(s), free" in done.stderr
+    assert " paid" not in (done.stdout + done.stderr).lower(), [
+        line for line in (done.stdout + done.stderr).splitlines() if " paid" in line.lower()]
 
 
 def test_probe_and_plan_print_json(sample_video):
@@ -103,6 +109,7 @@ def test_run_on_a_paid_service_with_the_key_from_the_environment(sample_video, t
         assert server.stats("segmind").billed == 1
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["billed_calls"] == 1 and result["frames"] == 180
+    assert result["free"] is False and "1 paid calls, 0 reused" in done.stdout
     assert audio_md5(tmp_path / "paid.mp4") == audio_md5(sample_video)
 
 
@@ -121,7 +128,7 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere(sample_video, tmp_p
     args = ["run", str(sample_video), "--max-segment-seconds", "3", "--store", str(tmp_path / "store")]
     piped = cli(*args, "--output", str(tmp_path / "piped.mp4"))
     assert piped.returncode == 0, piped.stderr[-2000:]
-    assert "progress: 4/4 segments (4 paid, 0 reused, 0 failed)" in piped.stderr
+    assert "progress: 4/4 segments (4 restyled, 0 reused, 0 failed)" in piped.stderr
 
     leader, follower = pty.openpty()
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
@@ -142,4 +149,4 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere(sample_video, tmp_p
     assert process.wait(timeout=300) == 0
     text = shown.decode(errors="replace")
     assert "█" in text and "\r[" in text
-    assert "4/4 segments (0 paid, 4 reused, 0 failed)" in text
+    assert "4/4 segments (0 restyled, 4 reused, 0 failed)" in text

@@ -78,11 +78,11 @@ class Case:
 
 
 CASES = {
-    # 1. WebM: VP9 + Opus. .webm is no output extension: the default output is .mkv.
+    # 1. WebM: VP9 + Opus. WebM in, WebM out (VP9 encoded, Opus copied): the default output is .webm.
     "webm": Case(
         "clip.webm",
         av_source("-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "300k", "-c:a", "libopus"),
-        suffix=".mkv",
+        suffix=".webm",
     ),
     # An explicit .mp4 is accepted (MP4 carries Opus). The packets are copied unchanged, but
     # ffmpeg 5.1's MP4 muxer does not keep Opus's pre-skip as WebM's CodecDelay had it: the
@@ -424,7 +424,7 @@ def _made(name: str):
 REFUSED = {
     "truncated": (lambda folder, hostile: _truncated(folder), "out.mp4", r"not a readable video: the file is cut short", "source"),
     "empty": (lambda folder, hostile: _empty(folder), "out.mp4", r"empty \(0 bytes\); give a video file", "source"),
-    "webm-to-webm": (_made("webm"), "out.webm", r"unsupported output extension '\.webm'; use one of", "output"),
+    "webm-to-avi": (_made("webm"), "out.avi", r"unsupported output extension '\.avi'; use one of", "output"),
     "avi-pcm-to-mp4": (
         _made("avi-pcm"), "out.mp4", r"MP4 cannot carry the source's pcm_s16le audio unchanged; use a \.mov or \.mkv",
         "output",

@@ -18,7 +18,8 @@ from pydantic import ValidationError
 
 from prefect_modify_video.errors import InvalidInputError
 from prefect_modify_video.flows import ModifyVideoParameters, modify_video
-from prefect_modify_video.flows.batch import BatchSettings
+from prefect_modify_video.flows.batch import BatchParameters, BatchSettings
+from prefect_modify_video.flows.preview import PreviewParameters
 from prefect_modify_video.media.sample import make_sample_video
 from prefect_modify_video.storage.identity import check_output_is_not_source, location_identities
 from test_cli import cli
@@ -191,6 +192,25 @@ def test_credentials_are_refused_in_the_batch_settings_too():
     with pytest.raises(ValidationError) as raised:
         BatchSettings(backend={"name": "fal", "base_url": "https://u:hunter2@proxy.example"})
     assert "credentials block" in str(raised.value) and "hunter2" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "model, values, field",
+    [
+        (BatchParameters, {"sources": ["a.mp4", "https://me:hunter2@example.com/x.mp4"]}, "sources.1"),
+        (BatchParameters, {"folder": "https://example.com/in/?api_key=hunter2"}, "folder"),
+        (BatchParameters, {"sources": ["a.mp4"], "output_folder": "s3://me:hunter2@bucket/out/"}, "output_folder"),
+        (PreviewParameters, {"source": "https://me:hunter2@example.com/x.mp4"}, "source"),
+        (PreviewParameters, {"source": "a.mp4", "output_folder": "https://u:hunter2@example.com/o/"}, "output_folder"),
+    ],
+)
+def test_the_batch_and_the_preview_refuse_credentials_without_echoing_them(model, values, field):
+    with pytest.raises(ValidationError) as raised:
+        model(**values)
+    error = raised.value
+    assert [".".join(map(str, e["loc"])) for e in error.errors()] == [field]
+    assert "credentials block or a Secret block" in str(error)
+    assert "hunter2" not in str(error) and "hunter2" not in repr(error.errors(include_input=False))
 
 
 def test_addresses_without_credentials_are_accepted():
@@ -404,3 +424,64 @@ def test_plan_and_probe_fetch_url_and_block_sources(http_server, source, clip):
         assert json.loads(planned.stdout)["estimated_cost_usd"] > 0
     missing = cli("plan", f"{http_server}/missing.mp4")
     assert missing.returncode == 2 and "404" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------ issue 13, item 8: input errors are one line
+
+
+def _run_logs(flow_run_id) -> list:
+    """The flow run's logs as the Prefect server keeps them (the UI's log view), once its end is there."""
+    import asyncio
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+
+    deadline = time.monotonic() + 20
+    while True:
+        APILogHandler().flush()
+        logs = asyncio.run(read())
+        if any("Finished in state" in log.message and log.task_run_id is None for log in logs) or time.monotonic() > deadline:
+            return logs
+        time.sleep(0.2)
+
+
+def test_a_missing_source_is_one_line_in_the_log_and_the_state_without_traceback(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    missing = tmp_path / "missing.mp4"
+    state = modify_video(ModifyVideoParameters(source=str(missing), output=str(tmp_path / "o.mp4")), return_state=True)
+    assert state.is_failed()
+    assert state.message.count("\n") == 0 and f"{missing}: no such file; check the path" in state.message
+    ours = [r for r in caplog.records if r.name.startswith("prefect.")]
+    assert not [r for r in ours if r.exc_info], "no traceback for an input error"
+    errors = [r for r in ours if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "no such file; check the path" in errors[0].getMessage()
+    logs = _run_logs(state.state_details.flow_run_id)
+    text = "\n".join(log.message for log in logs)
+    assert "Traceback" not in text and str(missing) in text
+    assert sum(len(log.message.splitlines()) for log in logs) <= 5, text
+
+
+def test_a_bug_keeps_its_traceback(caplog):
+    """Only input errors lose their traceback: a bug's stays in the log."""
+    import logging
+
+    from prefect import flow
+
+    import prefect_modify_video.flows  # noqa: F401  (installs the filter)
+
+    @flow
+    def buggy():
+        raise ZeroDivisionError("a bug")
+
+    caplog.set_level(logging.INFO)
+    state = buggy(return_state=True)
+    assert state.is_failed()
+    assert [r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], ZeroDivisionError)]

@@ -246,6 +246,61 @@ def test_a_run_removes_what_a_killed_run_left_and_nothing_else(film, film_url, t
         alive.wait()
 
 
+@pytest.mark.slow
+def test_the_preview_and_the_batch_mark_their_scratch_folders_and_remove_dead_ones(tmp_path, monkeypatch):
+    """The preview's temp folder and the batch's work folder carry their owner's marker while they run (seen from
+    the HTTP server the source is downloaded from), and each flow removes the folders of its kind that a dead
+    run left, keeping a live run's."""
+    from prefect_modify_video.flows.batch import BATCH_PREFIX, BatchParameters, BatchSettings, modify_video_batch
+    from prefect_modify_video.flows.preview import PREVIEW_PREFIX, PreviewParameters, preview_modes
+
+    temp, work, site = tmp_path / "tmp", tmp_path / "batch-work", tmp_path / "site"
+    for folder in (temp, work, site):
+        folder.mkdir()
+    make_sample_video(site / "clip.mp4", seconds=1.5, width=160, height=90, fps=24, scenes=1)
+    seen: list[tuple[str, bool]] = []
+
+    class Watching(SimpleHTTPRequestHandler):
+        """Serves the clip, noting the scratch folders that exist (and whether they are marked) when it is asked."""
+
+        def do_GET(self):
+            for parent in (temp, work):
+                seen.extend((p.name, (p / MARKER).is_file()) for p in parent.iterdir()
+                            if p.name.startswith((PREVIEW_PREFIX, BATCH_PREFIX)))
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    http = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Watching, directory=str(site)))
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{http.server_address[1]}/clip.mp4"
+    _, (dead_preview, dead_batch) = maker("exit", PREVIEW_PREFIX, str(temp), BATCH_PREFIX, str(work))
+    alive, (live_preview, live_batch) = maker("sleep", PREVIEW_PREFIX, str(temp), BATCH_PREFIX, str(work))
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    try:
+        preview_modes(PreviewParameters(
+            source=url, prompt="warm", modes=["flex_1"], end_s=1.0, store_dir=str(tmp_path / "store"),
+            output_folder=str(tmp_path / "previews"),
+        ))
+        assert not dead_preview.exists() and live_preview.is_dir() and dead_batch.exists()
+        modify_video_batch(BatchParameters(
+            sources=[url], output_folder=str(tmp_path / "outputs"), work_dir=str(work),
+            settings=BatchSettings(prompt="warm", backend={"name": "local"}, store_dir=str(tmp_path / "store")),
+        ))
+        assert not dead_batch.exists() and live_batch.is_dir()
+    finally:
+        alive.kill()
+        alive.wait()
+        http.shutdown()
+        http.server_close()
+    ours = {name: marked for name, marked in seen if name not in (live_preview.name, live_batch.name)}
+    assert any(n.startswith(PREVIEW_PREFIX) for n in ours) and any(n.startswith(BATCH_PREFIX) for n in ours), seen
+    assert all(ours.values()), f"unmarked scratch folders: {ours}"
+    assert sorted(p.name for p in temp.iterdir() if p.name.startswith(PREVIEW_PREFIX)) == [live_preview.name]
+    assert sorted(p.name for p in work.iterdir()) == [live_batch.name]
+
+
 def test_the_module_needs_no_prefect():
     code = (
         "import sys, prefect_modify_video.storage.scratch\n"

@@ -96,3 +96,30 @@ def test_local_backend_warns_about_unknown_words():
     warnings = LocalBackend().prompt_warnings("make it warm and dreamy")
     assert any("dreamy" in w for w in warnings)
     assert LocalBackend().prompt_warnings("warm") == []
+
+
+# Issue 13, item 10: a named look is reached in full from flex_1 (subtle in the adhere modes); grain is cheap.
+
+
+@pytest.mark.parametrize("prompt", ["black and white", "film noir"])
+def test_black_and_white_is_full_from_flex_1_and_subtle_in_the_adhere_modes(sample_video, tmp_path, prompt):
+    source = saturation(read_frames(sample_video))
+    for mode in ("flex_1", "reimagine_1"):
+        assert saturation(restyle(sample_video, tmp_path, prompt, mode)) <= 0.1 * source, mode
+    for mode in ("adhere_1", "adhere_2", "adhere_3"):
+        assert saturation(restyle(sample_video, tmp_path, prompt, mode)) >= 0.5 * source, mode
+
+
+def test_grain_costs_at_most_three_times_the_bitrate_without_it(sample_video, tmp_path):
+    """The deployments' default prompt: its grain once made the clip about 22 times as big."""
+    backend = LocalBackend()
+    for mode in ("adhere_2", "flex_1", "reimagine_3"):
+        clips = {}
+        for prompt in ("vintage film with grain", "vintage film"):
+            clips[prompt] = backend.restyle(ModifyRequest(clip=sample_video, prompt=prompt, mode=mode),
+                                            tmp_path / f"{mode}-{len(prompt)}.mp4")
+        grain, plain = (clips[p] for p in ("vintage film with grain", "vintage film"))
+        ratio = grain.stat().st_size / plain.stat().st_size
+        assert ratio <= 3, f"{mode}: grain costs {ratio:.1f}x the bitrate"
+        full = dict(width=320, height=180)
+        assert np.abs(read_frames(grain, **full) - read_frames(plain, **full)).mean() > 1, f"{mode}: no grain seen"

@@ -119,3 +119,5 @@ def test_run_summary_markdown():
     text = summary.markdown(["segment 2: boom"])
     assert "`out.mp4`" in text and "3 (2 paid in this run, 1 reused)" in text and "at frames [45]" in text
     assert "## Segments that failed" in text
+    free = summary.model_copy(update={"backend": "local", "free": True, "cost_usd": 0.0}).markdown()
+    assert "3 (2 restyled in this run, 1 reused)" in free and "paid" not in free

@@ -15,6 +15,7 @@ import sys
 import textwrap
 import threading
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from prefect_modify_video.blocks import build_backend
 from prefect_modify_video.cli import main
 from prefect_modify_video.errors import InvalidInputError
 from prefect_modify_video.flows import BackendSpec, ModifyVideoParameters, SegmentsFailedError, modify_video
+from prefect_modify_video.media.ffmpeg import run_ffmpeg, write_with_ffmpeg
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.media.sample import make_sample_video
 from prefect_modify_video.providers.base import JobState, ModifyBackend, ModifyJob, ModifyRequest, wait_for_job
@@ -240,6 +242,80 @@ def test_first_signal_stops_second_exits_at_once(signum, code):
     assert process.returncode == code
     lines = err.strip().splitlines()
     assert len(lines) == 2 and "re-run" in lines[1] and "Traceback" not in err, err
+
+
+_LONG_ENCODE = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from prefect_modify_video.media.ffmpeg import write_with_ffmpeg
+    from prefect_modify_video.stopping import stop_on_signals
+    with stop_on_signals():
+        print("ready", flush=True)
+        # A long film's extraction: 10 minutes of video read in real time (-re), encoded.
+        write_with_ffmpeg(["-re", "-f", "lavfi", "-i", "testsrc=size=320x180:rate=24:duration=600",
+                           "-c:v", "libx264", "-preset", "ultrafast"], Path(sys.argv[1]))
+    """
+)
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with suppress(OSError):
+            found |= {int(p) for p in (task / "children").read_text().split()}
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143)])
+def test_the_first_signal_ends_a_running_ffmpeg_within_a_second(signum, code, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = tmp_path / "long.mp4"
+    process = subprocess.Popen([sys.executable, "-c", _LONG_ENCODE, str(out)], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "ready"
+    deadline = time.monotonic() + 10
+    while not (ffmpegs := _children(process.pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ffmpegs, "ffmpeg started"
+    time.sleep(0.5)
+    started = time.monotonic()
+    process.send_signal(signum)  # to the Python process only, as a process manager sends it
+    _, err = process.communicate(timeout=10)
+    took = time.monotonic() - started
+    assert process.returncode == code, err
+    assert took < 2, f"ffmpeg ran on for {took:.1f} s after the stop"
+    assert not any(_alive(pid) for pid in ffmpegs), "no ffmpeg left running"
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 2, err
+    assert list(tmp_path.iterdir()) == [], "no output and no partial file"
+
+
+def test_ffmpeg_failing_after_a_stop_is_the_stop_and_none_starts_after_it(tmp_path):
+    threading.Timer(0.3, stopping.request_stop, args=("SIGINT",)).start()
+    started = time.monotonic()
+    with pytest.raises(StopRequested, match="ffmpeg ended"):
+        write_with_ffmpeg(["-re", "-f", "lavfi", "-i", "testsrc=size=320x180:rate=24:duration=60",
+                           "-c:v", "libx264", "-preset", "ultrafast"], tmp_path / "a.mp4")
+    assert time.monotonic() - started < 2.5
+    with pytest.raises(StopRequested, match="ffmpeg not started"):
+        run_ffmpeg(["-version"])
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.timeout(60)
+def test_ffmpeg_reading_a_large_input_slowly_gets_all_of_it():
+    """Input longer than a pipe holds, read for longer than one wait slice, reaches ffmpeg whole (no hang)."""
+    frames = bytes(range(256)) * (320 * 180 * 20 // 256)  # 20 grey frames, 1.15 MB
+    out = run_ffmpeg(["-re", "-f", "rawvideo", "-pix_fmt", "gray", "-s", "320x180", "-r", "25", "-i", "-",
+                      "-f", "rawvideo", "-"], input_bytes=frames)
+    assert out == frames
 
 
 def _cli_run(source, tmp_path, server) -> subprocess.Popen:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 import uuid
 from collections import deque
@@ -36,11 +35,11 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
-from pydantic import BaseModel, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from prefect_modify_video.errors import InvalidInputError, ModifyVideoError
-from prefect_modify_video.flows.modify_video import apply_preset, modify_video
-from prefect_modify_video.parameters import GroupedOptions, ModifyVideoParameters, field_definitions
+from prefect_modify_video.flows.modify_video import apply_preset, modify_video, remove_dead_runs_folders
+from prefect_modify_video.parameters import GroupedOptions, Location, ModifyVideoParameters, field_definitions
 from prefect_modify_video.media.join import default_output_path
 from prefect_modify_video.storage.blocks import deliver_output
 from prefect_modify_video.storage.download import DEFAULT_MAX_BYTES, fetch_source, list_videos
@@ -51,9 +50,13 @@ from prefect_modify_video.storage.locations import (
     location_name,
     sibling_location,
 )
+from prefect_modify_video.storage.scratch import make_scratch_dir
 
 # Parameters of one video that the batch sets per video (or, for the first frame, not at all:
 # a restyled first frame belongs to one video).
+BATCH_PREFIX = "modify-video-batch-"
+"""The batch's scratch folders (downloaded sources, outputs on their way to a block), in ``work_dir`` or the temp folder."""
+
 PER_VIDEO_FIELDS = frozenset({"source", "output", "first_frame", "preset"})
 
 BatchSettings = create_model(
@@ -70,14 +73,19 @@ given flat too, as for the parameters)."""
 
 
 class BatchParameters(BaseModel):
-    """Which videos, where their outputs go, the settings they share, and how many run at once."""
+    """Which videos, where their outputs go, the settings they share, and how many run at once.
 
-    sources: list[str] = Field(
+    Addresses carrying credentials are refused without repeating them (``parameters.refuse_credentials``).
+    """
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    sources: list[Location] = Field(
         default_factory=list,
         title="Sources",
         description="Videos to restyle: local paths, http(s) URLs or block://<block-type-slug>/<block-name>/<path>.",
     )
-    folder: str | None = Field(
+    folder: Location | None = Field(
         default=None,
         title="Folder",
         description=(
@@ -86,7 +94,7 @@ class BatchParameters(BaseModel):
         ),
     )
     recursive: bool = Field(default=False, description="Whether the folder's sub-folders are searched too.")
-    output_folder: str | None = Field(
+    output_folder: Location | None = Field(
         default=None,
         title="Output folder",
         description=(
@@ -165,6 +173,7 @@ class BatchVideoResult(BaseModel):
     segments: int | None = None
     frames: int | None = None
     billed_calls: int | None = None
+    free: bool = Field(default=False, description="Whether its backend costs nothing (its calls are not paid).")
     reused_segments: int | None = None
     cost_usd: float | None = None
     seconds: float | None = None
@@ -292,6 +301,7 @@ def restyle_batch_video(
             segments=result.segments,
             frames=result.frames,
             billed_calls=result.billed_calls,
+            free=result.free,
             reused_segments=result.reused_segments,
             cost_usd=result.cost_usd,
             seconds=time.monotonic() - started,
@@ -534,11 +544,12 @@ def modify_video_batch(params: BatchParameters) -> BatchResult:
         results = dispatch_videos(params, sources, children)
         return _finish(results)
 
-    if params.work_dir:
-        Path(params.work_dir).expanduser().mkdir(parents=True, exist_ok=True)
-    work_root = Path(tempfile.mkdtemp(
-        prefix="modify-video-batch-", dir=str(Path(params.work_dir).expanduser()) if params.work_dir else None
-    ))
+    work_parent = Path(params.work_dir).expanduser() if params.work_dir else None
+    if work_parent:
+        work_parent.mkdir(parents=True, exist_ok=True)
+    # A marked scratch folder: a later batch removes it if this one is killed.
+    remove_dead_runs_folders(f"{BATCH_PREFIX}*", work_parent)
+    work_root = make_scratch_dir(BATCH_PREFIX, work_parent)
     results: list[BatchVideoResult] = []
     try:
         with ThreadPoolTaskRunner(max_workers=params.max_concurrent_videos) as runner:
@@ -605,7 +616,8 @@ def _report(results: list[BatchVideoResult]) -> None:
         "# Modify video batch",
         "",
         f"- **Videos**: {len(results)} ({len(done)} done, {len(results) - len(done)} failed)",
-        f"- **Paid calls**: {sum(r.billed_calls or 0 for r in done)}",
+        f"- **Paid calls**: {sum(r.billed_calls or 0 for r in done if not r.free)}",
+        *([f"- **Restyled free**: {sum(r.billed_calls or 0 for r in done if r.free)}"] if any(r.free for r in done) else []),
         f"- **Cost**: ${sum(r.cost_usd or 0.0 for r in done):.2f}",
     ]
     failed = [r for r in results if r.state != "Completed"]

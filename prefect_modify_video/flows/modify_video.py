@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -52,6 +53,30 @@ from prefect_modify_video.tasks import (
     report_modify_video_run,
 )
 from prefect_modify_video.tasks.modify import ModifiedSegment, ModifySettings, ledger, segment_key
+from prefect_modify_video.stopping import StopRequested
+
+USER_ERRORS: tuple[type[BaseException], ...] = (InvalidInputError, BudgetExceededError, StopRequested)
+"""Errors of the user's input or request, not bugs: logged as one line, without a traceback."""
+
+
+class _InputErrorsAsOneLine(logging.Filter):
+    """Drops Prefect's traceback records (``Task run failed with exception``, ``Encountered exception during
+    execution``, ``Engine execution exited...``) for ``USER_ERRORS``: the run's ``Finished in state
+    Failed(...)`` line and its state message already say the error in one line. Bugs keep their tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, USER_ERRORS)
+
+
+def _log_input_errors_as_one_line() -> None:
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _InputErrorsAsOneLine) for f in logger.filters):
+            logger.addFilter(_InputErrorsAsOneLine())
+
+
+_log_input_errors_as_one_line()
 from prefect_modify_video.tasks.report import RunSummary
 from prefect_modify_video.tasks.seams import finish_segment_clips, report_video_seams
 
@@ -66,6 +91,7 @@ class ModifyVideoResult(BaseModel):
     billed_calls: int = Field(description="Paid calls made by this run.")
     reused_segments: int = Field(description="Segments found in the store, not paid again.")
     cost_usd: float = Field(description="Cost of this run's paid calls, as the service reported or estimated.")
+    free: bool = Field(default=False, description="Whether the backend costs nothing (its calls are not paid).")
     worst_seam_ratio: float | None = Field(
         default=None, description="Largest seam jump as a multiple of the source's own (None: one segment)."
     )
@@ -84,6 +110,7 @@ class ModifyVideoResult(BaseModel):
             billed_calls=summary.paid,
             reused_segments=summary.reused,
             cost_usd=summary.cost_usd,
+            free=summary.free,
             seconds=summary.seconds,
             worst_seam_ratio=summary.worst_seam_ratio,
             seams_flagged=summary.seams_flagged,
@@ -191,8 +218,11 @@ WORK_PATTERN = ".*.work-*"
 """The hidden work folders beside an output (``.<stem>.work-XXXX``: extracted and conformed clips)."""
 
 
-def _remove_dead_runs_folders(pattern: str, parent: Path | None) -> None:
-    """Removes the folders named ``pattern`` in ``parent`` (the temp folder) that a run killed on this host left."""
+def remove_dead_runs_folders(pattern: str, parent: Path | None) -> None:
+    """Removes the folders named ``pattern`` in ``parent`` (the temp folder) that a run killed on this host left.
+
+    The modify-video, preview and batch flows call it before making their own scratch folders (``make_scratch_dir``).
+    """
     removed = remove_dead_scratch_dirs(pattern, parent)
     if removed:
         get_run_logger().info(
@@ -229,7 +259,7 @@ def modify_video(params: ModifyVideoParameters) -> ModifyVideoResult:
     started = time.monotonic()
     params = apply_preset(params)
     destination = params.resolved_output()
-    _remove_dead_runs_folders(f"{FETCH_PREFIX}*", None)
+    remove_dead_runs_folders(f"{FETCH_PREFIX}*", None)
     fetch_dir = make_scratch_dir(FETCH_PREFIX)
     try:
         return _modify_fetched_video(params, destination, fetch_dir, started)
@@ -289,7 +319,7 @@ def _modify_fetched_video(
     check_free_space({output.parent: 3 * source_bytes, store.root: source_bytes})
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        _remove_dead_runs_folders(WORK_PATTERN, output.parent)
+        remove_dead_runs_folders(WORK_PATTERN, output.parent)
         work_dir = make_scratch_dir(f".{output.stem}.work-", output.parent)
     except OSError as error:
         raise InvalidInputError(
@@ -312,7 +342,7 @@ def _modify_fetched_video(
         )
         billed = ledger.billed(settings.run_key)
         summary = RunSummary(
-            source=source, backend=backend.name, mode=params.mode, segments=len(plan.segments),
+            source=source, backend=backend.name, free=backend.is_free, mode=params.mode, segments=len(plan.segments),
             paid=len(billed), reused=sum(1 for r in rows if r.get("paid") is False),
             frames=info.frames, frame_rate=info.frame_rate, duration_s=plan.duration_s,
             billed_s=plan.billed_s, overlap_s=plan.overlap_s,
@@ -426,7 +456,7 @@ def _run_segments(
             )
             final_futures[final] = (segment, extracted, modified)
             previous_final = final
-        progress = SegmentProgress(total=len(plan.segments))
+        progress = SegmentProgress(total=len(plan.segments), free=backend.is_free)
         for future in as_completed(list(final_futures)):
             segment, extracted, modified = final_futures[future]
             try:

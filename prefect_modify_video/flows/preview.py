@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
-from pydantic import BaseModel, Field, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from prefect_modify_video.errors import InvalidInputError, ModifyVideoError
 from prefect_modify_video.media.conform import conform_clip
@@ -43,10 +42,12 @@ from prefect_modify_video.media.files import atomic_copy
 from prefect_modify_video.media.plan import MIN_SEGMENT_SECONDS, Segment, SegmentPlan, max_frames_under
 from prefect_modify_video.media.preview import label_font, tile_size, write_grid_video, write_tile_strip
 from prefect_modify_video.media.probe import VideoInfo, check_image
-from prefect_modify_video.parameters import ModifyVideoParameters, field_definitions
+from prefect_modify_video.parameters import Location, ModifyVideoParameters, field_definitions
 from prefect_modify_video.providers.base import Mode
 from prefect_modify_video.storage.blocks import deliver_output
 from prefect_modify_video.storage.download import fetch_source
+from prefect_modify_video.storage.scratch import make_scratch_dir
+from prefect_modify_video.flows.modify_video import remove_dead_runs_folders
 from prefect_modify_video.storage.locations import is_remote, is_url, join_location, location_name, sibling_location
 from prefect_modify_video.run_plan import plan_run
 from prefect_modify_video.store import ResultStore
@@ -61,6 +62,8 @@ from prefect_modify_video.tasks.modify import ModifiedSegment, ModifySettings, s
 
 DEFAULT_PREVIEW_MODES: tuple[Mode, ...] = ("adhere_3", "flex_1", "flex_3", "reimagine_1")
 DEFAULT_EXCERPT_SECONDS = 5.0
+PREVIEW_PREFIX = "modify-video-preview-"
+"""The preview's scratch folders in the system temp folder (the fetched source, clips, tiles)."""
 
 
 # The fields a preview shares with the full run, copied from ModifyVideoParameters (type, title, bounds); some
@@ -82,7 +85,12 @@ PreviewRunFields = create_model(
 
 
 class PreviewParameters(PreviewRunFields):
-    """What to preview: the source, the look, the modes to compare and the excerpt."""
+    """What to preview: the source, the look, the modes to compare and the excerpt.
+
+    Addresses carrying credentials are refused without repeating them (``parameters.refuse_credentials``).
+    """
+
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     modes: list[Mode] = Field(
         default_factory=lambda: list(DEFAULT_PREVIEW_MODES),
@@ -99,7 +107,7 @@ class PreviewParameters(PreviewRunFields):
             "excerpt is then that segment and the chosen mode's result is reused by the full run."
         ),
     )
-    output_folder: str | None = Field(
+    output_folder: Location | None = Field(
         default=None,
         title="Output folder",
         description="Local or block:// folder for the contact sheet and grid video; beside the source when empty.",
@@ -228,7 +236,9 @@ def preview_modes(params: PreviewParameters) -> PreviewResult:
     sheet_destination = _destination(params, f"{stem}.preview.png")
     grid_destination = _destination(params, f"{stem}.preview.mp4")
 
-    work = Path(tempfile.mkdtemp(prefix="modify-video-preview-"))
+    # A marked scratch folder: a later run removes it if this one is killed.
+    remove_dead_runs_folders(f"{PREVIEW_PREFIX}*", None)
+    work = make_scratch_dir(PREVIEW_PREFIX)
     try:
         source = str(fetch_source(params.source, work / "source"))
         first_frame = None
@@ -310,7 +320,7 @@ def preview_modes(params: PreviewParameters) -> PreviewResult:
         billed = sum(1 for r in rows if r.paid)
         preview_cost = sum(r.cost_usd for r in rows)
         _report(params, segment, reusable, rows, labels, sheet_location, grid_location, billed, preview_cost,
-                call_estimate)
+                call_estimate, free=backend.is_free)
         failed = [r for r in rows if r.state != "Completed"]
         if failed:
             raise PreviewFailedError(
@@ -340,7 +350,7 @@ def _place(local_file: Path, destination: str) -> str:
     return str(atomic_copy(local_file, Path(os.path.expanduser(destination))))
 
 
-def _report(params, segment, reusable, rows, labels, sheet, grid, billed, preview_cost, call_estimate) -> None:
+def _report(params, segment, reusable, rows, labels, sheet, grid, billed, preview_cost, call_estimate, free) -> None:
     table = [
         {
             "mode": r.mode,
@@ -366,7 +376,8 @@ def _report(params, segment, reusable, rows, labels, sheet, grid, billed, previe
         f"- **Contact sheet**: `{sheet}`",
         f"- **Grid video**: `{grid}`",
         f"- **Tiles, left to right**: {', '.join(labels)}",
-        f"- **Preview cost**: ${preview_cost:.2f} ({billed} paid calls × about ${call_estimate:.2f})",
+        f"- **Preview cost**: none ({billed} restyled by the free {params.backend.name} backend)" if free
+        else f"- **Preview cost**: ${preview_cost:.2f} ({billed} paid calls × about ${call_estimate:.2f})",
         "",
         "| mode | full render (est.) | after this preview (est.) |",
         "|---|---|---|",

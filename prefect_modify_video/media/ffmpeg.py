@@ -21,6 +21,7 @@ import numpy as np
 
 from prefect_modify_video.errors import FfmpegError, InvalidInputError
 from prefect_modify_video.media.files import atomic_write
+from prefect_modify_video.stopping import SLICE_SECONDS, check_stop, stop_requested
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,9 @@ def run_ffmpeg(args: list[str], *, program: str = FFMPEG, input_bytes: bytes | N
     """Runs ffmpeg (or ffprobe) with ``args`` and returns its stdout.
 
     The child gets its own stdin so it never reads the terminal; ffmpeg's arguments are
-    prefixed with ``QUIET``.
+    prefixed with ``QUIET``. Once a stop is requested (``stopping``: the first SIGINT/SIGTERM of a
+    CLI run) the child is ended within a fraction of a second and ``StopRequested`` is raised, so
+    a long extraction or conform does not run on.
 
     Args:
         args: Arguments after the program name.
@@ -74,18 +77,42 @@ def run_ffmpeg(args: list[str], *, program: str = FFMPEG, input_bytes: bytes | N
 
     Raises:
         FfmpegError: the program exited with an error; the message has the tail of stderr.
+        StopRequested: a stop was requested before or while it ran.
     """
     command = ffmpeg_command(args) if program == FFMPEG else [program, *args]
+    name = Path(program).name
+    check_stop(f"{name} not started")
     logger.debug("running %s", shlex.join(command))
-    completed = subprocess.run(
-        command,
-        input=input_bytes if input_bytes is not None else b"",
-        capture_output=True,
-        check=False,
-    )
-    if completed.returncode != 0:
-        raise FfmpegError(command, completed.returncode, completed.stderr.decode(errors="replace"))
-    return completed.stdout
+    # The input is read from a file: communicate() cannot go on writing an input after a timeout.
+    with tempfile.TemporaryFile() as stdin:
+        stdin.write(input_bytes or b"")
+        stdin.seek(0)
+        process = subprocess.Popen(command, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with process:
+        while True:
+            try:
+                # A call after a timeout goes on reading without losing output.
+                stdout, stderr = process.communicate(timeout=SLICE_SECONDS)
+                break
+            except subprocess.TimeoutExpired:
+                if stop_requested():
+                    _end(process)
+                    check_stop(f"{name} ended")
+    if process.returncode != 0:
+        # A Ctrl-C reaches ffmpeg too (same process group): its failure then is the stop, not an error.
+        check_stop(f"{name} ended")
+        raise FfmpegError(command, process.returncode, stderr.decode(errors="replace"))
+    return stdout
+
+
+def _end(process: subprocess.Popen) -> None:
+    """Ends a child: SIGTERM, then SIGKILL if it is still there after 2 s."""
+    process.terminate()
+    try:
+        process.communicate(timeout=2)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
 
 
 def write_with_ffmpeg(args: list[str], destination: Path, *, input_bytes: bytes | None = None) -> Path:
@@ -130,6 +157,7 @@ def iter_raw_frames(args: list[str], frame_bytes: int, *, batch_frames: int = 25
             assert process.stdout is not None
             try:
                 while True:
+                    check_stop("frames no longer read")
                     chunk = process.stdout.read(frame_bytes * batch_frames)
                     whole = len(chunk) - len(chunk) % frame_bytes
                     if whole:
@@ -167,6 +195,7 @@ def encode_raw_frames(args: list[str], frames: Iterable[bytes]) -> None:
         assert process.stdin is not None
         try:
             for frame in iterator:
+                check_stop("frames no longer encoded")
                 process.stdin.write(frame)
         except BrokenPipeError:
             pass  # ffmpeg stopped early; its status and log say why

@@ -123,6 +123,11 @@ def sha256_of_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def _size(amount: int) -> str:
+    """``amount`` bytes in GB, or MB under a GB (``0.00 GB`` says nothing about a small disk)."""
+    return f"{amount / 1e9:.2f} GB" if amount >= 1e9 else f"{amount / 1e6:.2f} MB"
+
+
 def check_free_space(needs: dict[Path, int]) -> None:
     """Refuses, before any work, folders without room for what a run will write there.
 
@@ -150,7 +155,7 @@ def check_free_space(needs: dict[Path, int]) -> None:
         free = shutil.disk_usage(existing).free
         if free < amount:
             raise InvalidInputError(
-                f"{existing}: the run needs about {amount / 1e9:.2f} GB here (work files, answers, the output) "
-                f"and {free / 1e9:.2f} GB are free; free some space or choose another output or store folder "
+                f"{existing}: the run needs about {_size(amount)} here (work files, answers, the output) "
+                f"and {_size(free)} are free; free some space or choose another output or store folder "
                 "(nothing was sent: nothing is lost)"
             )

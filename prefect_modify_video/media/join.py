@@ -1,7 +1,9 @@
 """Joining conformed clips with the source's audio, and the rules an output path must follow to carry it.
 
-The join copies every stream (video from the clips, audio from the source) without re-encoding;
-its output is written atomically (``media.files.atomic_write``).
+The join copies every stream (video from the clips, audio from the source) without re-encoding,
+except into WebM, which holds only VP9/AV1 video and Opus/Vorbis audio: the video is then encoded
+to VP9 and an audio stream the container cannot hold is encoded to Opus (Opus and Vorbis are
+copied). Its output is written atomically (``media.files.atomic_write``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,12 @@ from prefect_modify_video.media.probe import VideoInfo
 # Audio codecs the MP4 muxer can carry as they are.
 MP4_AUDIO_CODECS = {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac", "mp2", "mp1"}
 MP4_EXTENSIONS = {".mp4", ".m4v"}
-OUTPUT_EXTENSIONS = MP4_EXTENSIONS | {".mov", ".mkv"}
+WEBM_EXTENSIONS = {".webm"}
+OUTPUT_EXTENSIONS = MP4_EXTENSIONS | WEBM_EXTENSIONS | {".mov", ".mkv"}
+# Audio codecs WebM carries as they are; any other is encoded to Opus.
+WEBM_AUDIO_CODECS = {"opus", "vorbis"}
+# VP9 for a WebM output: constant quality, row threads, a speed fit for whole films.
+WEBM_VIDEO_CODEC = ["-c:v", "libvpx-vp9", "-crf", "31", "-b:v", "0", "-row-mt", "1", "-deadline", "good", "-cpu-used", "4"]
 # Characters a line of ffmpeg's concat list cannot hold, however quoted.
 _CONCAT_UNSAFE = re.compile(r"[\n\r\x00]")
 
@@ -101,6 +108,16 @@ def _concat_safe(clips: list[Path], folder: Path) -> list[Path]:
     return safe
 
 
+def _codecs(info: VideoInfo, destination: Path) -> list[str]:
+    """Stream copy, or for WebM: VP9 video, and each audio stream copied if WebM holds its codec, else Opus."""
+    if destination.suffix.lower() not in WEBM_EXTENSIONS:
+        return ["-c", "copy"]
+    audio = []
+    for n, stream in enumerate(info.audio_streams):
+        audio += [f"-c:a:{n}", "copy"] if stream.codec in WEBM_AUDIO_CODECS else [f"-c:a:{n}", "libopus"]
+    return [*WEBM_VIDEO_CODEC, *audio]
+
+
 def _concat_line(path: Path) -> str:
     escaped = str(path.resolve()).replace("\\", "\\\\").replace("'", "'\\''")
     return f"file '{escaped}'\n"
@@ -130,7 +147,7 @@ def join_segments(clips: list[Path], info: VideoInfo, destination: Path) -> Path
     args = [
         *offset, "-f", "concat", "-safe", "0", "-i", str(concat_list),
         "-i", info.path,
-        "-map", "0:v:0", "-map", "1:a?", "-c", "copy",
+        "-map", "0:v:0", "-map", "1:a?", *_codecs(info, destination),
         "-map_metadata", "-1", "-map_chapters", "-1",
     ]
     if destination.suffix.lower() in MP4_EXTENSIONS | {".mov"}:

@@ -26,7 +26,7 @@ import asyncio
 import threading
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -62,6 +62,7 @@ from prefect_modify_video.media.answers import covered_frames, join_answers, las
 from prefect_modify_video.media.files import sha256_of_file
 from prefect_modify_video.media.plan import Segment
 from prefect_modify_video.media.probe import probe_video
+from prefect_modify_video.providers.registry import backend_class
 from prefect_modify_video.providers.base import (
     JobState,
     Mode,
@@ -87,8 +88,6 @@ class BilledCall:
     segment: int
     job_id: str
     cost_usd: float
-    used: bool
-    """Whether its answer (or the part it covers) went into the output."""
 
 
 class RunLedger:
@@ -155,7 +154,7 @@ class RunLedger:
             self._committed.get(run_key, {}).pop(call_key, None)
 
     def book(self, run_key: str, call: BilledCall) -> None:
-        """Books a billed job once (booking the same job id again only updates whether it was used)."""
+        """Books a billed job once (booking the same job id again replaces it)."""
         with self._lock:
             self._billed.setdefault(run_key, {})[call.job_id] = call
 
@@ -426,11 +425,10 @@ class _SegmentPayer:
         try:
             covered = covered_frames(returned, clip)
         except ClipValidationError:
-            # Billed and unusable: booked as unused; the next try sends the piece again.
+            # Billed and unusable: the next try sends the piece again.
             self.store.forget_job(key)
             returned.unlink(missing_ok=True)
             raise
-        self._mark_used(job)
         record = self._record(returned, clip, covered, job_id=job.job_id, request_id=job.request_id,
                               cost_usd=job.cost_usd)
         return self.store.put(key, returned, record), covered
@@ -440,12 +438,7 @@ class _SegmentPayer:
 
     def _book(self, key: str, job: ModifyJob) -> None:
         cost = job.cost_usd if job.cost_usd is not None else self.estimate_usd
-        ledger.book(self.settings.run_key, BilledCall(self.segment.index, self._call_id(key, job), cost, used=False))
-
-    def _mark_used(self, job: ModifyJob) -> None:
-        for call in ledger.billed(self.settings.run_key, self.segment.index):
-            if call.job_id == (job.job_id or job.request_id) or not (job.job_id or job.request_id):
-                ledger.book(self.settings.run_key, replace(call, used=True))
+        ledger.book(self.settings.run_key, BilledCall(self.segment.index, self._call_id(key, job), cost))
 
     async def _pay(self, key: str, clip: Path, first_frame: Path | None) -> tuple[Path, ModifyJob]:
         """Submits the piece, or follows the job an earlier try saved, and downloads its answer."""
@@ -495,8 +488,7 @@ class _SegmentPayer:
                         # Billed like a finished job (Runway): booked, never used, and kept committed.
                         self._settle(key, self.estimate_usd)
                         ledger.book(settings.run_key, BilledCall(
-                            self.segment.index, error.job_id or f"{settings.backend_name}:{key}", self.estimate_usd,
-                            used=False))
+                            self.segment.index, error.job_id or f"{settings.backend_name}:{key}", self.estimate_usd))
                     # Kept committed: a job still saved (it may yet finish) and an unanswered create.
                     elif self.store.load_job(key) is None and not isinstance(error, SubmitOutcomeUnknownError):
                         self._release(key)
@@ -668,6 +660,7 @@ async def modify_video_segment(
     clip = Path(clip)
     store = ResultStore(settings.store_dir)
     logger = get_run_logger()
+    free = backend_class(settings.backend_name).is_free
 
     def complete_hit() -> Path | None:
         if settings.refresh and current_task_run.run_count <= 1:
@@ -677,7 +670,8 @@ async def modify_video_segment(
         return hit if hit and (covered is None or covered >= segment.sent_frames) else None
 
     def reused(path: Path) -> ModifiedSegment:
-        logger.info("segment %s: reusing the stored result (not paid again)", segment.name)
+        logger.info("segment %s: reusing the stored result (%s)", segment.name,
+                    "not restyled again" if free else "not paid again")
         return ModifiedSegment(
             index=segment.index, clip=str(path), paid=False, job_id=store.record(key).get("job_id"),
             seconds=time.monotonic() - started,
@@ -708,8 +702,8 @@ async def modify_video_segment(
         claim.release()
     calls = ledger.billed(settings.run_key, segment.index)
     logger.info(
-        "segment %s: done with %d billed call(s) (%s)", segment.name, len(calls),
-        ", ".join(c.job_id for c in calls) or "reused pieces",
+        "segment %s: done with %d %s (%s)", segment.name, len(calls),
+        "restyling call(s), free" if free else "billed call(s)", ", ".join(c.job_id for c in calls) or "reused pieces",
     )
     return ModifiedSegment(
         index=segment.index,

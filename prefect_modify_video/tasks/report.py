@@ -25,6 +25,7 @@ class RunSummary(BaseModel):
 
     source: str = Field(description="The source video, as fetched (a local path).")
     backend: str = Field(description="The backend's name.")
+    free: bool = Field(default=False, description="Whether the backend costs nothing (its calls restyle, unpaid).")
     mode: str = Field(description="The mode sent.")
     segments: int = Field(description="Segments of the plan.")
     paid: int = Field(description="Segments this run paid for.")
@@ -54,7 +55,8 @@ class RunSummary(BaseModel):
             f"- **Output**: `{self.output}`" if self.output else "- **Output**: not written",
             f"- **Source**: `{self.source}`",
             f"- **Backend**: {self.backend} (mode {self.mode})",
-            f"- **Segments**: {self.segments} ({self.paid} paid in this run, {self.reused} reused)",
+            f"- **Segments**: {self.segments} ({self.paid} {'restyled' if self.free else 'paid'} in this run, "
+            f"{self.reused} reused)",
             f"- **Frames**: {self.frames} at {self.frame_rate} fps, {self.duration_s:.3f} s",
             f"- **Billed seconds**: {self.billed_s:.3f} ({self.overlap_s:.3f} s of overlaps at in-shot seams)",
             f"- **Cost**: ${self.cost_usd:.2f}"
