@@ -20,8 +20,9 @@ Its states: ``claimed`` (nothing sent) → ``sending`` (the fencing point, writt
 request, with what identifies the request at the service) → ``submitted`` (the job id is saved in
 ``jobs/K.json``); ``unknown`` when a create got no answer. The holder rewrites it every third of the
 lease (its heartbeat). An observer that sees a claim unchanged for two leases by its own clock (no
-clock skew between machines matters) takes it over with one compare and swap: exactly one successor
-wins. What the successor then does depends on the state it took over: ``claimed`` → it pays;
+clock skew between machines matters), or whose holder is proven dead (a process of this host that is
+gone: ``storage.scratch.owner_is_dead``), takes it over with one compare and swap: exactly one
+successor wins. What the successor then does depends on the state it took over: ``claimed`` → it pays;
 ``submitted`` → it follows the saved job; ``sending``/``unknown`` → it asks the service's list of jobs
 for the request (where the service has one) and otherwise stops with ``SubmitOutcomeUnknownError``:
 never paid blind; ``--refresh`` is the user's decision to pay again.
