@@ -11,12 +11,13 @@ from pathlib import Path
 from prefect import flow
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
+from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, Field
 
-from prefect_modify_video.blocks.presets import load_preset
+from prefect_modify_video.blocks.presets import fields_set_by_run, load_preset
 from prefect_modify_video.errors import BudgetExceededError, FfmpegError, InvalidInputError, ModifyVideoError
 from prefect_modify_video.media.ffmpeg import run_ffmpeg
 from prefect_modify_video.media.join import check_output_path
@@ -60,6 +61,8 @@ class ModifyVideoResult(BaseModel):
     """What a run produced and what it cost."""
 
     output: str = Field(description="Path of the restyled video.")
+    mode: str = Field(default="", description="The mode used (after the preset, if any).")
+    prompt: str = Field(default="", description="The prompt used (after the preset, if any).")
     segments: int = Field(description="Number of segments.")
     frames: int = Field(description="Frames in the output.")
     duration_s: float = Field(description="Length of the output in seconds.")
@@ -78,6 +81,8 @@ class ModifyVideoResult(BaseModel):
         """The result of a run whose output is written, from its summary."""
         return cls(
             output=summary.output,
+            mode=summary.mode,
+            prompt=summary.prompt,
             segments=summary.segments,
             frames=summary.frames,
             duration_s=summary.duration_s,
@@ -143,11 +148,53 @@ def check_first_frame_size(first_frame: Path | None, backend: ModifyBackend) -> 
         )
 
 
-def apply_preset(params: ModifyVideoParameters) -> ModifyVideoParameters:
-    """The parameters with the named preset filling what the run did not set itself."""
+def deployment_prefilled(params: ModifyVideoParameters) -> ModifyVideoParameters | None:
+    """The parameters the run's Custom run form showed before the user changed anything, for a deployment's run.
+
+    Prefect's form is filled with the deployment's parameters (the model's defaults for the
+    rest) and sends every field back, so a value still equal to that one is not the user's
+    choice (``fields_set_by_run``). ``None`` outside a deployment's own run (a Python call, a
+    subflow of a batch, the CLI).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    deployment_id = getattr(getattr(context, "flow_run", None), "deployment_id", None)
+    if deployment_id is None:
+        return None
+    with get_client(sync_client=True) as client:
+        deployed = client.read_deployment(deployment_id).parameters or {}
+    prefilled = deployed.get("params") if isinstance(deployed.get("params"), dict) else {}
+    try:
+        return ModifyVideoParameters.model_validate({**prefilled, "source": params.source})
+    except ValueError:  # a deployment saved with parameters this version refuses: nothing counts as prefilled
+        return None
+
+
+def apply_preset(params: ModifyVideoParameters, prefilled: ModifyVideoParameters | None = None) -> ModifyVideoParameters:
+    """The parameters with the named preset filling what the run did not set itself (``fields_set_by_run``).
+
+    Args:
+        params: The run's parameters.
+        prefilled: What the run's form prefilled (``deployment_prefilled``): values still equal
+            to it are filled by the preset too.
+    """
     if not params.preset:
         return params
-    return load_preset(params.preset).apply(params)
+    preset = load_preset(params.preset)
+    explicit = fields_set_by_run(params, prefilled)
+    filled = preset.applied_fields(params, explicit)
+    try:
+        logger = get_run_logger()
+    except MissingContextError:  # outside a run (the CLI's early check): nothing to log to
+        logger = None
+    if logger is not None:
+        logger.info(
+            "preset %r applied: it set %s", params.preset,
+            ", ".join(filled) if filled else "nothing (the run set every field the preset holds)",
+        )
+    return preset.apply(params, explicit)
 
 
 def check_inputs(params: ModifyVideoParameters) -> None:
@@ -222,7 +269,7 @@ def modify_video(params: ModifyVideoParameters) -> ModifyVideoResult:
         ```
     """
     started = time.monotonic()
-    params = apply_preset(params)
+    params = apply_preset(params, deployment_prefilled(params))
     destination = params.resolved_output()
     _remove_dead_runs_folders(f"{FETCH_PREFIX}*", None)
     fetch_dir = make_scratch_dir(FETCH_PREFIX)
@@ -307,7 +354,7 @@ def _modify_fetched_video(
         )
         billed = ledger.billed(settings.run_key)
         summary = RunSummary(
-            source=source, backend=backend.name, mode=params.mode, segments=len(plan.segments),
+            source=source, backend=backend.name, mode=params.mode, prompt=params.prompt, segments=len(plan.segments),
             paid=len(billed), reused=sum(1 for r in rows if r.get("paid") is False),
             frames=info.frames, frame_rate=info.frame_rate, duration_s=plan.duration_s,
             billed_s=plan.billed_s, overlap_s=plan.overlap_s,

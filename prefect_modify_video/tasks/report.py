@@ -26,6 +26,7 @@ class RunSummary(BaseModel):
     source: str = Field(description="The source video, as fetched (a local path).")
     backend: str = Field(description="The backend's name.")
     mode: str = Field(description="The mode sent.")
+    prompt: str = Field(default="", description="The prompt sent.")
     segments: int = Field(description="Segments of the plan.")
     paid: int = Field(description="Segments this run paid for.")
     reused: int = Field(description="Segments found in the store, not paid again.")
@@ -54,6 +55,7 @@ class RunSummary(BaseModel):
             f"- **Output**: `{self.output}`" if self.output else "- **Output**: not written",
             f"- **Source**: `{self.source}`",
             f"- **Backend**: {self.backend} (mode {self.mode})",
+            f"- **Prompt**: {self.prompt or '(none)'}",
             f"- **Segments**: {self.segments} ({self.paid} paid in this run, {self.reused} reused)",
             f"- **Frames**: {self.frames} at {self.frame_rate} fps, {self.duration_s:.3f} s",
             f"- **Billed seconds**: {self.billed_s:.3f} ({self.overlap_s:.3f} s of overlaps at in-shot seams)",
