@@ -164,5 +164,7 @@ def test_a_preset_picked_in_the_custom_run_form_takes_effect(sample_video, tmp_p
         flow_run = client.create_flow_run_from_deployment(deployment_id, parameters={"params": form})
         result = run_flow(modify_video, flow_run=flow_run)
         logs = [log.message for log in client.read_logs() if log.flow_run_id == flow_run.id]
+        run_name = client.read_flow_run(flow_run.id).name
     assert (result.mode, result.prompt) == ("adhere_3", "black and white")
     assert any(f"preset {name!r} applied: it set prompt, mode" in line for line in logs), logs
+    assert run_name == "sample-adhere_3", "the run is named after its video and the mode the preset chose"

@@ -242,7 +242,47 @@ def _remove_dead_runs_folders(pattern: str, parent: Path | None) -> None:
         )
 
 
-@flow(name="modify-video", description="Restyles a video of any length through a modify-video service.")
+def video_run_name(source: str | None, mode: str | None = None) -> str:
+    """A run's name after its video (and mode): ``film-flex_2`` for ``/videos/film.mp4`` in flex_2.
+
+    Example:
+        >>> video_run_name("block://local-file-system/in/trip/beach.mov", "adhere_1"), video_run_name("a.mp4")
+        ('beach-adhere_1', 'a')
+    """
+    stem = Path(location_name(source or "") or "video").stem or "video"
+    return f"{stem}-{mode}" if mode else stem
+
+
+def _parameter(parameters: dict, name: str):
+    """A field of the run's ``params`` parameter, as a model or as the dict a deployment gives."""
+    params = parameters.get("params")
+    return params.get(name) if isinstance(params, dict) else getattr(params, name, None)
+
+
+def _modify_video_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    parameters = flow_run.parameters
+    return video_run_name(_parameter(parameters, "source"), _parameter(parameters, "mode"))
+
+
+def _rename_run(name: str) -> None:
+    """Renames the current flow run (the mode a preset chose is known only once it is applied)."""
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None or context.flow_run.name == name:
+        return
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(context.flow_run.id, name=name)
+
+
+@flow(
+    name="modify-video",
+    description="Restyles a video of any length through a modify-video service.",
+    flow_run_name=_modify_video_run_name,
+)
 def modify_video(params: ModifyVideoParameters) -> ModifyVideoResult:
     """Restyles a whole video: splits it into clips the service accepts, sends each once, joins them.
 
@@ -269,7 +309,9 @@ def modify_video(params: ModifyVideoParameters) -> ModifyVideoResult:
         ```
     """
     started = time.monotonic()
-    params = apply_preset(params, deployment_prefilled(params))
+    if params.preset:
+        params = apply_preset(params, deployment_prefilled(params))
+        _rename_run(video_run_name(params.source, params.mode))
     destination = params.resolved_output()
     _remove_dead_runs_folders(f"{FETCH_PREFIX}*", None)
     fetch_dir = make_scratch_dir(FETCH_PREFIX)

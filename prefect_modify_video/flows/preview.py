@@ -195,7 +195,20 @@ def _destination(params: PreviewParameters, name: str) -> str:
     return sibling_location(params.source, name)
 
 
-@flow(name="modify-video-preview", description="Restyles a short excerpt in several modes, side by side, with costs.")
+def _preview_run_name() -> str:
+    """``beach-preview``: after the previewed video."""
+    from prefect.runtime import flow_run
+
+    from prefect_modify_video.flows.modify_video import _parameter, video_run_name
+
+    return f"{video_run_name(_parameter(flow_run.parameters, 'source'))}-preview"
+
+
+@flow(
+    name="modify-video-preview",
+    description="Restyles a short excerpt in several modes, side by side, with costs.",
+    flow_run_name=_preview_run_name,
+)
 def preview_modes(params: PreviewParameters) -> PreviewResult:
     """Previews several modes on one excerpt: contact sheet, grid video, and the cost of each full render.
 
