@@ -54,7 +54,7 @@ from prefect_modify_video.tasks import (
 )
 from prefect_modify_video.tasks.modify import ModifiedSegment, ModifySettings, ledger, segment_key
 from prefect_modify_video.tasks.report import RunSummary
-from prefect_modify_video.tasks.seams import finish_segment_clips, report_video_seams
+from prefect_modify_video.tasks.seams import finish_segment_clips, flagged_seams, judged_seams, report_video_seams
 
 
 class ModifyVideoResult(BaseModel):
@@ -70,9 +70,12 @@ class ModifyVideoResult(BaseModel):
     reused_segments: int = Field(description="Segments found in the store, not paid again.")
     cost_usd: float = Field(description="Cost of this run's paid calls, as the service reported or estimated.")
     worst_seam_ratio: float | None = Field(
-        default=None, description="Largest seam jump as a multiple of the source's own (None: one segment)."
+        default=None,
+        description="Largest jump at a seam inside a shot as a multiple of the source's own (None: no such seam).",
     )
-    seams_flagged: list[int] = Field(default_factory=list, description="Frames of the seams above the threshold.")
+    seams_flagged: list[int] = Field(
+        default_factory=list, description="Frames of the seams inside shots above the threshold."
+    )
     contact_sheet: str | None = Field(default=None, description="Picture of every seam, source above output.")
     seconds: float = Field(description="Wall time of the run.")
 
@@ -425,8 +428,9 @@ def _modify_fetched_video(
             seconds=time.monotonic() - started,
             contact_sheet=sheet,
             seams=len(metrics),
-            seams_flagged=[m.frame for m in metrics if not m.passed],
-            worst_seam_ratio=max((m.ratio for m in metrics), default=None),
+            seams_on_cuts=len(metrics) - len(judged_seams(metrics)),
+            seams_flagged=flagged_seams(metrics),
+            worst_seam_ratio=max((m.ratio for m in judged_seams(metrics)), default=None),
         ))
         report_modify_video_run(plan, rows, summary, failures)
         logger.info("output written to %s", location)

@@ -41,9 +41,13 @@ class RunSummary(BaseModel):
     output: str | None = Field(default=None, description="Where the output is; empty until it is written.")
     contact_sheet: str | None = Field(default=None, description="Picture of every seam, source above output.")
     seams: int = Field(default=0, description="Seams measured.")
-    seams_flagged: list[int] = Field(default_factory=list, description="Frames of the seams above the threshold.")
+    seams_on_cuts: int = Field(default=0, description="Seams on the source's hard cuts: hidden by the cut, not judged.")
+    seams_flagged: list[int] = Field(
+        default_factory=list, description="Frames of the seams inside shots above the threshold."
+    )
     worst_seam_ratio: float | None = Field(
-        default=None, description="Largest seam jump as a multiple of the source's own (None: one segment)."
+        default=None,
+        description="Largest jump at a seam inside a shot as a multiple of the source's own (None: no such seam).",
     )
     anchored: bool = Field(default=False, description="Whether colours were anchored across segments.")
 
@@ -65,9 +69,14 @@ class RunSummary(BaseModel):
         ]
         if self.seams:
             flagged = self.seams_flagged
+            in_shots = self.seams - self.seams_on_cuts
+            judged = (
+                (f"**{len(flagged)} above the threshold** at frames {flagged}" if flagged else "all within the threshold")
+                if in_shots else "none to judge"
+            )
             lines.append(
-                f"- **Seams**: {self.seams}, colours anchored: {'yes' if self.anchored else 'no'}; "
-                + (f"**{len(flagged)} above the threshold** at frames {flagged}" if flagged else "all within the threshold")
+                f"- **Seams**: {in_shots} inside shots ({judged}), {self.seams_on_cuts} on cuts (hidden by the cut, "
+                f"not judged); colours anchored: {'yes' if self.anchored else 'no'}"
             )
             if self.contact_sheet:
                 lines.append(f"- **Seam contact sheet**: `{self.contact_sheet}` (source above, output below)")
