@@ -245,3 +245,26 @@ def test_luma_reads_segments_from_a_storage_block_by_presigned_url(
     uploaded = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="luma-uploads/")["Contents"]]
     assert len(uploaded) == result.segments
     assert_same_shape_and_sound(result.output, sample_video)
+
+
+def test_an_output_announced_as_a_new_video_starts_no_paid_work(short_video, tmp_path, server):
+    """A trigger on a folder an output lands in would restyle it without end: outputs carry a mark the flow checks."""
+    import uuid
+
+    from prefect.filesystems import LocalFileSystem
+
+    from prefect_modify_video.errors import InvalidInputError
+    from prefect_modify_video.media.join import OUTPUT_MARK
+
+    incoming = tmp_path / "incoming"
+    made = run(short_video, tmp_path, server, "local", output=str(incoming / "film.modified.mp4"))
+    assert OUTPUT_MARK in probe_video(made.output).comment
+    assert OUTPUT_MARK not in probe_video(short_video).comment
+    # Renamed, as a storage notification would announce it: the mark, not the name, stops it.
+    Path(made.output).rename(incoming / "new.mp4")
+    block = f"incoming-{uuid.uuid4().hex[:8]}"
+    LocalFileSystem(basepath=str(incoming)).save(block)
+    with pytest.raises(InvalidInputError, match="new.mp4: is an output of prefect-modify-video"):
+        run(f"block://local-file-system/{block}/new.mp4", tmp_path, server, "fal", output=str(tmp_path / "again.mp4"))
+    assert server.stats("fal").calls == 0 and server.stats("fal").billed == 0
+    assert not (tmp_path / "again.mp4").exists()

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from prefect_modify_video.blocks.presets import fields_set_by_run, load_preset
 from prefect_modify_video.errors import BudgetExceededError, FfmpegError, InvalidInputError, ModifyVideoError
 from prefect_modify_video.media.ffmpeg import run_ffmpeg
-from prefect_modify_video.media.join import check_output_path
+from prefect_modify_video.media.join import check_not_an_output, check_output_path
 from prefect_modify_video.media.files import check_free_space
 from prefect_modify_video.media.plan import SegmentPlan
 from prefect_modify_video.media.probe import VideoInfo, check_image, probe_video
@@ -109,6 +109,7 @@ def check_paths(info: VideoInfo, output: Path, first_frame: Path | None) -> None
     Raises:
         InvalidInputError: naming the path and what to do.
     """
+    check_not_an_output(info)
     check_output_path(info, output)
     check_decodable(info)
     if first_frame is not None:
@@ -339,6 +340,7 @@ def _modify_fetched_video(
     # Errors about a fetched copy name the source as given (the copy is gone when the run ends).
     with errors_named_as(source, params.source):
         info = probe_source_video(source)
+        check_not_an_output(info)
         check_output_path(info, output)
         check_decodable(info)
     if first_frame:

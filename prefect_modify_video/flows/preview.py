@@ -40,6 +40,7 @@ from pydantic import BaseModel, Field, create_model, field_validator
 from prefect_modify_video.errors import InvalidInputError, ModifyVideoError
 from prefect_modify_video.media.conform import conform_clip
 from prefect_modify_video.media.files import atomic_copy
+from prefect_modify_video.media.join import check_not_an_output
 from prefect_modify_video.media.plan import MIN_SEGMENT_SECONDS, Segment, SegmentPlan, max_frames_under
 from prefect_modify_video.media.preview import label_font, tile_size, write_grid_video, write_tile_strip
 from prefect_modify_video.media.probe import VideoInfo, check_image
@@ -248,6 +249,7 @@ def preview_modes(params: PreviewParameters) -> PreviewResult:
         if params.first_frame:
             first_frame = str(check_image(fetch_source(params.first_frame, work / "first-frame", kind="image")))
         info = probe_source_video(source)
+        check_not_an_output(info)
         # Planned (and checked) as the full run plans, so an excerpt at frame 0 is its first segment, reused by it.
         run_params = ModifyVideoParameters(
             **params.model_dump(include=set(PreviewRunFields.model_fields) - {"preset", "source"}), source=source
