@@ -53,7 +53,7 @@ from prefect_modify_video.tasks import (
     report_modify_video_run,
 )
 from prefect_modify_video.tasks.modify import ModifiedSegment, ModifySettings, ledger, segment_key
-from prefect_modify_video.tasks.report import RunSummary
+from prefect_modify_video.tasks.report import RunSummary, image_data_uri, locate
 from prefect_modify_video.tasks.seams import finish_segment_clips, flagged_seams, judged_seams, report_video_seams
 
 
@@ -422,11 +422,17 @@ def _modify_fetched_video(
         join_video_segments(finished, info, str(output))
         sheet_path = output.with_name(f"{output.stem}.seams.png")
         metrics, sheet = report_video_seams(source, str(output), plan, str(sheet_path), seams.seam_threshold)
-        location = deliver_output(output, destination) if is_remote(destination) else str(output)
+        location = deliver_output(output, destination) if is_remote(destination) else os.path.abspath(output)
         if sheet and is_remote(destination):
             sheet = deliver_output(Path(sheet), sibling_location(destination, sheet_path.name))
+        elif sheet:
+            sheet = os.path.abspath(sheet)
+        where, url = locate(destination if is_remote(destination) else location)
         summary = summary.model_copy(update=dict(
             output=location,
+            output_where=where,
+            output_url=url,
+            contact_sheet_image=image_data_uri(sheet_path),
             seconds=time.monotonic() - started,
             contact_sheet=sheet,
             seams=len(metrics),

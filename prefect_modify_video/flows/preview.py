@@ -59,6 +59,7 @@ from prefect_modify_video.tasks import (
     probe_source_video,
 )
 from prefect_modify_video.tasks.modify import ModifiedSegment, ModifySettings, segment_key
+from prefect_modify_video.tasks.report import image_data_uri
 
 DEFAULT_PREVIEW_MODES: tuple[Mode, ...] = ("adhere_3", "flex_1", "flex_3", "reimagine_1")
 DEFAULT_EXCERPT_SECONDS = 5.0
@@ -320,12 +321,16 @@ def preview_modes(params: PreviewParameters) -> PreviewResult:
         sheet = write_tile_strip(clips, labels, segment.frames // 2, tile, outputs / f"{stem}.preview.png", font)
         grid = write_grid_video(clips, labels, info, segment, tile, outputs / f"{stem}.preview.mp4", font)
         sheet_location = _place(sheet, sheet_destination)
+        if not is_remote(sheet_location):
+            sheet_location = os.path.abspath(sheet_location)
         grid_location = _place(grid, grid_destination)
+        if not is_remote(grid_location):
+            grid_location = os.path.abspath(grid_location)
 
         billed = sum(1 for r in rows if r.paid)
         preview_cost = sum(r.cost_usd for r in rows)
         _report(params, segment, reusable, rows, labels, sheet_location, grid_location, billed, preview_cost,
-                call_estimate)
+                call_estimate, image_data_uri(sheet))
         failed = [r for r in rows if r.state != "Completed"]
         if failed:
             raise PreviewFailedError(
@@ -355,7 +360,7 @@ def _place(local_file: Path, destination: str) -> str:
     return str(atomic_copy(local_file, Path(os.path.expanduser(destination))))
 
 
-def _report(params, segment, reusable, rows, labels, sheet, grid, billed, preview_cost, call_estimate) -> None:
+def _report(params, segment, reusable, rows, labels, sheet, grid, billed, preview_cost, call_estimate, image) -> None:
     table = [
         {
             "mode": r.mode,
@@ -387,4 +392,6 @@ def _report(params, segment, reusable, rows, labels, sheet, grid, billed, previe
         "|---|---|---|",
         *[f"| {r.mode} | ${r.full_render_estimate_usd:.2f} | ${r.full_render_remaining_usd:.2f} |" for r in rows],
     ]
+    if image:
+        lines += ["", f"![Side by side, left to right: {', '.join(labels)}]({image})"]
     create_markdown_artifact(markdown="\n".join(lines), key="modify-video-preview", description="Preview summary.")

@@ -2,12 +2,65 @@
 
 from __future__ import annotations
 
+import base64
+import os
+from pathlib import Path
+
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
+from prefect_modify_video.media.ffmpeg import run_ffmpeg
 from prefect_modify_video.media.plan import SegmentPlan
+
+THUMBNAIL_WIDTH = 640
+"""Widest picture put inline in a summary (a JPEG of a few tens of KB: artifacts are kept in Prefect's database)."""
+
+
+def image_data_uri(path: str | Path, max_width: int = THUMBNAIL_WIDTH) -> str | None:
+    """A small JPEG of a picture as a ``data:`` URI, for a markdown artifact the browser shows without a file server.
+
+    Prefect's UI renders markdown artifacts (marked, then DOMPurify, which lets ``data:`` images
+    through); a path on the worker's disk could not be opened by the browser.
+
+    Returns:
+        The URI, or ``None`` when there is no picture to show.
+    """
+    if not path or not Path(path).is_file():
+        return None
+    jpeg = run_ffmpeg([
+        "-v", "error", "-i", str(path), "-vf", f"scale='min({max_width},iw)':-2", "-frames:v", "1",
+        "-q:v", "5", "-f", "image2pipe", "-c:v", "mjpeg", "-",
+    ])
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+
+
+def locate(location: str, *, link_seconds: int = 7 * 24 * 3600) -> tuple[str | None, str | None]:
+    """Where an output is, absolutely, and a link to it where its storage can give one.
+
+    Args:
+        location: A local path (maybe relative to the worker's folder) or a ``block://`` reference.
+        link_seconds: How long a presigned link stays valid.
+
+    Returns:
+        ``(where, url)``: an absolute local path or the block file's path on this machine (else
+        ``None``); and a presigned URL for an object-store block (else ``None``).
+    """
+    from prefect_modify_video.errors import InvalidInputError
+    from prefect_modify_video.storage.blocks import open_storage
+    from prefect_modify_video.storage.locations import is_block_reference
+
+    if not is_block_reference(location):
+        return os.path.abspath(Path(location).expanduser()), None
+    ref, storage = open_storage(location)
+    local = storage.local_path(ref)
+    if local is not None:
+        return os.path.abspath(local), None
+    try:
+        return None, storage.sign(ref, link_seconds)
+    except InvalidInputError:  # this storage cannot sign: the reference is all there is
+        return None, None
 
 
 class RunSummary(BaseModel):
@@ -39,7 +92,14 @@ class RunSummary(BaseModel):
     remaining_credits: float | None = Field(default=None, description="Credits left, as the service last said.")
     seconds: float = Field(default=0.0, description="Wall time of the run so far.")
     output: str | None = Field(default=None, description="Where the output is; empty until it is written.")
+    output_where: str | None = Field(
+        default=None, description="The output's absolute path on the worker (a block's file too, where it has one)."
+    )
+    output_url: str | None = Field(default=None, description="A link to the output (presigned, for an object store).")
     contact_sheet: str | None = Field(default=None, description="Picture of every seam, source above output.")
+    contact_sheet_image: str | None = Field(
+        default=None, description="The contact sheet as a small inline image (a data: URI) for the summary.", repr=False
+    )
     seams: int = Field(default=0, description="Seams measured.")
     seams_on_cuts: int = Field(default=0, description="Seams on the source's hard cuts: hidden by the cut, not judged.")
     seams_flagged: list[int] = Field(
@@ -57,6 +117,8 @@ class RunSummary(BaseModel):
             "# Modify video",
             "",
             f"- **Output**: `{self.output}`" if self.output else "- **Output**: not written",
+            *([f"- **On the worker**: `{self.output_where}`"] if self.output_where and self.output_where != self.output else []),
+            *([f"- **Link**: [download the output]({self.output_url}) (valid for 7 days)"] if self.output_url else []),
             f"- **Source**: `{self.source}`",
             f"- **Backend**: {self.backend} (mode {self.mode})",
             f"- **Prompt**: {self.prompt or '(none)'}",
@@ -80,6 +142,8 @@ class RunSummary(BaseModel):
             )
             if self.contact_sheet:
                 lines.append(f"- **Seam contact sheet**: `{self.contact_sheet}` (source above, output below)")
+            if self.contact_sheet_image:
+                lines += ["", f"![Seam contact sheet: source above, output below]({self.contact_sheet_image})"]
         if failures:
             lines += ["", "## Segments that failed", "", *[f"- {line}" for line in failures],
                       "", "Re-run the same parameters: only these segments are sent again."]
