@@ -53,7 +53,13 @@ from prefect_modify_video.tasks import (
     report_modify_video_run,
 )
 from prefect_modify_video.tasks.modify import ModifiedSegment, ModifySettings, ledger, segment_key
-from prefect_modify_video.tasks.report import RunSummary, image_data_uri, locate
+from prefect_modify_video.tasks.report import (
+    RunSummary,
+    emit_run_event,
+    emit_segment_event,
+    image_data_uri,
+    locate,
+)
 from prefect_modify_video.tasks.seams import finish_segment_clips, flagged_seams, judged_seams, report_video_seams
 
 
@@ -321,8 +327,18 @@ def modify_video(params: ModifyVideoParameters) -> ModifyVideoResult:
     fetch_dir = make_scratch_dir(FETCH_PREFIX)
     try:
         return _modify_fetched_video(params, destination, fetch_dir, started)
+    except SegmentsFailedError:
+        raise  # its event, with the run's cost, is emitted where it is raised
+    except Exception as error:
+        emit_run_event("failed", output=destination, error=_first_line(error))
+        raise
     finally:
         shutil.rmtree(fetch_dir, ignore_errors=True)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
 
 
 def _modify_fetched_video(
@@ -397,7 +413,8 @@ def _modify_fetched_video(
             retry_delay_seconds=exponential_backoff(retries.retry_delay_seconds) if retries.retry_delay_seconds else 0,
         )
         rows, extracted, conformed, failures = _run_segments(
-            plan, info, settings, backend, progress_id, modify_task, run.estimates_usd, seams.sequential
+            plan, info, settings, backend, progress_id, modify_task, run.estimates_usd, seams.sequential,
+            output=destination,
         )
         billed = ledger.billed(settings.run_key)
         summary = RunSummary(
@@ -413,6 +430,8 @@ def _modify_fetched_video(
         if failures:
             summary.seconds = time.monotonic() - started
             report_modify_video_run(plan, rows, summary, failures)
+            emit_run_event("failed", output=destination, summary=summary,
+                           error=f"{len(failures)} of {len(plan.segments)} segments failed")
             raise SegmentsFailedError(
                 f"{len(failures)} of {len(plan.segments)} segments failed; the other "
                 f"{len(plan.segments) - len(failures)} are stored and a re-run sends only these:\n"
@@ -441,6 +460,7 @@ def _modify_fetched_video(
             worst_seam_ratio=max((m.ratio for m in judged_seams(metrics)), default=None),
         ))
         report_modify_video_run(plan, rows, summary, failures)
+        emit_run_event("completed", output=destination, summary=summary)
         logger.info("output written to %s", location)
         return ModifyVideoResult.from_summary(summary)
     finally:
@@ -456,6 +476,7 @@ def _run_segments(
     modify_task,
     estimates: dict[int, float],
     sequential: bool,
+    output: str | None = None,
 ):
     """Runs extract → modify → conform for every segment, with ``settings.concurrency`` paid calls in flight.
 
@@ -530,12 +551,20 @@ def _run_segments(
                 extracted_clips[segment.index] = str(extracted.result())
                 rows[segment.index] = {**result.model_dump(), "state": "done"}
                 progress.record(paid=result.paid)
+                emit_segment_event(
+                    "paid" if result.paid else "reused", index=segment.index, output=output,
+                    backend=backend.name, mode=settings.mode, cost_usd=result.cost_usd if result.paid else 0.0,
+                )
             except Exception as error:  # noqa: BLE001 - each failure is reported in the flow's error
                 error = _failed_step_error(error, extracted, modified, future)
                 kind = type(error).__name__
                 rows[segment.index] = {"index": segment.index, "state": f"failed: {kind}", "paid": None}
                 failures.append(f"segment {segment.name} ({segment.start_s:.2f}-{segment.end_s:.2f} s): {kind}: {error}")
                 progress.record(paid=None)
+                emit_segment_event(
+                    "failed", index=segment.index, output=output, backend=backend.name, mode=settings.mode,
+                    error=_first_line(error),
+                )
             update_progress_artifact(progress_id, progress=progress.percent, description=progress.describe())
             get_run_logger().info("progress: %s", progress.describe(), extra={PROGRESS_RECORD_KEY: progress})
     failures.sort()

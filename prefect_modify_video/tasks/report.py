@@ -150,6 +150,57 @@ class RunSummary(BaseModel):
         return "\n".join(lines)
 
 
+EVENT_PREFIX = "modify-video."
+"""Every event of this plugin starts with it: ``modify-video.segment.paid|reused|failed``, ``modify-video.run.completed|failed``."""
+
+
+def _video_resource(output: str | None) -> dict[str, str]:
+    """The resource of a run's events: its output (as given), so an automation can match a folder's outputs."""
+    location = output or "unknown"
+    return {
+        "prefect.resource.id": f"modify-video.output.{location}",
+        "prefect.resource.name": Path(location.split(" (")[0]).name or location,
+    }
+
+
+def emit_segment_event(
+    outcome: str, *, index: int, output: str | None, backend: str, mode: str, cost_usd: float | None = None,
+    error: str | None = None,
+) -> None:
+    """Emits ``modify-video.segment.<outcome>`` (``paid``, ``reused`` or ``failed``) for one segment.
+
+    The payload has the segment's index, its cost (0 when reused), the run's output, backend
+    and mode, and the error's first line for a failure. Prefect adds the flow run, flow and
+    deployment as related resources.
+    """
+    from prefect.events import emit_event
+
+    payload = {"segment": index, "cost_usd": round(cost_usd or 0.0, 6), "output": output, "backend": backend,
+               "mode": mode}
+    if error:
+        payload["error"] = error
+    emit_event(event=f"{EVENT_PREFIX}segment.{outcome}", resource=_video_resource(output), payload=payload)
+
+
+def emit_run_event(outcome: str, *, output: str | None, summary: RunSummary | None = None, error: str | None = None) -> None:
+    """Emits ``modify-video.run.<outcome>`` (``completed`` or ``failed``) when a run ends.
+
+    The payload has the output, the cost and the paid and reused segments (when the run got
+    that far), and the error's first line for a failure.
+    """
+    from prefect.events import emit_event
+
+    payload: dict = {"output": output, "cost_usd": round(summary.cost_usd, 6) if summary else 0.0}
+    if summary is not None:
+        payload.update(
+            billed_calls=summary.paid, reused_segments=summary.reused, segments=summary.segments,
+            backend=summary.backend, mode=summary.mode, seams_flagged=summary.seams_flagged,
+        )
+    if error:
+        payload["error"] = error
+    emit_event(event=f"{EVENT_PREFIX}run.{outcome}", resource=_video_resource(output), payload=payload)
+
+
 @task(name="report-run", description="Publishes the segment table and the run summary as artifacts.", cache_policy=NO_CACHE)
 def report_modify_video_run(plan: SegmentPlan, rows: list[dict], summary: RunSummary, failures: list[str]) -> None:
     """Creates the segment table and the markdown summary of a run.
