@@ -378,7 +378,7 @@ class BackendSpec(BaseModel):
     upload_block: Location | None = Field(
         default=None,
         description="Or a storage block's folder for those uploads, read by the service through presigned URLs: "
-        "block://remote-file-system/<block-name>/<folder> on s3:// or gs://.",
+        "block://remote-file-system/BLOCK-NAME/FOLDER on s3:// or gs://.",
     )
 
 
@@ -395,7 +395,7 @@ class ModifyVideoParameters(GroupedOptions):
 
     source: Location = Field(
         title="Source video",
-        description="The video to restyle: a local path, an http(s) URL or block://<block-type-slug>/<block-name>/<path>.",
+        description="The video to restyle: a local path, an http(s) URL or block://BLOCK-TYPE/BLOCK-NAME/PATH (e.g. block://local-file-system/videos/in/film.mp4).",
     )
     prompt: str = Field(
         default="",
@@ -415,7 +415,7 @@ class ModifyVideoParameters(GroupedOptions):
     output: Location | None = Field(
         default=None,
         title="Output path",
-        description="Where the restyled video is written (a local path or block:// reference); '<source>.modified.<ext>' beside the source when empty.",
+        description="Where the restyled video is written (a local path or block:// reference); SOURCE.modified.EXT beside the source when empty.",
     )
     preset: str | None = Field(
         default=None,
@@ -440,7 +440,7 @@ class ModifyVideoParameters(GroupedOptions):
         default=None,
         title="Result store",
         description="Where paid results are kept and found again on a re-run: a local folder or a storage block's "
-        "folder (block://<block-type-slug>/<block-name>/<folder>, e.g. S3); under PREFECT_HOME when empty.",
+        "folder (block://BLOCK-TYPE/BLOCK-NAME/FOLDER, e.g. S3); under PREFECT_HOME when empty.",
     )
     max_source_bytes: int | None = Field(
         default=None,
