@@ -356,27 +356,31 @@ class BackendSpec(BaseModel):
     base_url: Location | None = Field(
         default=None, title="Base URL", description="Another address for the service (a proxy or a test server)."
     )
-    model: str | None = Field(default=None, description="The service's model, e.g. ray-2 or ray-flash-2 (Luma, fal).")
+    model: str | None = Field(default=None, title="Model", description="The service's model, e.g. ray-2 or ray-flash-2 (Luma, fal).")
     poll_interval_seconds: float | None = Field(
         default=None,
         gt=0,
+        title="Poll interval (s)",
         description="Seconds between status checks of a queued job; the service's default when empty.",
     )
     timeout_seconds: float | None = Field(
-        default=None, gt=0, description="Seconds to wait for one answer of the service; its default when empty."
+        default=None, gt=0, title="Answer timeout (s)", description="Seconds to wait for one answer of the service; its default when empty."
     )
     max_wait_seconds: float | None = Field(
         default=None,
         gt=0,
+        title="Longest wait for a job (s)",
         description="Seconds a queued job may take before its try fails (the job is kept: the next try or a re-run "
         "polls it again, without paying again); the service's documented time when empty (900 for the queue services).",
     )
     upload_url: Location | None = Field(
         default=None,
+        title="Upload URL",
         description="Where segments are uploaded for services that take media by URL (an HTTP PUT store).",
     )
     upload_block: Location | None = Field(
         default=None,
+        title="Upload block folder",
         description="Or a storage block's folder for those uploads, read by the service through presigned URLs: "
         "block://remote-file-system/BLOCK-NAME/FOLDER on s3:// or gs://.",
     )
@@ -465,7 +469,7 @@ class ModifyVideoParameters(GroupedOptions):
         title="Retries",
         description="How often and after how long a segment that failed with a retryable error is tried again.",
     )
-    refresh: bool = Field(default=False, description="Pay for every segment again instead of reusing stored results.")
+    refresh: bool = Field(default=False, title="Pay again (refresh)", description="Pay for every segment again instead of reusing stored results.")
 
     def resolved_overlap_frames(self, backend: type[ModifyBackend] | ModifyBackend) -> int:
         """``seams.resolved_overlap_frames``: the overlap to plan with."""
