@@ -142,6 +142,7 @@ def test_unknown_preset_is_named():
         load_preset("no-such-preset")
 
 
+@pytest.mark.slow  # a whole run (or two) against the server: over ~20 s on a loaded machine
 def test_a_preset_picked_in_the_custom_run_form_takes_effect(sample_video, tmp_path):
     """The form sends every field (the deployment's prefilled prompt and mode, nulls for the rest): the preset fills them."""
     from prefect.client.orchestration import get_client

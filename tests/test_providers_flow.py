@@ -247,6 +247,7 @@ def test_luma_reads_segments_from_a_storage_block_by_presigned_url(
     assert_same_shape_and_sound(result.output, sample_video)
 
 
+@pytest.mark.slow  # a whole run (or two) against the server: over ~20 s on a loaded machine
 def test_an_output_announced_as_a_new_video_starts_no_paid_work(short_video, tmp_path, server):
     """A trigger on a folder an output lands in would restyle it without end: outputs carry a mark the flow checks."""
     import uuid

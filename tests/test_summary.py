@@ -42,6 +42,7 @@ def _run(**values):
     return state.result(), asyncio.run(_markdown(state.state_details.flow_run_id, "modify-video-summary"))
 
 
+@pytest.mark.slow  # a whole run (or two) against the server: over ~20 s on a loaded machine
 def test_summary_gives_the_absolute_output_and_shows_the_contact_sheet(two_shots, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a deployment's default output is relative to the worker's folder
     result, markdown = _run(source=str(two_shots), output="out/film.mp4", store_dir="store")
