@@ -356,29 +356,33 @@ class BackendSpec(BaseModel):
     base_url: Location | None = Field(
         default=None, title="Base URL", description="Another address for the service (a proxy or a test server)."
     )
-    model: str | None = Field(default=None, description="The service's model, e.g. ray-2 or ray-flash-2 (Luma, fal).")
+    model: str | None = Field(default=None, title="Model", description="The service's model, e.g. ray-2 or ray-flash-2 (Luma, fal).")
     poll_interval_seconds: float | None = Field(
         default=None,
         gt=0,
+        title="Poll interval (s)",
         description="Seconds between status checks of a queued job; the service's default when empty.",
     )
     timeout_seconds: float | None = Field(
-        default=None, gt=0, description="Seconds to wait for one answer of the service; its default when empty."
+        default=None, gt=0, title="Answer timeout (s)", description="Seconds to wait for one answer of the service; its default when empty."
     )
     max_wait_seconds: float | None = Field(
         default=None,
         gt=0,
+        title="Longest wait for a job (s)",
         description="Seconds a queued job may take before its try fails (the job is kept: the next try or a re-run "
         "polls it again, without paying again); the service's documented time when empty (900 for the queue services).",
     )
     upload_url: Location | None = Field(
         default=None,
+        title="Upload URL",
         description="Where segments are uploaded for services that take media by URL (an HTTP PUT store).",
     )
     upload_block: Location | None = Field(
         default=None,
+        title="Upload block folder",
         description="Or a storage block's folder for those uploads, read by the service through presigned URLs: "
-        "block://remote-file-system/<block-name>/<folder> on s3:// or gs://.",
+        "block://remote-file-system/BLOCK-NAME/FOLDER on s3:// or gs://.",
     )
     account: str = Field(
         default="default",
@@ -409,7 +413,7 @@ class ModifyVideoParameters(GroupedOptions):
 
     source: Location = Field(
         title="Source video",
-        description="The video to restyle: a local path, an http(s) URL or block://<block-type-slug>/<block-name>/<path>.",
+        description="The video to restyle: a local path, an http(s) URL or block://BLOCK-TYPE/BLOCK-NAME/PATH (e.g. block://local-file-system/videos/in/film.mp4).",
     )
     prompt: str = Field(
         default="",
@@ -429,7 +433,7 @@ class ModifyVideoParameters(GroupedOptions):
     output: Location | None = Field(
         default=None,
         title="Output path",
-        description="Where the restyled video is written (a local path or block:// reference); '<source>.modified.<ext>' beside the source when empty.",
+        description="Where the restyled video is written (a local path or block:// reference); SOURCE.modified.EXT beside the source when empty.",
     )
     preset: str | None = Field(
         default=None,
@@ -454,7 +458,7 @@ class ModifyVideoParameters(GroupedOptions):
         default=None,
         title="Result store",
         description="Where paid results are kept and found again on a re-run: a local folder or a storage block's "
-        "folder (block://<block-type-slug>/<block-name>/<folder>, e.g. S3); under PREFECT_HOME when empty.",
+        "folder (block://BLOCK-TYPE/BLOCK-NAME/FOLDER, e.g. S3); under PREFECT_HOME when empty.",
     )
     max_source_bytes: int | None = Field(
         default=None,
@@ -486,7 +490,7 @@ class ModifyVideoParameters(GroupedOptions):
         title="Retries",
         description="How often and after how long a segment that failed with a retryable error is tried again.",
     )
-    refresh: bool = Field(default=False, description="Pay for every segment again instead of reusing stored results.")
+    refresh: bool = Field(default=False, title="Pay again (refresh)", description="Pay for every segment again instead of reusing stored results.")
     resend_unknown: bool = Field(
         default=False,
         title="Send lost creates again",

@@ -12,6 +12,16 @@ if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1; 
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null
 fi
 
+# Chromium (Debian's package) drives the one real-browser test (tests/test_ui_browser.py, marked slow).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "setup: installing chromium from Debian's package (for the slow browser test)" >&2
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+    || echo "setup: chromium could not be installed; the browser test will be skipped" >&2
+fi
+
 python="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   echo "setup: making the virtual environment .venv" >&2

@@ -65,6 +65,11 @@ async def _children(flow_run_id):
         )
 
 
+async def _flow_run(flow_run_id):
+    async with get_client() as client:
+        return await client.read_flow_run(flow_run_id)
+
+
 async def _artifact(flow_run_id, key):
     async with get_client() as client:
         artifacts = await client.read_artifacts(
@@ -155,6 +160,8 @@ def test_block_folder_in_and_out_with_a_preset(videos, tmp_path, store_dir):
 
     children = asyncio.run(_children(state.state_details.flow_run_id))
     assert len(children) == 2 and _max_overlap(children) == 1
+    assert sorted(child.name for child in children) == ["a-adhere_1", "c-adhere_1"], "children named after their video"
+    assert asyncio.run(_flow_run(state.state_details.flow_run_id)).name == "batch-in"
     for child in children:
         given = child.parameters["params"]
         assert given["mode"] == "adhere_1", "the batch's explicit mode beats the preset's"

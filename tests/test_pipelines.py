@@ -107,3 +107,5 @@ def test_an_event_naming_a_new_video_starts_the_deployment_with_it(sample_video,
         time.sleep(1)
     assert runs, "no flow run was started by the event"
     assert runs[0].parameters["params"]["source"] == reference
+    # The output goes to another block, which the trigger's pattern does not match.
+    assert runs[0].parameters["params"]["output"] == f"block://local-file-system/restyled-videos/{sample_video.name}"

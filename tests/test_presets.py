@@ -140,3 +140,32 @@ def test_a_saved_preset_keeps_its_backend_and_seam_settings():
 def test_unknown_preset_is_named():
     with pytest.raises(InvalidInputError, match="preset 'no-such-preset'.*register_default_presets"):
         load_preset("no-such-preset")
+
+
+@pytest.mark.slow  # a whole run (or two) against the server: over ~20 s on a loaded machine
+def test_a_preset_picked_in_the_custom_run_form_takes_effect(sample_video, tmp_path):
+    """The form sends every field (the deployment's prefilled prompt and mode, nulls for the rest): the preset fills them."""
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow
+
+    from prefect_modify_video.flows.modify_video import modify_video
+
+    name = f"form-{uuid.uuid4().hex[:8]}"
+    ModifyVideoPreset(mode="adhere_3", prompt="black and white").save(name)
+    deployed = {"source": "samples/sample.mp4", "prompt": "warm vintage film with grain", "mode": "flex_2",
+                "backend": {"name": "local"}}
+    deployment_id = modify_video.to_deployment(name=f"form-{name}", parameters={"params": deployed}).apply()
+    # Exactly what the form sends: every field, the deployment's values prefilled, null for the empty ones.
+    form = ModifyVideoParameters(
+        **deployed, preset=name, output=str(tmp_path / "out.mp4"), store_dir=str(tmp_path / "store"),
+    ).model_dump(mode="json")
+    form["source"] = str(sample_video)
+    assert form["first_frame"] is None and form["seams"]["anchor_colours"] is None and form["mode"] == "flex_2"
+    with get_client(sync_client=True) as client:
+        flow_run = client.create_flow_run_from_deployment(deployment_id, parameters={"params": form})
+        result = run_flow(modify_video, flow_run=flow_run)
+        logs = [log.message for log in client.read_logs() if log.flow_run_id == flow_run.id]
+        run_name = client.read_flow_run(flow_run.id).name
+    assert (result.mode, result.prompt) == ("adhere_3", "black and white")
+    assert any(f"preset {name!r} applied: it set prompt, mode" in line for line in logs), logs
+    assert run_name == "sample-adhere_3", "the run is named after its video and the mode the preset chose"

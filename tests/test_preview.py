@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
@@ -26,6 +27,17 @@ from prefect_modify_video.media.sample import make_sample_video
 def film(tmp_path_factory) -> Path:
     """4 s, 320x180, 30 fps, with a tone: planned under 2.5 s it is two segments of 60 frames."""
     return make_sample_video(tmp_path_factory.mktemp("preview") / "film.mp4", seconds=4, width=320, height=180, fps=30)
+
+
+async def _summary(flow_run_id) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    async with get_client() as client:
+        artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), key=ArtifactFilterKey(any_=["modify-video-preview"])
+        ))
+    return artifacts[0].data
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -124,10 +136,13 @@ def test_default_modes_from_and_into_a_storage_block(tmp_path, store_dir):
     make_sample_video(storage / "in" / "short.mp4", seconds=2, width=160, height=90, fps=24, audio=False)
     block = f"preview-{uuid.uuid4().hex[:8]}"
     LocalFileSystem(basepath=str(storage)).save(block)
-    result = preview_modes(PreviewParameters(
+    state = preview_modes(PreviewParameters(
         source=f"block://local-file-system/{block}/in/short.mp4", prompt="warm", store_dir=str(store_dir),
         output_folder=f"block://local-file-system/{block}/previews/",
-    ))
+    ), return_state=True)
+    result = state.result()
+    summary = asyncio.run(_summary(state.state_details.flow_run_id))
+    assert "![Side by side, left to right: source, adhere_3, flex_1, flex_3, reimagine_1](data:image/jpeg;base64," in summary
     assert result.tile_order == ["source", "adhere_3", "flex_1", "flex_3", "reimagine_1"]
     assert result.reusable_by_full_run, "the default 5 s covers this 2 s video: its only segment"
     assert result.contact_sheet.startswith(f"block://local-file-system/{block}/previews/short.preview.png")

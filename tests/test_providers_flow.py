@@ -245,3 +245,82 @@ def test_luma_reads_segments_from_a_storage_block_by_presigned_url(
     uploaded = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="luma-uploads/")["Contents"]]
     assert len(uploaded) == result.segments
     assert_same_shape_and_sound(result.output, sample_video)
+
+
+@pytest.mark.slow  # a whole run (or two) against the server: over ~20 s on a loaded machine
+def test_an_output_announced_as_a_new_video_starts_no_paid_work(short_video, tmp_path, server):
+    """A trigger on a folder an output lands in would restyle it without end: outputs carry a mark the flow checks."""
+    import uuid
+
+    from prefect.filesystems import LocalFileSystem
+
+    from prefect_modify_video.errors import InvalidInputError
+    from prefect_modify_video.media.join import OUTPUT_MARK
+
+    incoming = tmp_path / "incoming"
+    made = run(short_video, tmp_path, server, "local", output=str(incoming / "film.modified.mp4"))
+    assert OUTPUT_MARK in probe_video(made.output).comment
+    assert OUTPUT_MARK not in probe_video(short_video).comment
+    # Renamed, as a storage notification would announce it: the mark, not the name, stops it.
+    Path(made.output).rename(incoming / "new.mp4")
+    block = f"incoming-{uuid.uuid4().hex[:8]}"
+    LocalFileSystem(basepath=str(incoming)).save(block)
+    with pytest.raises(InvalidInputError, match="new.mp4: is an output of prefect-modify-video"):
+        run(f"block://local-file-system/{block}/new.mp4", tmp_path, server, "fal", output=str(tmp_path / "again.mp4"))
+    assert server.stats("fal").calls == 0 and server.stats("fal").billed == 0
+    assert not (tmp_path / "again.mp4").exists()
+
+
+def _events_of(flow_run_id, expected: int, timeout: float = 30.0) -> list:
+    """The plugin's events about one flow run, read back from the Prefect server (they arrive asynchronously)."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+
+    event_filter = EventFilter(
+        event=EventNameFilter(prefix=["modify-video."]), related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run_id}"])
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            events = client.read_events(event_filter, limit=50).events
+        if len(events) >= expected or time.monotonic() > deadline:
+            return sorted(events, key=lambda e: (e.event, e.payload.get("segment", -1)))
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_each_segment_and_each_run_emits_an_event_with_cost_and_output(short_video, tmp_path, server):
+    output = str(tmp_path / "out.mp4")
+    state = modify_video(ModifyVideoParameters(
+        source=str(short_video), prompt="watercolour painting", output=output, max_segment_seconds=2.5,
+        store_dir=str(tmp_path / "store"), backend=BackendSpec(name="fal", base_url=server.base_url,
+                                                               poll_interval_seconds=0.05),
+    ), return_state=True)
+    result = state.result()
+    events = _events_of(state.state_details.flow_run_id, expected=3)
+    assert [e.event for e in events] == ["modify-video.run.completed", "modify-video.segment.paid",
+                                         "modify-video.segment.paid"]
+    ended, *segments = events
+    assert server.stats("fal").billed == result.billed_calls == 2 == ended.payload["billed_calls"]
+    assert ended.payload["output"] == output and ended.payload["cost_usd"] == pytest.approx(result.cost_usd)
+    assert result.cost_usd > 0 and sum(e.payload["cost_usd"] for e in segments) == pytest.approx(result.cost_usd)
+    assert [e.payload["segment"] for e in segments] == [0, 1] and segments[0].resource.id == f"modify-video.output.{output}"
+
+    again = modify_video(ModifyVideoParameters(
+        source=str(short_video), prompt="watercolour painting", output=str(tmp_path / "again.mp4"),
+        max_segment_seconds=2.5, store_dir=str(tmp_path / "store"),
+        backend=BackendSpec(name="fal", base_url=server.base_url, poll_interval_seconds=0.05),
+    ), return_state=True)
+    reused = _events_of(again.state_details.flow_run_id, expected=3)
+    assert [e.event for e in reused] == ["modify-video.run.completed", "modify-video.segment.reused",
+                                         "modify-video.segment.reused"]
+    assert reused[0].payload["cost_usd"] == 0 and server.stats("fal").billed == 2
+
+    missing = modify_video(ModifyVideoParameters(source=str(tmp_path / "missing.mp4"), output=str(tmp_path / "x.mp4")),
+                           return_state=True)
+    assert missing.is_failed()
+    failed = _events_of(missing.state_details.flow_run_id, expected=1)
+    assert [e.event for e in failed] == ["modify-video.run.failed"]
+    assert "missing.mp4" in failed[0].payload["error"] and failed[0].payload["cost_usd"] == 0

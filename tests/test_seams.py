@@ -346,3 +346,24 @@ def test_finish_clip_drops_the_overlap_and_blends_the_next_one_in(tmp_path):
     assert np.allclose(steps, np.arange(1, 7) / 7, atol=0.03), steps
     with pytest.raises(InvalidInputError):
         finish_clip(dark, tmp_path / "bad.mp4", drop_frames=28, blend_tail=tail)
+
+
+def test_only_seams_inside_a_shot_are_judged_and_flagged():
+    from prefect_modify_video.media.seams import SeamMetric
+    from prefect_modify_video.tasks.report import RunSummary
+    from prefect_modify_video.tasks.seams import SEAM_TABLE_DESCRIPTION, flagged_seams, judged_seams, seam_verdict
+
+    def metric(frame, on_cut, ratio):
+        jump = (ratio, 0.0, 0.0)
+        return SeamMetric(frame=frame, on_cut=on_cut, output_jump=jump, source_jump=(1.0, 0.0, 0.0),
+                          neighbour_jump=(1.0, 0.0, 0.0), ratio=ratio, threshold=1.5, passed=ratio <= 1.5)
+
+    metrics = [metric(45, True, 9.0), metric(90, False, 2.0), metric(135, False, 1.0), metric(150, True, 0.5)]
+    assert [m.frame for m in judged_seams(metrics)] == [90, 135]
+    assert flagged_seams(metrics) == [90], "a big jump on a cut is the cut itself, not a visible seam"
+    assert [seam_verdict(m) for m in metrics] == ["on a cut (not judged)", "flagged", "ok", "on a cut (not judged)"]
+    assert "ratio = " in SEAM_TABLE_DESCRIPTION and "\n" not in SEAM_TABLE_DESCRIPTION.format(threshold=1.5)
+    summary = RunSummary(source="a.mp4", backend="local", mode="flex_1", segments=5, paid=5, reused=0, frames=180,
+                         frame_rate="30/1", duration_s=6.0, billed_s=6.0, seams=4, seams_on_cuts=2,
+                         seams_flagged=flagged_seams(metrics))
+    assert "2 inside shots (**1 above the threshold** at frames [90]), 2 on cuts" in summary.markdown()

@@ -1,9 +1,10 @@
 """Presets: named sets of modify-video parameters, saved as Prefect blocks.
 
 A run names a preset; the preset fills every parameter the run did not set itself. "Set
-itself" means present in what the run was given (pydantic's ``model_fields_set``): a
-deployment's default parameters and a trigger's parameters count as given, a field left to
-its default does not.
+itself" means present in what the run was given (pydantic's ``model_fields_set``) with a value:
+a field given empty (``None``, as Prefect's run form sends every field it shows) is not set, and
+nor is a field still at the value the run's form prefilled (``fields_set_by_run``: a
+deployment's own parameters, shown in its Custom run form, are not the user's choice).
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ class ModifyVideoPreset(Block, PresetParameters):
             params: The run's parameters (``ModifyVideoParameters`` or any model with fields of
                 the same names; fields it lacks are skipped).
             explicitly_set: Names of the parameters the run set itself, which the preset never
-                overrides; ``params.model_fields_set`` when not given.
+                overrides; ``fields_set_by_run(params)`` when not given (what was given with a value).
 
         Returns:
             A new parameters object of the same type, validated; what it sets itself is the
@@ -166,10 +167,36 @@ class ModifyVideoPreset(Block, PresetParameters):
 
     def applied_fields(self, params: BaseModel, explicitly_set: set[str] | None = None) -> list[str]:
         """Names of the parameters ``apply`` would fill from this preset (for logs and reports)."""
-        explicit = set(params.model_fields_set if explicitly_set is None else explicitly_set)
+        explicit = set(fields_set_by_run(params) if explicitly_set is None else explicitly_set)
         model = type(params)
         accepted = set(model.option_names()) if hasattr(model, "option_names") else set(model.model_fields)
         return [name for name in self.preset_values() if name in accepted and name not in explicit]
+
+
+def fields_set_by_run(params: BaseModel, prefilled: BaseModel | None = None) -> set[str]:
+    """Names of the parameters the run set itself, which a preset never overrides.
+
+    A field counts when it was given (``model_fields_set``, a group's options by their own
+    names) with a value: one given empty (``None``) does not, since Prefect's run form sends
+    ``null`` for every empty field. With ``prefilled``, the parameters the run's form showed
+    before the user changed anything (a deployment's parameters, the model's defaults for the
+    rest), a field still at that value does not count either.
+
+    Example:
+        >>> form = ModifyVideoParameters(source="a.mp4", prompt="vintage", mode="flex_2", output=None)
+        >>> sorted(fields_set_by_run(form))
+        ['mode', 'prompt', 'source']
+        >>> sorted(fields_set_by_run(form, prefilled=ModifyVideoParameters(source="b.mp4", mode="flex_2")))
+        ['prompt', 'source']
+    """
+    missing = object()
+    names = set()
+    for name in params.model_fields_set:
+        value = getattr(params, name)
+        if value is None or (prefilled is not None and value == getattr(prefilled, name, missing)):
+            continue
+        names.add(name)
+    return names
 
 
 def load_preset(name: str) -> ModifyVideoPreset:

@@ -38,7 +38,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from prefect_modify_video.errors import InvalidInputError, ModifyVideoError
-from prefect_modify_video.flows.modify_video import apply_preset, modify_video, remove_dead_runs_folders
+from prefect_modify_video.flows.modify_video import (
+    apply_preset,
+    modify_video,
+    remove_dead_runs_folders,
+    video_run_name,
+)
 from prefect_modify_video.parameters import GroupedOptions, Location, ModifyVideoParameters, field_definitions
 from prefect_modify_video.media.join import default_output_path
 from prefect_modify_video.storage.blocks import deliver_output
@@ -243,10 +248,18 @@ def _error_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}".strip()
 
 
+def _video_task_name() -> str:
+    """``video-003-beach``: the video's position in the batch and its name."""
+    from prefect.runtime import task_run
+
+    parameters = task_run.parameters
+    return f"video-{parameters.get('index', 0):03d}-{video_run_name(parameters.get('source'))}"
+
+
 @task(
     name="restyle-video",
     description="Fetches one source, restyles it with the modify-video flow (a child run), delivers the output.",
-    task_run_name="video-{index:03d}",
+    task_run_name=_video_task_name,
     cache_policy=NO_CACHE,
 )
 def restyle_batch_video(
@@ -476,7 +489,24 @@ def _child_result(client, child: _Child, run) -> BatchVideoResult:
     )
 
 
-@flow(name="modify-video-batch", description="Restyles many videos, each as a child modify-video run.")
+def _batch_run_name() -> str:
+    """``batch-holidays``: after the batch's folder, else its first video (``batch-beach-and-2-more``)."""
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters.get("params")
+    get = params.get if isinstance(params, dict) else lambda name: getattr(params, name, None)
+    if get("folder"):
+        return f"batch-{location_name(str(get('folder')).rstrip('/')) or 'folder'}"
+    sources = list(get("sources") or [])
+    more = f"-and-{len(sources) - 1}-more" if len(sources) > 1 else ""
+    return f"batch-{video_run_name(sources[0] if sources else None)}{more}"
+
+
+@flow(
+    name="modify-video-batch",
+    description="Restyles many videos, each as a child modify-video run.",
+    flow_run_name=_batch_run_name,
+)
 def modify_video_batch(params: BatchParameters) -> BatchResult:
     """Restyles every video of a list and/or a folder, ``max_concurrent_videos`` at a time.
 

@@ -12,15 +12,16 @@ from pathlib import Path
 from prefect import flow
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
+from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, Field
 
-from prefect_modify_video.blocks.presets import load_preset
+from prefect_modify_video.blocks.presets import fields_set_by_run, load_preset
 from prefect_modify_video.errors import BudgetExceededError, FfmpegError, InvalidInputError, ModifyVideoError
 from prefect_modify_video.media.ffmpeg import run_ffmpeg
-from prefect_modify_video.media.join import check_output_path
+from prefect_modify_video.media.join import check_not_an_output, check_output_path
 from prefect_modify_video.media.files import check_free_space
 from prefect_modify_video.media.plan import SegmentPlan
 from prefect_modify_video.media.probe import VideoInfo, check_image, probe_video
@@ -77,14 +78,22 @@ def _log_input_errors_as_one_line() -> None:
 
 
 _log_input_errors_as_one_line()
-from prefect_modify_video.tasks.report import RunSummary
-from prefect_modify_video.tasks.seams import finish_segment_clips, report_video_seams
+from prefect_modify_video.tasks.report import (
+    RunSummary,
+    emit_run_event,
+    emit_segment_event,
+    image_data_uri,
+    locate,
+)
+from prefect_modify_video.tasks.seams import finish_segment_clips, flagged_seams, judged_seams, report_video_seams
 
 
 class ModifyVideoResult(BaseModel):
     """What a run produced and what it cost."""
 
     output: str = Field(description="Path of the restyled video.")
+    mode: str = Field(default="", description="The mode used (after the preset, if any).")
+    prompt: str = Field(default="", description="The prompt used (after the preset, if any).")
     segments: int = Field(description="Number of segments.")
     frames: int = Field(description="Frames in the output.")
     duration_s: float = Field(description="Length of the output in seconds.")
@@ -93,9 +102,12 @@ class ModifyVideoResult(BaseModel):
     cost_usd: float = Field(description="Cost of this run's paid calls, as the service reported or estimated.")
     free: bool = Field(default=False, description="Whether the backend costs nothing (its calls are not paid).")
     worst_seam_ratio: float | None = Field(
-        default=None, description="Largest seam jump as a multiple of the source's own (None: one segment)."
+        default=None,
+        description="Largest jump at a seam inside a shot as a multiple of the source's own (None: no such seam).",
     )
-    seams_flagged: list[int] = Field(default_factory=list, description="Frames of the seams above the threshold.")
+    seams_flagged: list[int] = Field(
+        default_factory=list, description="Frames of the seams inside shots above the threshold."
+    )
     contact_sheet: str | None = Field(default=None, description="Picture of every seam, source above output.")
     seconds: float = Field(description="Wall time of the run.")
 
@@ -104,6 +116,8 @@ class ModifyVideoResult(BaseModel):
         """The result of a run whose output is written, from its summary."""
         return cls(
             output=summary.output,
+            mode=summary.mode,
+            prompt=summary.prompt,
             segments=summary.segments,
             frames=summary.frames,
             duration_s=summary.duration_s,
@@ -128,6 +142,7 @@ def check_paths(info: VideoInfo, output: Path, first_frame: Path | None) -> None
     Raises:
         InvalidInputError: naming the path and what to do.
     """
+    check_not_an_output(info)
     check_output_path(info, output)
     check_decodable(info)
     if first_frame is not None:
@@ -175,11 +190,53 @@ def check_first_frame_size(first_frame: Path | None, backend: ModifyBackend) -> 
         )
 
 
-def apply_preset(params: ModifyVideoParameters) -> ModifyVideoParameters:
-    """The parameters with the named preset filling what the run did not set itself."""
+def deployment_prefilled(params: ModifyVideoParameters) -> ModifyVideoParameters | None:
+    """The parameters the run's Custom run form showed before the user changed anything, for a deployment's run.
+
+    Prefect's form is filled with the deployment's parameters (the model's defaults for the
+    rest) and sends every field back, so a value still equal to that one is not the user's
+    choice (``fields_set_by_run``). ``None`` outside a deployment's own run (a Python call, a
+    subflow of a batch, the CLI).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    deployment_id = getattr(getattr(context, "flow_run", None), "deployment_id", None)
+    if deployment_id is None:
+        return None
+    with get_client(sync_client=True) as client:
+        deployed = client.read_deployment(deployment_id).parameters or {}
+    prefilled = deployed.get("params") if isinstance(deployed.get("params"), dict) else {}
+    try:
+        return ModifyVideoParameters.model_validate({**prefilled, "source": params.source})
+    except ValueError:  # a deployment saved with parameters this version refuses: nothing counts as prefilled
+        return None
+
+
+def apply_preset(params: ModifyVideoParameters, prefilled: ModifyVideoParameters | None = None) -> ModifyVideoParameters:
+    """The parameters with the named preset filling what the run did not set itself (``fields_set_by_run``).
+
+    Args:
+        params: The run's parameters.
+        prefilled: What the run's form prefilled (``deployment_prefilled``): values still equal
+            to it are filled by the preset too.
+    """
     if not params.preset:
         return params
-    return load_preset(params.preset).apply(params)
+    preset = load_preset(params.preset)
+    explicit = fields_set_by_run(params, prefilled)
+    filled = preset.applied_fields(params, explicit)
+    try:
+        logger = get_run_logger()
+    except MissingContextError:  # outside a run (the CLI's early check): nothing to log to
+        logger = None
+    if logger is not None:
+        logger.info(
+            "preset %r applied: it set %s", params.preset,
+            ", ".join(filled) if filled else "nothing (the run set every field the preset holds)",
+        )
+    return preset.apply(params, explicit)
 
 
 def check_inputs(params: ModifyVideoParameters) -> None:
@@ -230,7 +287,47 @@ def remove_dead_runs_folders(pattern: str, parent: Path | None) -> None:
         )
 
 
-@flow(name="modify-video", description="Restyles a video of any length through a modify-video service.")
+def video_run_name(source: str | None, mode: str | None = None) -> str:
+    """A run's name after its video (and mode): ``film-flex_2`` for ``/videos/film.mp4`` in flex_2.
+
+    Example:
+        >>> video_run_name("block://local-file-system/in/trip/beach.mov", "adhere_1"), video_run_name("a.mp4")
+        ('beach-adhere_1', 'a')
+    """
+    stem = Path(location_name(source or "") or "video").stem or "video"
+    return f"{stem}-{mode}" if mode else stem
+
+
+def _parameter(parameters: dict, name: str):
+    """A field of the run's ``params`` parameter, as a model or as the dict a deployment gives."""
+    params = parameters.get("params")
+    return params.get(name) if isinstance(params, dict) else getattr(params, name, None)
+
+
+def _modify_video_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    parameters = flow_run.parameters
+    return video_run_name(_parameter(parameters, "source"), _parameter(parameters, "mode"))
+
+
+def _rename_run(name: str) -> None:
+    """Renames the current flow run (the mode a preset chose is known only once it is applied)."""
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None or context.flow_run.name == name:
+        return
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(context.flow_run.id, name=name)
+
+
+@flow(
+    name="modify-video",
+    description="Restyles a video of any length through a modify-video service.",
+    flow_run_name=_modify_video_run_name,
+)
 def modify_video(params: ModifyVideoParameters) -> ModifyVideoResult:
     """Restyles a whole video: splits it into clips the service accepts, sends each once, joins them.
 
@@ -257,14 +354,26 @@ def modify_video(params: ModifyVideoParameters) -> ModifyVideoResult:
         ```
     """
     started = time.monotonic()
-    params = apply_preset(params)
+    if params.preset:
+        params = apply_preset(params, deployment_prefilled(params))
+        _rename_run(video_run_name(params.source, params.mode))
     destination = params.resolved_output()
     remove_dead_runs_folders(f"{FETCH_PREFIX}*", None)
     fetch_dir = make_scratch_dir(FETCH_PREFIX)
     try:
         return _modify_fetched_video(params, destination, fetch_dir, started)
+    except SegmentsFailedError:
+        raise  # its event, with the run's cost, is emitted where it is raised
+    except Exception as error:
+        emit_run_event("failed", output=destination, error=_first_line(error))
+        raise
     finally:
         shutil.rmtree(fetch_dir, ignore_errors=True)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
 
 
 def _modify_fetched_video(
@@ -282,6 +391,7 @@ def _modify_fetched_video(
     # Errors about a fetched copy name the source as given (the copy is gone when the run ends).
     with errors_named_as(source, params.source):
         info = probe_source_video(source)
+        check_not_an_output(info)
         check_output_path(info, output)
         check_decodable(info)
     if first_frame:
@@ -338,11 +448,12 @@ def _modify_fetched_video(
             retry_delay_seconds=exponential_backoff(retries.retry_delay_seconds) if retries.retry_delay_seconds else 0,
         )
         rows, extracted, conformed, failures = _run_segments(
-            plan, info, settings, backend, progress_id, modify_task, run.estimates_usd, seams.sequential
+            plan, info, settings, backend, progress_id, modify_task, run.estimates_usd, seams.sequential,
+            output=destination,
         )
         billed = ledger.billed(settings.run_key)
         summary = RunSummary(
-            source=source, backend=backend.name, free=backend.is_free, mode=params.mode, segments=len(plan.segments),
+            source=source, backend=backend.name, free=backend.is_free, mode=params.mode, prompt=params.prompt, segments=len(plan.segments),
             paid=len(billed), reused=sum(1 for r in rows if r.get("paid") is False),
             frames=info.frames, frame_rate=info.frame_rate, duration_s=plan.duration_s,
             billed_s=plan.billed_s, overlap_s=plan.overlap_s,
@@ -354,6 +465,8 @@ def _modify_fetched_video(
         if failures:
             summary.seconds = time.monotonic() - started
             report_modify_video_run(plan, rows, summary, failures)
+            emit_run_event("failed", output=destination, summary=summary,
+                           error=f"{len(failures)} of {len(plan.segments)} segments failed")
             raise SegmentsFailedError(
                 f"{len(failures)} of {len(plan.segments)} segments failed ({summary.paid} paid calls, "
                 f"${summary.cost_usd:.2f}); the other "
@@ -364,18 +477,26 @@ def _modify_fetched_video(
         join_video_segments(finished, info, str(output))
         sheet_path = output.with_name(f"{output.stem}.seams.png")
         metrics, sheet = report_video_seams(source, str(output), plan, str(sheet_path), seams.seam_threshold)
-        location = deliver_output(output, destination) if is_remote(destination) else str(output)
+        location = deliver_output(output, destination) if is_remote(destination) else os.path.abspath(output)
         if sheet and is_remote(destination):
             sheet = deliver_output(Path(sheet), sibling_location(destination, sheet_path.name))
+        elif sheet:
+            sheet = os.path.abspath(sheet)
+        where, url = locate(destination if is_remote(destination) else location)
         summary = summary.model_copy(update=dict(
             output=location,
+            output_where=where,
+            output_url=url,
+            contact_sheet_image=image_data_uri(sheet_path),
             seconds=time.monotonic() - started,
             contact_sheet=sheet,
             seams=len(metrics),
-            seams_flagged=[m.frame for m in metrics if not m.passed],
-            worst_seam_ratio=max((m.ratio for m in metrics), default=None),
+            seams_on_cuts=len(metrics) - len(judged_seams(metrics)),
+            seams_flagged=flagged_seams(metrics),
+            worst_seam_ratio=max((m.ratio for m in judged_seams(metrics)), default=None),
         ))
         report_modify_video_run(plan, rows, summary, failures)
+        emit_run_event("completed", output=destination, summary=summary)
         logger.info("output written to %s", location)
         return ModifyVideoResult.from_summary(summary)
     finally:
@@ -391,6 +512,7 @@ def _run_segments(
     modify_task,
     estimates: dict[int, float],
     sequential: bool,
+    output: str | None = None,
 ):
     """Runs extract → modify → conform for every segment, with ``settings.concurrency`` paid calls in flight.
 
@@ -465,12 +587,20 @@ def _run_segments(
                 extracted_clips[segment.index] = str(extracted.result())
                 rows[segment.index] = {**result.model_dump(), "state": "done"}
                 progress.record(paid=result.paid)
+                emit_segment_event(
+                    "paid" if result.paid else "reused", index=segment.index, output=output,
+                    backend=backend.name, mode=settings.mode, cost_usd=result.cost_usd if result.paid else 0.0,
+                )
             except Exception as error:  # noqa: BLE001 - each failure is reported in the flow's error
                 error = _failed_step_error(error, extracted, modified, future)
                 kind = type(error).__name__
                 rows[segment.index] = {"index": segment.index, "state": f"failed: {kind}", "paid": None}
                 failures.append(f"segment {segment.name} ({segment.start_s:.2f}-{segment.end_s:.2f} s): {kind}: {error}")
                 progress.record(paid=None)
+                emit_segment_event(
+                    "failed", index=segment.index, output=output, backend=backend.name, mode=settings.mode,
+                    error=_first_line(error),
+                )
             update_progress_artifact(progress_id, progress=progress.percent, description=progress.describe())
             get_run_logger().info("progress: %s", progress.describe(), extra={PROGRESS_RECORD_KEY: progress})
     failures.sort()

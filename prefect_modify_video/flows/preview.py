@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from prefect_modify_video.errors import InvalidInputError, ModifyVideoError
 from prefect_modify_video.media.conform import conform_clip
 from prefect_modify_video.media.files import atomic_copy
+from prefect_modify_video.media.join import check_not_an_output
 from prefect_modify_video.media.plan import MIN_SEGMENT_SECONDS, Segment, SegmentPlan, max_frames_under
 from prefect_modify_video.media.preview import label_font, tile_size, write_grid_video, write_tile_strip
 from prefect_modify_video.media.probe import VideoInfo, check_image
@@ -59,6 +60,7 @@ from prefect_modify_video.tasks import (
     probe_source_video,
 )
 from prefect_modify_video.tasks.modify import ModifiedSegment, ModifySettings, segment_key
+from prefect_modify_video.tasks.report import image_data_uri
 
 DEFAULT_PREVIEW_MODES: tuple[Mode, ...] = ("adhere_3", "flex_1", "flex_3", "reimagine_1")
 DEFAULT_EXCERPT_SECONDS = 5.0
@@ -203,7 +205,20 @@ def _destination(params: PreviewParameters, name: str) -> str:
     return sibling_location(params.source, name)
 
 
-@flow(name="modify-video-preview", description="Restyles a short excerpt in several modes, side by side, with costs.")
+def _preview_run_name() -> str:
+    """``beach-preview``: after the previewed video."""
+    from prefect.runtime import flow_run
+
+    from prefect_modify_video.flows.modify_video import _parameter, video_run_name
+
+    return f"{video_run_name(_parameter(flow_run.parameters, 'source'))}-preview"
+
+
+@flow(
+    name="modify-video-preview",
+    description="Restyles a short excerpt in several modes, side by side, with costs.",
+    flow_run_name=_preview_run_name,
+)
 def preview_modes(params: PreviewParameters) -> PreviewResult:
     """Previews several modes on one excerpt: contact sheet, grid video, and the cost of each full render.
 
@@ -245,6 +260,7 @@ def preview_modes(params: PreviewParameters) -> PreviewResult:
         if params.first_frame:
             first_frame = str(check_image(fetch_source(params.first_frame, work / "first-frame", kind="image")))
         info = probe_source_video(source)
+        check_not_an_output(info)
         # Planned (and checked) as the full run plans, so an excerpt at frame 0 is its first segment, reused by it.
         run_params = ModifyVideoParameters(
             **params.model_dump(include=set(PreviewRunFields.model_fields) - {"preset", "source"}), source=source
@@ -315,12 +331,16 @@ def preview_modes(params: PreviewParameters) -> PreviewResult:
         sheet = write_tile_strip(clips, labels, segment.frames // 2, tile, outputs / f"{stem}.preview.png", font)
         grid = write_grid_video(clips, labels, info, segment, tile, outputs / f"{stem}.preview.mp4", font)
         sheet_location = _place(sheet, sheet_destination)
+        if not is_remote(sheet_location):
+            sheet_location = os.path.abspath(sheet_location)
         grid_location = _place(grid, grid_destination)
+        if not is_remote(grid_location):
+            grid_location = os.path.abspath(grid_location)
 
         billed = sum(1 for r in rows if r.paid)
         preview_cost = sum(r.cost_usd for r in rows)
         _report(params, segment, reusable, rows, labels, sheet_location, grid_location, billed, preview_cost,
-                call_estimate, free=backend.is_free)
+                call_estimate, image_data_uri(sheet), free=backend.is_free)
         failed = [r for r in rows if r.state != "Completed"]
         if failed:
             raise PreviewFailedError(
@@ -350,7 +370,7 @@ def _place(local_file: Path, destination: str) -> str:
     return str(atomic_copy(local_file, Path(os.path.expanduser(destination))))
 
 
-def _report(params, segment, reusable, rows, labels, sheet, grid, billed, preview_cost, call_estimate, free) -> None:
+def _report(params, segment, reusable, rows, labels, sheet, grid, billed, preview_cost, call_estimate, image, free) -> None:
     table = [
         {
             "mode": r.mode,
@@ -383,4 +403,6 @@ def _report(params, segment, reusable, rows, labels, sheet, grid, billed, previe
         "|---|---|---|",
         *[f"| {r.mode} | ${r.full_render_estimate_usd:.2f} | ${r.full_render_remaining_usd:.2f} |" for r in rows],
     ]
+    if image:
+        lines += ["", f"![Side by side, left to right: {', '.join(labels)}]({image})"]
     create_markdown_artifact(markdown="\n".join(lines), key="modify-video-preview", description="Preview summary.")

@@ -27,6 +27,27 @@ OUTPUT_EXTENSIONS = MP4_EXTENSIONS | WEBM_EXTENSIONS | {".mov", ".mkv"}
 WEBM_AUDIO_CODECS = {"opus", "vorbis"}
 # VP9 for a WebM output: constant quality, row threads, a speed fit for whole films.
 WEBM_VIDEO_CODEC = ["-c:v", "libvpx-vp9", "-crf", "31", "-b:v", "0", "-row-mt", "1", "-deadline", "good", "-cpu-used", "4"]
+OUTPUT_MARK = "restyled by prefect-modify-video"
+"""The comment tag every output carries (``VideoInfo.comment``): a run never takes an output as its source."""
+
+
+def check_not_an_output(info: VideoInfo) -> None:
+    """Refuses a source that is an output of this plugin (its container's comment carries ``OUTPUT_MARK``).
+
+    An output restyled again would be paid for again, and a trigger on a folder that outputs land
+    in would restyle its own outputs without end.
+
+    Raises:
+        InvalidInputError: naming the source and what to do.
+    """
+    if OUTPUT_MARK in info.comment:
+        raise InvalidInputError(
+            f"{info.path}: is an output of prefect-modify-video (its comment tag says '{OUTPUT_MARK}'); a run never "
+            "restyles an output again: give the original video (to restyle it anyway, copy it with "
+            "ffmpeg -i in -map_metadata -1 -c copy out)"
+        )
+
+
 # Characters a line of ffmpeg's concat list cannot hold, however quoted.
 _CONCAT_UNSAFE = re.compile(r"[\n\r\x00]")
 
@@ -148,7 +169,7 @@ def join_segments(clips: list[Path], info: VideoInfo, destination: Path) -> Path
         *offset, "-f", "concat", "-safe", "0", "-i", str(concat_list),
         "-i", info.path,
         "-map", "0:v:0", "-map", "1:a?", *_codecs(info, destination),
-        "-map_metadata", "-1", "-map_chapters", "-1",
+        "-map_metadata", "-1", "-map_chapters", "-1", "-metadata", f"comment={OUTPUT_MARK}",
     ]
     if destination.suffix.lower() in MP4_EXTENSIONS | {".mov"}:
         args += ["-movflags", "+faststart"]

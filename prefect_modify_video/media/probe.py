@@ -69,6 +69,7 @@ class VideoInfo(BaseModel):
         description="How the header's frame count or duration disagreed with the packets (whose timing is used), "
         "or empty.",
     )
+    comment: str = Field(default="", description="The container's comment tag (an output of this plugin is marked there).")
     dropped_streams: list[str] = Field(
         default_factory=list,
         description="Streams the output does not carry (subtitles, data, cover art, other video), as 'type:codec'.",
@@ -291,6 +292,7 @@ def probe_video(path: str | Path) -> VideoInfo:
     return VideoInfo(
         path=str(path),
         container=fmt.get("format_name") or "",
+        comment=next((str(v) for k, v in (fmt.get("tags") or {}).items() if k.lower() == "comment"), ""),
         size_bytes=path.stat().st_size,
         duration_s=duration,
         frames=frames,

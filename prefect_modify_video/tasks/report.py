@@ -2,12 +2,65 @@
 
 from __future__ import annotations
 
+import base64
+import os
+from pathlib import Path
+
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
+from prefect_modify_video.media.ffmpeg import run_ffmpeg
 from prefect_modify_video.media.plan import SegmentPlan
+
+THUMBNAIL_WIDTH = 640
+"""Widest picture put inline in a summary (a JPEG of a few tens of KB: artifacts are kept in Prefect's database)."""
+
+
+def image_data_uri(path: str | Path, max_width: int = THUMBNAIL_WIDTH) -> str | None:
+    """A small JPEG of a picture as a ``data:`` URI, for a markdown artifact the browser shows without a file server.
+
+    Prefect's UI renders markdown artifacts (marked, then DOMPurify, which lets ``data:`` images
+    through); a path on the worker's disk could not be opened by the browser.
+
+    Returns:
+        The URI, or ``None`` when there is no picture to show.
+    """
+    if not path or not Path(path).is_file():
+        return None
+    jpeg = run_ffmpeg([
+        "-v", "error", "-i", str(path), "-vf", f"scale='min({max_width},iw)':-2", "-frames:v", "1",
+        "-q:v", "5", "-f", "image2pipe", "-c:v", "mjpeg", "-",
+    ])
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+
+
+def locate(location: str, *, link_seconds: int = 7 * 24 * 3600) -> tuple[str | None, str | None]:
+    """Where an output is, absolutely, and a link to it where its storage can give one.
+
+    Args:
+        location: A local path (maybe relative to the worker's folder) or a ``block://`` reference.
+        link_seconds: How long a presigned link stays valid.
+
+    Returns:
+        ``(where, url)``: an absolute local path or the block file's path on this machine (else
+        ``None``); and a presigned URL for an object-store block (else ``None``).
+    """
+    from prefect_modify_video.errors import InvalidInputError
+    from prefect_modify_video.storage.blocks import open_storage
+    from prefect_modify_video.storage.locations import is_block_reference
+
+    if not is_block_reference(location):
+        return os.path.abspath(Path(location).expanduser()), None
+    ref, storage = open_storage(location)
+    local = storage.local_path(ref)
+    if local is not None:
+        return os.path.abspath(local), None
+    try:
+        return None, storage.sign(ref, link_seconds)
+    except InvalidInputError:  # this storage cannot sign: the reference is all there is
+        return None, None
 
 
 class RunSummary(BaseModel):
@@ -27,6 +80,7 @@ class RunSummary(BaseModel):
     backend: str = Field(description="The backend's name.")
     free: bool = Field(default=False, description="Whether the backend costs nothing (its calls restyle, unpaid).")
     mode: str = Field(description="The mode sent.")
+    prompt: str = Field(default="", description="The prompt sent.")
     segments: int = Field(description="Segments of the plan.")
     paid: int = Field(description="Segments this run paid for.")
     reused: int = Field(description="Segments found in the store, not paid again.")
@@ -39,11 +93,22 @@ class RunSummary(BaseModel):
     remaining_credits: float | None = Field(default=None, description="Credits left, as the service last said.")
     seconds: float = Field(default=0.0, description="Wall time of the run so far.")
     output: str | None = Field(default=None, description="Where the output is; empty until it is written.")
+    output_where: str | None = Field(
+        default=None, description="The output's absolute path on the worker (a block's file too, where it has one)."
+    )
+    output_url: str | None = Field(default=None, description="A link to the output (presigned, for an object store).")
     contact_sheet: str | None = Field(default=None, description="Picture of every seam, source above output.")
+    contact_sheet_image: str | None = Field(
+        default=None, description="The contact sheet as a small inline image (a data: URI) for the summary.", repr=False
+    )
     seams: int = Field(default=0, description="Seams measured.")
-    seams_flagged: list[int] = Field(default_factory=list, description="Frames of the seams above the threshold.")
+    seams_on_cuts: int = Field(default=0, description="Seams on the source's hard cuts: hidden by the cut, not judged.")
+    seams_flagged: list[int] = Field(
+        default_factory=list, description="Frames of the seams inside shots above the threshold."
+    )
     worst_seam_ratio: float | None = Field(
-        default=None, description="Largest seam jump as a multiple of the source's own (None: one segment)."
+        default=None,
+        description="Largest jump at a seam inside a shot as a multiple of the source's own (None: no such seam).",
     )
     anchored: bool = Field(default=False, description="Whether colours were anchored across segments.")
 
@@ -53,8 +118,11 @@ class RunSummary(BaseModel):
             "# Modify video",
             "",
             f"- **Output**: `{self.output}`" if self.output else "- **Output**: not written",
+            *([f"- **On the worker**: `{self.output_where}`"] if self.output_where and self.output_where != self.output else []),
+            *([f"- **Link**: [download the output]({self.output_url}) (valid for 7 days)"] if self.output_url else []),
             f"- **Source**: `{self.source}`",
             f"- **Backend**: {self.backend} (mode {self.mode})",
+            f"- **Prompt**: {self.prompt or '(none)'}",
             f"- **Segments**: {self.segments} ({self.paid} {'restyled' if self.free else 'paid'} in this run, "
             f"{self.reused} reused)",
             f"- **Frames**: {self.frames} at {self.frame_rate} fps, {self.duration_s:.3f} s",
@@ -65,16 +133,74 @@ class RunSummary(BaseModel):
         ]
         if self.seams:
             flagged = self.seams_flagged
+            in_shots = self.seams - self.seams_on_cuts
+            judged = (
+                (f"**{len(flagged)} above the threshold** at frames {flagged}" if flagged else "all within the threshold")
+                if in_shots else "none to judge"
+            )
             lines.append(
-                f"- **Seams**: {self.seams}, colours anchored: {'yes' if self.anchored else 'no'}; "
-                + (f"**{len(flagged)} above the threshold** at frames {flagged}" if flagged else "all within the threshold")
+                f"- **Seams**: {in_shots} inside shots ({judged}), {self.seams_on_cuts} on cuts (hidden by the cut, "
+                f"not judged); colours anchored: {'yes' if self.anchored else 'no'}"
             )
             if self.contact_sheet:
                 lines.append(f"- **Seam contact sheet**: `{self.contact_sheet}` (source above, output below)")
+            if self.contact_sheet_image:
+                lines += ["", f"![Seam contact sheet: source above, output below]({self.contact_sheet_image})"]
         if failures:
             lines += ["", "## Segments that failed", "", *[f"- {line}" for line in failures],
                       "", "Re-run the same parameters: only these segments are sent again."]
         return "\n".join(lines)
+
+
+EVENT_PREFIX = "modify-video."
+"""Every event of this plugin starts with it: ``modify-video.segment.paid|reused|failed``, ``modify-video.run.completed|failed``."""
+
+
+def _video_resource(output: str | None) -> dict[str, str]:
+    """The resource of a run's events: its output (as given), so an automation can match a folder's outputs."""
+    location = output or "unknown"
+    return {
+        "prefect.resource.id": f"modify-video.output.{location}",
+        "prefect.resource.name": Path(location.split(" (")[0]).name or location,
+    }
+
+
+def emit_segment_event(
+    outcome: str, *, index: int, output: str | None, backend: str, mode: str, cost_usd: float | None = None,
+    error: str | None = None,
+) -> None:
+    """Emits ``modify-video.segment.<outcome>`` (``paid``, ``reused`` or ``failed``) for one segment.
+
+    The payload has the segment's index, its cost (0 when reused), the run's output, backend
+    and mode, and the error's first line for a failure. Prefect adds the flow run, flow and
+    deployment as related resources.
+    """
+    from prefect.events import emit_event
+
+    payload = {"segment": index, "cost_usd": round(cost_usd or 0.0, 6), "output": output, "backend": backend,
+               "mode": mode}
+    if error:
+        payload["error"] = error
+    emit_event(event=f"{EVENT_PREFIX}segment.{outcome}", resource=_video_resource(output), payload=payload)
+
+
+def emit_run_event(outcome: str, *, output: str | None, summary: RunSummary | None = None, error: str | None = None) -> None:
+    """Emits ``modify-video.run.<outcome>`` (``completed`` or ``failed``) when a run ends.
+
+    The payload has the output, the cost and the paid and reused segments (when the run got
+    that far), and the error's first line for a failure.
+    """
+    from prefect.events import emit_event
+
+    payload: dict = {"output": output, "cost_usd": round(summary.cost_usd, 6) if summary else 0.0}
+    if summary is not None:
+        payload.update(
+            billed_calls=summary.paid, reused_segments=summary.reused, segments=summary.segments,
+            backend=summary.backend, mode=summary.mode, seams_flagged=summary.seams_flagged,
+        )
+    if error:
+        payload["error"] = error
+    emit_event(event=f"{EVENT_PREFIX}run.{outcome}", resource=_video_resource(output), payload=payload)
 
 
 @task(name="report-run", description="Publishes the segment table and the run summary as artifacts.", cache_policy=NO_CACHE)

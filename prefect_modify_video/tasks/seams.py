@@ -100,6 +100,31 @@ def finish_segment_clips(
     return finished
 
 
+SEAM_TABLE_DESCRIPTION = (
+    "ratio = the output's jump in mean Y, U, V (0-255) from the frame before a seam to the one after, divided by "
+    "the larger of the source's own jump there and the output's usual frame-to-frame jump around it; a seam inside "
+    "a shot above {threshold:g} is flagged; a seam on a cut is not judged (the cut hides it)."
+)
+"""One line under the seam table saying what its numbers mean."""
+
+
+def judged_seams(metrics: list[SeamMetric]) -> list[SeamMetric]:
+    """The seams that can be seen: those inside a shot (a seam on a hard cut is hidden by the cut itself)."""
+    return [m for m in metrics if not m.on_cut]
+
+
+def flagged_seams(metrics: list[SeamMetric]) -> list[int]:
+    """Frames of the in-shot seams above the threshold: the ones to look at."""
+    return [m.frame for m in judged_seams(metrics) if not m.passed]
+
+
+def seam_verdict(metric: SeamMetric) -> str:
+    """``ok``, ``flagged`` or ``on a cut (not judged)``: the seam table's verdict column."""
+    if metric.on_cut:
+        return "on a cut (not judged)"
+    return "ok" if metric.passed else "flagged"
+
+
 @task(name="report-seams", description="Measures every seam against the source and draws a contact sheet.", cache_policy=NO_CACHE)
 def report_video_seams(
     source: str, output: str, plan: SegmentPlan, contact_sheet: str, threshold: float
@@ -125,12 +150,12 @@ def report_video_seams(
                 "source_jump_yuv": [round(v, 2) for v in m.source_jump],
                 "neighbour_jump_yuv": [round(v, 2) for v in m.neighbour_jump],
                 "ratio": round(m.ratio, 2),
-                "passed": m.passed,
+                "verdict": seam_verdict(m),
             }
             for m in metrics
         ],
         key="modify-video-seams",
-        description="Jump at each seam against the source's own jump and the neighbouring frames'.",
+        description=SEAM_TABLE_DESCRIPTION.format(threshold=threshold),
     )
     sheet = write_seam_sheet(Path(source), Path(output), [s.first_frame for s in seams], Path(contact_sheet))
     return metrics, str(sheet) if sheet else None

@@ -1,0 +1,176 @@
+"""A user's path through Prefect's own UI in a real browser: the custom-run form, the run, its summary.
+
+Starts ``prefect server start`` on a free port (its own PREFECT_HOME), a process worker on a pool,
+and the single-video deployment (made with ``flow.from_source`` on this checkout), then drives
+Debian's Chromium through Playwright. Screenshots are saved in the test's temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from prefect_modify_video.media.sample import make_sample_video
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+SETUP = """
+import sys
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect_modify_video.blocks.presets import ModifyVideoPreset
+from prefect_modify_video.flows.modify_video import modify_video
+with get_client(sync_client=True) as client:
+    client.create_work_pool(WorkPoolCreate(name="browser-pool", type="process"))
+ModifyVideoPreset(mode="adhere_3", prompt="black and white").save("browser-preset", overwrite=True)
+print(modify_video.from_source(source=sys.argv[1], entrypoint="prefect_modify_video/flows/modify_video.py:modify_video").deploy(
+    name="modify-video-local", work_pool_name="browser-pool", build=False, push=False, print_next_steps=False,
+    parameters={"params": {"source": "samples/sample.mp4", "prompt": "warm vintage film with grain", "mode": "flex_2",
+                           "max_segment_seconds": 2, "backend": {"name": "local"}}},
+))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def prefect_stack(tmp_path):
+    """A Prefect server, the deployment and a process worker: ``(base URL, deployment id, env)``."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (scripts/setup.sh installs it)")
+    pytest.importorskip("playwright")
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api,
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONPATH": str(ROOT)}
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    server = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
+        stdout=open(logs / "server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    worker = None
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{api}/health", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, (logs / "server.log").read_text()[-3000:]
+                time.sleep(1)
+        setup = subprocess.run([sys.executable, "-c", SETUP, str(ROOT)], env=env, capture_output=True, text=True,
+                               timeout=300)
+        assert setup.returncode == 0, setup.stdout[-2000:] + setup.stderr[-3000:]
+        deployment_id = setup.stdout.strip().splitlines()[-1]
+        worker = subprocess.Popen(
+            [str(BIN / "prefect"), "worker", "start", "--pool", "browser-pool"], env=env, cwd=tmp_path,
+            stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        yield f"http://127.0.0.1:{port}", deployment_id, env
+    finally:
+        if worker is not None:
+            _stop(worker)
+        _stop(server)
+
+
+def _field(page, label: str):
+    return page.locator(f"span.schema-form-property__label:text-is('{label}')").locator(
+        "xpath=ancestor::div[contains(concat(' ', @class, ' '), ' schema-form-property ')][1]"
+    )
+
+
+def _flow_run_and_summary(env: dict, deployment_id: str):
+    """The deployment's flow run and, once it has ended, the id of its summary artifact."""
+    code = f"""
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey, DeploymentFilter, DeploymentFilterId
+with get_client(sync_client=True) as client:
+    runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=["{deployment_id}"])))
+    for run in runs:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]),
+                                                                    key=ArtifactFilterKey(any_=["modify-video-summary"])))
+        print(run.id, run.state_name, run.name, arts[0].id if arts else "-")
+"""
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    lines = [line.split() for line in out.stdout.strip().splitlines() if line.strip()]
+    return lines[0] if lines else None
+
+
+def test_custom_run_form_with_a_preset_then_the_summary_in_a_browser(prefect_stack, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    base, deployment_id, env = prefect_stack
+    film = make_sample_video(tmp_path / "film.mp4", seconds=3, width=160, height=90, fps=30, scenes=2)
+    output = tmp_path / "out" / "film.mp4"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{base}/deployments/deployment/{deployment_id}/run")
+        _field(page, "Source video").locator("textarea").fill(str(film))
+        # The mode stays the deployment's prefilled flex_2: a preset fills what the user did not change.
+        assert _field(page, "Mode (Optional)").locator("button.p-select-button__control").inner_text().strip() == "flex_2"
+        for label, value in (("Preset (Optional)", "browser-preset"), ("Output path (Optional)", str(output))):
+            field = _field(page, label)
+            field.get_by_role("button", name="str", exact=True).click()
+            field.locator("textarea, input").first.fill(value)
+        page.screenshot(path=str(tmp_path / "1-form.png"), full_page=True)
+        page.get_by_role("button", name="Submit").click()
+        page.wait_for_url(re.compile(rf".*/deployments/deployment/{deployment_id}.*"), timeout=60000)
+
+        deadline = time.monotonic() + 300
+        found = None
+        while time.monotonic() < deadline:
+            found = _flow_run_and_summary(env, deployment_id)
+            if found and found[1] in {"Completed", "Failed", "Crashed"} and found[3] != "-":
+                break
+            time.sleep(3)
+        assert found and found[1] == "Completed", (found, (tmp_path / "logs" / "worker.log").read_text()[-4000:])
+        run_id, _, run_name, artifact_id = found
+        page.goto(f"{base}/runs/flow-run/{run_id}")
+        page.wait_for_timeout(5000)
+        page.screenshot(path=str(tmp_path / "2-run.png"), full_page=True)
+        assert "film-adhere_3" in page.inner_text("body"), "the run is named after its video and the preset's mode"
+        assert "preset 'browser-preset' applied: it set prompt, mode" in page.inner_text("body")
+
+        page.goto(f"{base}/artifacts/artifact/{artifact_id}")
+        page.wait_for_function("Array.from(document.images).some(i => i.alt.startsWith('Seam contact sheet'))",
+                               timeout=30000)
+        page.wait_for_timeout(2000)
+        page.screenshot(path=str(tmp_path / "3-summary.png"), full_page=True)
+        text = page.inner_text("body")
+        assert "(mode adhere_3)" in text and "black and white" in text, "the preset's mode and prompt were used"
+        assert str(output) in text, "the summary gives the output's absolute location"
+        widths = page.evaluate(
+            "Array.from(document.images).filter(i => i.alt.startsWith('Seam contact sheet')).map(i => i.naturalWidth)"
+        )
+        assert widths and widths[0] > 0, "the contact sheet's image loaded"
+        browser.close()
+    assert output.is_file()
