@@ -63,3 +63,50 @@ def test_an_output_disk_too_small_is_refused_before_anything_is_paid(tmp_path, m
         assert "Traceback" not in done.stderr
         assert server.stats("segmind").calls == 0 and server.stats("segmind").billed == 0
     assert list(disk.iterdir()) == [], "the mount was private to the run: nothing written here"
+
+
+@pytest.mark.slow
+def test_a_store_that_fills_up_during_the_run_loses_nothing_paid(tmp_path):
+    """The store's disk fills up once the job is saved: the run stops without paying again, and a
+    re-run on the store's contents (space freed) pays nothing more and writes the whole video."""
+    disk = tmp_path / "store-disk"
+    disk.mkdir()
+    if reason := _unshare_works(disk):
+        pytest.skip(reason)
+    source = make_sample_video(tmp_path / "film.mp4", seconds=2, width=160, height=90, fps=24, scenes=1)
+    saved = tmp_path / "store-saved"
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "FAL_KEY": "sk-full-disk", "PYTHONPATH": str(ROOT)}
+    with FakeModifyServer(polls_to_complete=6) as server:
+        args = ["run", str(source), "--backend", "fal", "--base-url", server.base_url, "--poll-interval-seconds", "0.3",
+                "--segment-retries", "0", "--json"]
+        # In a private mount namespace: a 4 MiB store; once a job is saved, a filler takes every free byte;
+        # when the run ends, the store is copied out (what an operator does after freeing space).
+        script = (
+            f'mount -t tmpfs -o size=4m tmpfs "{disk}" && '
+            f'( while [ -z "$(ls "{disk}/store/jobs" 2>/dev/null)" ]; do sleep 0.05; done; '
+            f'dd if=/dev/zero of="{disk}/filler" bs=4k 2>/dev/null; true ) & '
+            f'"$@" --store "{disk}/store" --output "{tmp_path}/first.mp4"; code=$?; '
+            f'cp -a "{disk}/store" "{saved}"; exit $code'
+        )
+        first = subprocess.run(
+            ["unshare", "-rm", "sh", "-c", script, "sh", sys.executable, "-m", "prefect_modify_video.cli", *args],
+            capture_output=True, text=True, env=env, timeout=300,
+        )
+        assert first.returncode != 0, "the full store must stop the run"
+        assert "No space left" in first.stderr or "space" in first.stderr.strip().splitlines()[-1], first.stderr[-2000:]
+        assert "Traceback" not in first.stderr.strip().splitlines()[-1]
+        server.wait_idle(30)
+        assert server.stats("fal").calls == 1
+        assert list((saved / "jobs").glob("*.json")), "the job id was saved before the disk filled up"
+        assert not list(saved.rglob("*.partial*")), "no half-written file is left in the store"
+
+        second = subprocess.run(
+            [sys.executable, "-m", "prefect_modify_video.cli", *args, "--store", str(saved),
+             "--output", str(tmp_path / "second.mp4")],
+            capture_output=True, text=True, env=env, timeout=300,
+        )
+        assert second.returncode == 0, second.stderr[-3000:]
+        assert server.stats("fal").calls == 1 and server.stats("fal").billed == 1, "the re-run paid nothing"
+        from prefect_modify_video.media.probe import probe_video
+
+        assert probe_video(tmp_path / "second.mp4").frames == probe_video(source).frames
