@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -61,29 +62,39 @@ def make_source(destination: Path, seconds: float) -> Path:
     return write_with_ffmpeg(args, destination)
 
 
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process and the programs it ran (ffmpeg, ffprobe)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 class Clock:
-    """Seconds spent per stage."""
+    """Seconds spent per stage, and CPU seconds in all (on a shared machine they vary less)."""
 
     def __init__(self) -> None:
         self.stages: dict[str, float] = {}
         self._last = time.perf_counter()
+        self._cpu_start = cpu_seconds()
+        self.cpu = 0.0
 
     def lap(self, stage: str) -> None:
         now = time.perf_counter()
         self.stages[stage] = self.stages.get(stage, 0.0) + now - self._last
         self._last = now
+        self.cpu = cpu_seconds() - self._cpu_start
 
     @property
     def total(self) -> float:
         return sum(self.stages.values())
 
 
-def plain_transcode(source: Path, work: Path) -> float:
-    started = time.perf_counter()
+def plain_transcode(source: Path, work: Path) -> Clock:
+    clock = Clock()
     settings = [item for key, value in CONFORM_ENCODE.items() for item in (f"-{key}", str(value))]
     run_ffmpeg(["-i", str(source), "-map", "0:v:0", "-map", "0:a?", *settings, "-c:a", "copy",
                 "-y", str(work / "plain.mp4")])  # fmt: skip
-    return time.perf_counter() - started
+    clock.lap("transcode")
+    return clock
 
 
 def media_path(source: Path, work: Path, segment_seconds: float, *, local: bool) -> Clock:
@@ -146,12 +157,15 @@ def main() -> None:
         service = media_path(source, work / "service", args.segment_seconds, local=False)
         local = media_path(source, work / "local", args.segment_seconds, local=True)
         print(f"source: {args.seconds:g} s {WIDTH}x{HEIGHT} {FPS} fps, shots {SHOTS_S}, cap {args.segment_seconds:g} s")
-        print(f"plain libx264 transcode ({CONFORM_ENCODE['preset']}, crf {CONFORM_ENCODE['crf']}): {plain:.2f} s")
+        print(f"plain libx264 transcode ({CONFORM_ENCODE['preset']}, crf {CONFORM_ENCODE['crf']}): "
+              f"{plain.total:.2f} s, {plain.cpu:.2f} s of CPU")  # fmt: skip
         for name, clock in (("service run", service), ("local run", local)):
             stages = ", ".join(f"{stage} {seconds:.2f}" for stage, seconds in clock.stages.items())
-            print(f"{name} media work: {clock.total:.2f} s ({stages})")
-        print(f"service path ratio (media work / plain transcode): {service.total / plain:.2f}")
-        print(f"local backend ratio (whole run / plain transcode): {local.total / plain:.2f}")
+            print(f"{name} media work: {clock.total:.2f} s, {clock.cpu:.2f} s of CPU ({stages})")
+        print(f"service path ratio (media work / plain transcode): {service.total / plain.total:.2f} "
+              f"(CPU: {service.cpu / plain.cpu:.2f})")
+        print(f"local backend ratio (whole run / plain transcode): {local.total / plain.total:.2f} "
+              f"(CPU: {local.cpu / plain.cpu:.2f})")
 
 
 if __name__ == "__main__":
