@@ -1,11 +1,23 @@
-"""Concurrency against a slow service, and the cost of a second run.
+"""Concurrency against a slow service, against an ideal measured apart, and Prefect's own cost per segment.
 
-40 segments against the fake server answering after 2 s, 8 at a time: the wall time of the
-run against the ideal ceil(40/8) x 2 s plus the media work (measured as the second run of the
-same video, which finds every segment stored and so does only the media work), printed as a
-ratio (target <= 1.25); then the second run's billed calls (0) and time.
+N segments (default 200) of a 320x180 24 fps video go through the fake server answering after
+``--latency`` s, ``--concurrency`` at a time, in one run of the flow. It is judged against an
+ideal built without that run:
 
-    python bench/concurrency.py [--segments 40] [--concurrency 8] [--latency 2]
+- the calls: ceil(N / concurrency) x latency;
+- the media work: the same plan's probe, plan, extract, the fake service's render of each clip
+  (its CPU is spent on this machine), conform, finish, join and seam report, timed by calling the
+  media functions directly (no Prefect, no HTTP), one after the other.
+
+Prefect's own cost per segment is measured directly too: a flow of no-op tasks shaped like a
+run's (per segment an extract, a modify and a conform task chained through futures with the
+run's own parameters, a progress artifact update and a progress log line as each finishes, and
+a table artifact at the end), its wall time divided by N.
+
+The last lines: Prefect's seconds per segment (target <= 0.05) and the run against the ideal
+(target <= 1.1), then the second run's billed calls (0: everything is stored).
+
+    python bench/concurrency.py [--segments 200] [--concurrency 8] [--latency 2]
 """
 
 from __future__ import annotations
@@ -20,16 +32,99 @@ from pathlib import Path
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
+from prefect import flow, task  # noqa: E402
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.futures import as_completed  # noqa: E402
+from prefect.logging import get_run_logger  # noqa: E402
+from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from prefect_modify_video.flows import BackendSpec, ModifyVideoParameters, modify_video  # noqa: E402
+from prefect_modify_video.media.conform import conform_clip, CONFORM_ENCODE, INTERMEDIATE_ENCODE  # noqa: E402
+from prefect_modify_video.media.extract import extract_segment  # noqa: E402
+from prefect_modify_video.media.plan import SegmentPlan  # noqa: E402
+from prefect_modify_video.media.probe import VideoInfo, probe_video  # noqa: E402
 from prefect_modify_video.media.sample import make_sample_video  # noqa: E402
+from prefect_modify_video.media.seams import measure_seams, write_seam_sheet  # noqa: E402
+from prefect_modify_video.parameters import SeamOptions  # noqa: E402
+from prefect_modify_video.providers.registry import backend_class  # noqa: E402
 from prefect_modify_video.testing import FakeModifyServer, Fault  # noqa: E402
+from prefect_modify_video.testing.fake.render import render_modified_clip  # noqa: E402
+from prefect_modify_video.tasks.media import join_video_segments, plan_video_segments  # noqa: E402
+from prefect_modify_video.tasks.seams import finish_segment_clips, finished_in_conform  # noqa: E402
+
+SERVICE = "segmind"
+
+
+def media_alone(source: Path, work: Path, segment_seconds: float) -> tuple[float, int]:
+    """Seconds of a run's media work for ``source``, the fake's renders included, without Prefect."""
+    started = time.perf_counter()
+    work.mkdir(parents=True, exist_ok=True)
+    backend = backend_class(SERVICE)
+    seams = SeamOptions().resolved_for(backend)
+    info = probe_video(source)
+    plan = plan_video_segments.fn(info, segment_seconds, seams.overlap_frames)
+    ready = finished_in_conform(plan, seams)
+    extracted, conformed = {}, {}
+    for segment in plan.segments:
+        clip = extract_segment(info, segment, work / f"x{segment.name}.mp4", max_dimension=backend.max_dimension)
+        answer = work / f"a{segment.name}.mp4"
+        answer.write_bytes(render_modified_clip(clip.read_bytes()))
+        extracted[segment.index] = str(clip)
+        encode = CONFORM_ENCODE if segment.index in ready else INTERMEDIATE_ENCODE
+        conformed[segment.index] = str(conform_clip(answer, info, segment, work / f"c{segment.name}.mp4", encode=encode))
+    finished = finish_segment_clips.fn(plan, info, extracted, conformed, str(work), seams=seams)
+    output = join_video_segments.fn(finished, info, str(work / "output.mp4"))
+    later = plan.segments[1:]
+    measure_seams(source, output, [s.first_frame for s in later], on_cut=[s.cut_before for s in later],
+                  overlaps=[s.overlap_frames for s in later])  # fmt: skip
+    write_seam_sheet(source, output, [s.first_frame for s in later], work / "seams.png")
+    return time.perf_counter() - started, len(plan.segments)
+
+
+@task(name="noop-extract", cache_policy=NO_CACHE)
+def _extract(info: VideoInfo, segment, work_dir: str) -> str:
+    return f"{work_dir}/{segment.name}.mp4"
+
+
+@task(name="noop-modify", cache_policy=NO_CACHE)
+def _modify(clip: str, segment, settings: dict) -> dict:
+    return {"index": segment.index, "clip": clip, "paid": True}
+
+
+@task(name="noop-conform", cache_policy=NO_CACHE)
+def _conform(modified: dict, info: VideoInfo, segment, work_dir: str) -> str:
+    return modified["clip"]
+
+
+@flow(name="noop-segments")
+def _noop_segments(info: VideoInfo, plan: SegmentPlan, concurrency: int) -> int:
+    """A run's Prefect work per segment with no media work and no service."""
+    progress_id = create_progress_artifact(progress=0.0, key="noop-progress", description="bench")
+    done = 0
+    with ThreadPoolTaskRunner(max_workers=concurrency + (os.cpu_count() or 2)) as runner:
+        finals = []
+        for segment in plan.segments:
+            extracted = runner.submit(_extract, parameters={"info": info, "segment": segment, "work_dir": "/w"})
+            modified = runner.submit(
+                _modify, parameters={"clip": extracted, "segment": segment, "settings": {"prompt": "bench"}}
+            )
+            finals.append(runner.submit(
+                _conform, parameters={"modified": modified, "info": info, "segment": segment, "work_dir": "/w"}
+            ))
+        for future in as_completed(finals):
+            future.result()
+            done += 1
+            update_progress_artifact(progress_id, progress=100 * done / len(finals), description=f"{done} done")
+            get_run_logger().info("progress: %d of %d", done, len(finals))
+    create_table_artifact(table=[{"segment": s.index} for s in plan.segments], key="noop-segments")
+    return done
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--segments", type=int, default=40)
+    parser.add_argument("--segments", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--latency", type=float, default=2.0)
     args = parser.parse_args()
@@ -40,16 +135,23 @@ def main() -> None:
         source = make_sample_video(
             work / "source.mp4", seconds=args.segments * segment_seconds, width=320, height=180, fps=24, scenes=4
         )
+        cap = segment_seconds + 0.05
+        media_seconds, segments = media_alone(source, work / "alone", cap)
+        info = probe_video(source)
+        plan = plan_video_segments.fn(info, cap, 0)
+        started = time.perf_counter()
+        _noop_segments(info, plan, args.concurrency)
+        prefect_per_segment = (time.perf_counter() - started) / len(plan.segments)
         with FakeModifyServer() as server:
-            server.script("segmind", [Fault.latency(args.latency)] * args.segments)
+            server.script(SERVICE, [Fault.latency(args.latency)] * args.segments)
 
             def run(output: str):
                 params = ModifyVideoParameters(
                     source=str(source),
                     prompt="bench",
                     output=str(work / output),
-                    backend=BackendSpec(name="segmind", base_url=server.base_url),
-                    max_segment_seconds=segment_seconds + 0.05,
+                    backend=BackendSpec(name=SERVICE, base_url=server.base_url),
+                    max_segment_seconds=cap,
                     concurrency=args.concurrency,
                     store_dir=str(work / "store"),
                 )
@@ -59,14 +161,16 @@ def main() -> None:
 
             first, first_seconds = run("first.mp4")
             second, second_seconds = run("second.mp4")
-        ideal_calls = math.ceil(first.segments / args.concurrency) * args.latency
-        ideal = ideal_calls + second_seconds
-        print(f"segments: {first.segments}, concurrency {args.concurrency}, service latency {args.latency:g} s")
-        print(f"first run: {first_seconds:.1f} s, {first.billed_calls} billed calls")
-        print(f"second run (media work only): {second_seconds:.1f} s, {second.billed_calls} billed calls")
-        print(f"ideal: {ideal_calls:.1f} s of calls + {second_seconds:.1f} s of media work = {ideal:.1f} s")
-        print(f"second run billed calls: {second.billed_calls}, time {second_seconds:.1f} s")
-        print(f"concurrency ratio (first run / ideal): {first_seconds / ideal:.2f}")
+        calls = math.ceil(first.segments / args.concurrency) * args.latency
+        ideal = calls + media_seconds
+        print(f"segments: {first.segments} ({segments} planned alone), concurrency {args.concurrency}, "
+              f"service latency {args.latency:g} s")  # fmt: skip
+        print(f"media work alone (no Prefect, no HTTP, the fake's renders included): {media_seconds:.1f} s")
+        print(f"ideal: {calls:.1f} s of calls + {media_seconds:.1f} s of media work = {ideal:.1f} s")
+        print(f"run: {first_seconds:.1f} s, {first.billed_calls} billed calls")
+        print(f"second run (all stored): {second_seconds:.1f} s, {second.billed_calls} billed calls")
+        print(f"Prefect per segment (no-op tasks, artifacts, progress): {prefect_per_segment:.3f} s")
+        print(f"concurrency ratio (run / ideal): {first_seconds / ideal:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,61 +1,171 @@
-"""How much media work the pipeline adds around the paid calls, against one plain transcode.
+"""The whole media path of a run, against one plain transcode: a service run and a local-backend run.
 
-On a 60 s 1280x720 30 fps source (made if missing), times the pipeline's own media work
-(probe, plan with its cut detection, extract, conform, join; the backend excluded: each extracted clip stands in
-for the service's answer) and one plain ``ffmpeg -i src -c:v libx264`` transcode of the same
-source, in one run, and prints the ratio on its last line.
+On a 60 s 1280x720 30 fps source (shots of 12, 8, 28 and 12 s: three cuts, and the 28 s shot longer
+than the 20 s cap, so split in its middle with an overlap), it times, in one process and one run:
 
-    python bench/overhead.py [--seconds 60] [--segment-seconds 30]
+- one plain ``ffmpeg -i src -c:v libx264`` transcode at the settings of the pipeline's output
+  (``CONFORM_ENCODE``), audio copied: the yardstick;
+- a default service run's media work: probe, plan (cut detection), extract, the answer's check,
+  conform, finish (colour anchoring and the overlap blend), join, the seam report (metrics and
+  contact sheet). The service itself is a stand-in costing no CPU: each extracted clip is its own
+  answer. The tasks' own functions run (``.fn``), without a Prefect server;
+- the local backend's whole run the same way, its restyle included (prompt "warm vintage film").
+
+It prints each stage's seconds, then on its last two lines each path against the plain transcode.
+
+    python bench/overhead.py [--seconds 60] [--segment-seconds 20]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import tempfile
 import time
 from pathlib import Path
 
-from prefect_modify_video.media.conform import conform_clip
-from prefect_modify_video.media.extract import extract_segment
-from prefect_modify_video.media.join import join_segments
-from prefect_modify_video.media.ffmpeg import run_ffmpeg
-from prefect_modify_video.media.plan import plan_video
-from prefect_modify_video.media.probe import probe_video
-from prefect_modify_video.media.sample import make_sample_video
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+from prefect_modify_video.media.answers import covered_frames  # noqa: E402
+from prefect_modify_video.media.conform import CONFORM_ENCODE  # noqa: E402
+from prefect_modify_video.media.ffmpeg import run_ffmpeg, write_with_ffmpeg  # noqa: E402
+from prefect_modify_video.media.plan import DEFAULT_OVERLAP_FRAMES  # noqa: E402
+from prefect_modify_video.media.probe import probe_video  # noqa: E402
+from prefect_modify_video.media.sample import sample_scene_sources  # noqa: E402
+from prefect_modify_video.media.seams import measure_seams, write_seam_sheet  # noqa: E402
+from prefect_modify_video.parameters import SeamOptions  # noqa: E402
+from prefect_modify_video.providers.base import ModifyRequest  # noqa: E402
+from prefect_modify_video.providers.local import LocalBackend  # noqa: E402
+from prefect_modify_video.tasks import media as media_tasks  # noqa: E402
+from prefect_modify_video.tasks.seams import finish_segment_clips, finished_in_conform  # noqa: E402
+
+SHOTS_S = (12.0, 8.0, 28.0, 12.0)
+WIDTH, HEIGHT, FPS = 1280, 720, 30
 
 
-def pipeline_media_work(source: Path, work: Path, segment_seconds: float) -> float:
-    started = time.perf_counter()
-    info = probe_video(source)
-    plan = plan_video(info, segment_seconds)
-    conformed = []
+def make_source(destination: Path, seconds: float) -> Path:
+    """Shots of ``SHOTS_S`` (scaled to ``seconds``) with hard cuts between them, and a tone."""
+    scale = seconds / sum(SHOTS_S)
+    sources = sample_scene_sources(WIDTH, HEIGHT, FPS)
+    args: list[str] = []
+    for k, shot in enumerate(SHOTS_S):
+        frames = round(shot * scale * FPS)
+        args += ["-f", "lavfi", "-i", f"{sources[k % len(sources)]},trim=end_frame={frames},setpts=PTS-STARTPTS"]
+    args += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}"]
+    labels = "".join(f"[{k}:v]" for k in range(len(SHOTS_S)))
+    args += [
+        "-filter_complex", f"{labels}concat=n={len(SHOTS_S)}:v=1:a=0,format=yuv420p[v]",
+        "-map", "[v]", "-map", f"{len(SHOTS_S)}:a", "-c:a", "aac", "-b:a", "128k",
+        "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-r", str(FPS), "-movflags", "+faststart",
+    ]  # fmt: skip
+    return write_with_ffmpeg(args, destination)
+
+
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process and the programs it ran (ffmpeg, ffprobe)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+class Clock:
+    """Seconds spent per stage, and CPU seconds in all (on a shared machine they vary less)."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, float] = {}
+        self._last = time.perf_counter()
+        self._cpu_start = cpu_seconds()
+        self.cpu = 0.0
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.stages[stage] = self.stages.get(stage, 0.0) + now - self._last
+        self._last = now
+        self.cpu = cpu_seconds() - self._cpu_start
+
+    @property
+    def total(self) -> float:
+        return sum(self.stages.values())
+
+
+def plain_transcode(source: Path, work: Path) -> Clock:
+    clock = Clock()
+    settings = [item for key, value in CONFORM_ENCODE.items() for item in (f"-{key}", str(value))]
+    run_ffmpeg(["-i", str(source), "-map", "0:v:0", "-map", "0:a?", *settings, "-c:a", "copy",
+                "-y", str(work / "plain.mp4")])  # fmt: skip
+    clock.lap("transcode")
+    return clock
+
+
+def media_path(source: Path, work: Path, segment_seconds: float, *, local: bool) -> Clock:
+    """One run's media work, as the flow does it, the service a stand-in (or the local backend)."""
+    work.mkdir(parents=True, exist_ok=True)
+    clock = Clock()
+    info = media_tasks.probe_source_video.fn(str(source))
+    seams = SeamOptions().resolved_for(LocalBackend) if local else SeamOptions(anchor_colours=True,
+                                                                                overlap_frames=DEFAULT_OVERLAP_FRAMES)
+    clock.lap("probe")
+    plan = media_tasks.plan_video_segments.fn(info, segment_seconds, seams.overlap_frames)
+    clock.lap("plan")
+    backend = LocalBackend()
+    ready_to_join = finished_in_conform(plan, seams)
+    extracted, conformed = {}, {}
     for segment in plan.segments:
-        clip = extract_segment(info, segment, work / f"x{segment.name}.mp4")
-        conformed.append(conform_clip(clip, info, segment, work / f"c{segment.name}.mp4"))
-    join_segments(conformed, info, work / "joined.mp4")
-    return time.perf_counter() - started
-
-
-def plain_transcode(source: Path, work: Path) -> float:
-    started = time.perf_counter()
-    run_ffmpeg(["-i", str(source), "-c:v", "libx264", "-c:a", "copy", "-y", str(work / "plain.mp4")])
-    return time.perf_counter() - started
+        clip = media_tasks.extract_video_segment.fn(info, segment, str(work), None if local else 1280)
+        extracted[segment.index] = str(clip)
+        clock.lap("extract")
+        if local:
+            request = ModifyRequest(clip=clip, prompt="warm vintage film", mode="flex_1")
+            answer = backend.restyle(request, work / "answers" / f"{segment.name}.mp4")
+            clock.lap("restyle (local)")
+        else:
+            answer = clip
+        probe_video(answer)
+        covered_frames(answer, clip)
+        clock.lap("answer check")
+        modified = media_tasks.ModifiedSegment.model_construct(clip=str(answer))
+        conformed[segment.index] = str(media_tasks.conform_modified_segment.fn(
+            modified, info, segment, str(work), final=segment.index in ready_to_join
+        ))
+        clock.lap("conform")
+    finished = finish_segment_clips.fn(plan, info, extracted, conformed, str(work), seams=seams)
+    clock.lap("finish")
+    output = media_tasks.join_video_segments.fn(finished, info, str(work / "output.mp4"))
+    clock.lap("join")
+    later = plan.segments[1:]
+    measure_seams(
+        source, output, [s.first_frame for s in later], on_cut=[s.cut_before for s in later],
+        overlaps=[s.overlap_frames for s in later],
+    )
+    write_seam_sheet(source, output, [s.first_frame for s in later], work / "seams.png")
+    clock.lap("seam report")
+    result = probe_video(output)
+    if result.frames != info.frames:
+        raise SystemExit(f"bench: the output has {result.frames} frames, the source {info.frames}")
+    return clock
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--segment-seconds", type=float, default=30.0)
+    parser.add_argument("--segment-seconds", type=float, default=20.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        source = make_sample_video(work / "source.mp4", seconds=args.seconds, width=1280, height=720, fps=30)
+        source = make_source(work / "source.mp4", args.seconds)
         plain = plain_transcode(source, work)
-        pipeline = pipeline_media_work(source, work, args.segment_seconds)
-        print(f"source: {args.seconds:g} s 1280x720 30 fps, segments under {args.segment_seconds:g} s")
-        print(f"plain libx264 transcode: {plain:.2f} s")
-        print(f"pipeline media work:     {pipeline:.2f} s")
-        print(f"overhead ratio (pipeline / plain transcode): {pipeline / plain:.2f}")
+        service = media_path(source, work / "service", args.segment_seconds, local=False)
+        local = media_path(source, work / "local", args.segment_seconds, local=True)
+        print(f"source: {args.seconds:g} s {WIDTH}x{HEIGHT} {FPS} fps, shots {SHOTS_S}, cap {args.segment_seconds:g} s")
+        print(f"plain libx264 transcode ({CONFORM_ENCODE['preset']}, crf {CONFORM_ENCODE['crf']}): "
+              f"{plain.total:.2f} s, {plain.cpu:.2f} s of CPU")  # fmt: skip
+        for name, clock in (("service run", service), ("local run", local)):
+            stages = ", ".join(f"{stage} {seconds:.2f}" for stage, seconds in clock.stages.items())
+            print(f"{name} media work: {clock.total:.2f} s, {clock.cpu:.2f} s of CPU ({stages})")
+        print(f"service path ratio (media work / plain transcode): {service.total / plain.total:.2f} "
+              f"(CPU: {service.cpu / plain.cpu:.2f})")
+        print(f"local backend ratio (whole run / plain transcode): {local.total / plain.total:.2f} "
+              f"(CPU: {local.cpu / plain.cpu:.2f})")
 
 
 if __name__ == "__main__":

@@ -85,7 +85,13 @@ from prefect_modify_video.tasks.report import (
     image_data_uri,
     locate,
 )
-from prefect_modify_video.tasks.seams import finish_segment_clips, flagged_seams, judged_seams, report_video_seams
+from prefect_modify_video.tasks.seams import (
+    finish_segment_clips,
+    finished_in_conform,
+    flagged_seams,
+    judged_seams,
+    report_video_seams,
+)
 
 
 class ModifyVideoResult(BaseModel):
@@ -449,6 +455,7 @@ def _modify_fetched_video(
         )
         rows, extracted, conformed, failures = _run_segments(
             plan, info, settings, backend, progress_id, modify_task, run.estimates_usd, seams.sequential,
+            finished_in_conform(plan, seams),
             output=destination,
         )
         billed = ledger.billed(settings.run_key)
@@ -512,6 +519,7 @@ def _run_segments(
     modify_task,
     estimates: dict[int, float],
     sequential: bool,
+    ready_to_join: set[int] = frozenset(),
     output: str | None = None,
 ):
     """Runs extract → modify → conform for every segment, with ``settings.concurrency`` paid calls in flight.
@@ -519,7 +527,8 @@ def _run_segments(
     The workers are more than the paid calls (which the modify task bounds itself), so that
     extracting and conforming go on while calls wait on the service. The run's first-frame
     image goes with the segment at frame 0. In the ``sequential`` mode a segment starting inside
-    a shot waits for the previous one and gets its answer's frame as first frame.
+    a shot waits for the previous one and gets its answer's frame as first frame. The segments in
+    ``ready_to_join`` are conformed ready to join (``tasks.seams.finished_in_conform``).
 
     Returns:
         Per-segment rows for the report, the extracted and conformed clips by index, and failure lines.
@@ -574,7 +583,10 @@ def _run_segments(
             )
             final = runner.submit(
                 conform_modified_segment,
-                parameters={"modified": modified, "info": info, "segment": segment, "work_dir": settings.work_dir},
+                parameters={
+                    "modified": modified, "info": info, "segment": segment, "work_dir": settings.work_dir,
+                    "final": segment.index in ready_to_join,
+                },
             )
             final_futures[final] = (segment, extracted, modified)
             previous_final = final

@@ -1,6 +1,8 @@
 """Bringing a service's answer back to the source's frame rate, size and frame count.
 
-Conformed clips all share one codec setup (``CONFORM_ENCODE``), so they join by stream copy.
+Clips meant for the join all share one codec setup (``CONFORM_ENCODE``), so they join by stream
+copy. A run conforms to ``INTERMEDIATE_ENCODE`` instead (lossless and fast) where the finish step
+changes the frames anyway, so that every output frame goes through the slow final encode once.
 Every function here writes its output atomically (``media.files.atomic_write``).
 """
 
@@ -20,6 +22,8 @@ from prefect_modify_video.media.probe import VideoInfo, probe_video
 LOCAL_ENCODE = {"vcodec": "libx264", "preset": "ultrafast", "crf": 14, "pix_fmt": "yuv420p"}
 # Conformed clips are what the user gets: x264's default speed, a quality close to the source's.
 CONFORM_ENCODE = {"vcodec": "libx264", "preset": "medium", "crf": 18, "pix_fmt": "yuv420p"}
+# Conformed clips the finish step encodes again: lossless (nothing lost twice), at x264's fastest.
+INTERMEDIATE_ENCODE = {"vcodec": "libx264", "preset": "ultrafast", "qp": 0, "pix_fmt": "yuv420p"}
 
 
 def track_timescale(frame_rate: Fraction) -> int:
@@ -27,12 +31,22 @@ def track_timescale(frame_rate: Fraction) -> int:
     return frame_rate.numerator * math.ceil(10_000 / frame_rate.numerator)
 
 
-def conform_clip(clip: Path, info: VideoInfo, segment: Segment, destination: Path) -> Path:
+def conform_clip(
+    clip: Path, info: VideoInfo, segment: Segment, destination: Path, *, encode: dict | None = None
+) -> Path:
     """Brings a returned clip back to the source's frame rate, size and the segment's exact sent frame count.
 
     A clip whose length differs a little from the segment's (services return 24 fps) is
     retimed to the segment's length, then resampled to the source's rate; a missing last
     frame is repeated. All conformed clips share one codec setup so they join by stream copy.
+
+    Args:
+        clip: The service's answer.
+        info: The source.
+        segment: The segment the answer is for.
+        destination: The conformed clip (written atomically).
+        encode: Codec settings: ``CONFORM_ENCODE`` (default: ready to join) or ``INTERMEDIATE_ENCODE``
+            (for ``finish.finish_clip``, which encodes it once more).
 
     Returns:
         ``destination``.
@@ -56,6 +70,6 @@ def conform_clip(clip: Path, info: VideoInfo, segment: Segment, destination: Pat
         r=info.frame_rate,
         video_track_timescale=track_timescale(rate),
         **{"frames:v": segment.sent_frames},
-        **CONFORM_ENCODE,
+        **(encode or CONFORM_ENCODE),
     ).get_args()
     return write_with_ffmpeg(args[:-1], destination)

@@ -28,7 +28,14 @@ import numpy as np
 from prefect_modify_video.errors import FfmpegError, InvalidInputError
 from prefect_modify_video.media.colour import IDENTITY, ColourTransfer
 from prefect_modify_video.media.conform import CONFORM_ENCODE, track_timescale
-from prefect_modify_video.media.ffmpeg import FFPROBE, encode_raw_frames, ffmpeg_command, iter_raw_frames, run_ffmpeg
+from prefect_modify_video.media.ffmpeg import (
+    FFPROBE,
+    encode_raw_frames,
+    ffmpeg_command,
+    iter_raw_frames,
+    run_ffmpeg,
+    write_with_ffmpeg,
+)
 from prefect_modify_video.media.files import atomic_write
 from prefect_modify_video.media.probe import probe_video
 
@@ -155,7 +162,9 @@ def finish_clip(
     ``len(blend_tail)`` frames are mixed into ``blend_tail`` (the next segment's overlap frames,
     ``read_head``) by ``blend_keeping_contrast`` at ``blend_weights``. The clip is re-encoded
     with ``CONFORM_ENCODE``, the same frame rate, MP4 timescale, sample aspect ratio and colour
-    description, so it joins with conformed clips by stream copy. Written atomically.
+    description, so it joins with conformed clips by stream copy. Written atomically. A clip with
+    nothing to change (no transfer, nothing dropped or blended) is only encoded again: that is how a
+    clip conformed to ``conform.INTERMEDIATE_ENCODE`` gets its one final encode.
 
     Args:
         clip: A conformed clip.
@@ -191,14 +200,20 @@ def finish_clip(
     rate = Fraction(frame_rate if frame_rate is not None else info.frame_rate)
     rate_text = f"{rate.numerator}/{rate.denominator}"
     settings = {**CONFORM_ENCODE, **(encode or {})}
-    encode_args = [
-        "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{layout.width}x{layout.height}",
-        "-framerate", rate_text, "-i", "-",
+    output_args = [
         "-vf", f"setsar={info.sample_aspect_ratio.replace(':', '/')}", "-an",
         *[item for key, value in settings.items() for item in (f"-{key}", str(value))],
         *_colour_tags(clip),
         "-r", rate_text, "-video_track_timescale", str(track_timescale(rate)),
         "-frames:v", str(kept),
+    ]  # fmt: skip
+    if transfer == IDENTITY and drop_frames == 0 and not len(tail):
+        # Nothing to change in the frames: ffmpeg encodes them straight from the clip, no pipe through numpy.
+        return write_with_ffmpeg(["-i", str(clip), "-map", "0:v:0", "-fps_mode", "passthrough", *output_args],
+                                 destination)
+    encode_args = [
+        "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{layout.width}x{layout.height}",
+        "-framerate", rate_text, "-i", "-", *output_args,
     ]  # fmt: skip
     decoded = 0
 

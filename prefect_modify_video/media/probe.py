@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import tempfile
 from fractions import Fraction
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 from pydantic import BaseModel, Field
 
@@ -134,29 +136,43 @@ class PacketTiming(NamedTuple):
     """Time the shown packets span, from the first one's start to the last one's end."""
 
 
+def _packet_lines(path: Path, stream_index: int) -> Iterator[str]:
+    """ffprobe's ``pts_time,duration_time,flags`` line for each packet of the stream, read as it comes."""
+    command = [
+        FFPROBE, "-v", "error", "-select_streams", str(stream_index),
+        "-show_entries", "packet=pts_time,duration_time,flags", "-of", "csv=p=0", str(path),
+    ]  # fmt: skip
+    with tempfile.TemporaryFile() as log:
+        with subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log) as process:
+            assert process.stdout is not None
+            try:
+                for line in process.stdout:
+                    yield line.decode(errors="replace")
+            finally:
+                process.stdout.close()
+                returncode = process.wait()
+        if returncode != 0:
+            log.seek(0)
+            raise FfmpegError(command, returncode, log.read().decode(errors="replace"))
+
+
 def _packet_timing(path: Path, stream_index: int) -> PacketTiming:
     """Counts the stream's packets and measures the time the shown ones span.
 
     One pass over the container (``ffprobe -show_entries packet``), no decoding: about a second for
-    a two-hour film. Packets an edit list discards (ffprobe flag ``D``, e.g. before the cut point of a
-    ``-c copy`` trim) are read but not shown; a packet without a duration lasts the mean frame time.
+    a two-hour film, in constant memory (the packets are counted as ffprobe lists them). Packets an
+    edit list discards (ffprobe flag ``D``, e.g. before the cut point of a ``-c copy`` trim) are read
+    but not shown; a packet without a duration lasts the mean frame time.
     """
-    output = run_ffmpeg(
-        [
-            "-v", "error", "-select_streams", str(stream_index),
-            "-show_entries", "packet=pts_time,duration_time,flags", "-of", "csv=p=0", str(path),
-        ],
-        program=FFPROBE,
-    )
-    readable = shown = 0
-    starts: list[float] = []
-    durations: list[float | None] = []
-    for line in output.decode(errors="replace").splitlines():
+    readable = shown = timed = 0
+    first, last = float("inf"), float("-inf")
+    end_with_duration = last_without_duration = float("-inf")
+    for line in _packet_lines(path, stream_index):
         if not line.strip():
             continue
         readable += 1
         # Some containers (MPEG-TS) end each line with an empty field: "1.48,0.04,K_,".
-        pts, duration, flags = (line.split(",") + ["", "", ""])[:3]
+        pts, duration, flags = (line.strip().split(",") + ["", "", ""])[:3]
         if "D" in flags:
             continue
         shown += 1
@@ -164,16 +180,17 @@ def _packet_timing(path: Path, stream_index: int) -> PacketTiming:
             start = float(pts)
         except ValueError:
             continue
-        starts.append(start)
+        timed += 1
+        first, last = min(first, start), max(last, start)
         try:
-            durations.append(float(duration))
+            end_with_duration = max(end_with_duration, start + float(duration))
         except ValueError:
-            durations.append(None)
-    if not starts:
+            last_without_duration = max(last_without_duration, start)
+    if not timed:
         return PacketTiming(readable, shown, 0.0)
-    mean = (max(starts) - min(starts)) / (len(starts) - 1) if len(starts) > 1 else 0.0
-    end = max(start + (mean if length is None else length) for start, length in zip(starts, durations))
-    return PacketTiming(readable, shown, end - min(starts))
+    mean = (last - first) / (timed - 1) if timed > 1 else 0.0
+    end = max(end_with_duration, last_without_duration + mean)
+    return PacketTiming(readable, shown, end - first)
 
 
 def _header_disagrees(frames: int, duration: float, packets: PacketTiming) -> str | None:

@@ -12,7 +12,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from prefect_modify_video.media.conform import conform_clip
+from prefect_modify_video.media.conform import CONFORM_ENCODE, INTERMEDIATE_ENCODE, conform_clip
 from prefect_modify_video.media.extract import extract_segment, write_frame_image
 from prefect_modify_video.media.join import join_segments
 from prefect_modify_video.media.plan import Segment, SegmentPlan, plan_video
@@ -89,13 +89,26 @@ def extract_video_segment(
     task_run_name="conform-{segment.index:05d}",
     cache_policy=NO_CACHE,
 )
-def conform_modified_segment(modified: ModifiedSegment, info: VideoInfo, segment: Segment, work_dir: str) -> Path:
+def conform_modified_segment(
+    modified: ModifiedSegment, info: VideoInfo, segment: Segment, work_dir: str, final: bool = False
+) -> Path:
     """Conforms one returned clip to ``<work_dir>/conform/<name>.mp4``.
+
+    Args:
+        modified: The segment's answer.
+        info: The source.
+        segment: The segment.
+        work_dir: The run's work folder.
+        final: Encode it for the join (``CONFORM_ENCODE``): the finish step leaves it as it is
+            (``tasks.seams.finished_in_conform``). Otherwise it is a lossless intermediate that the
+            finish step gives its one final encode.
 
     Returns:
         The path of the conformed clip.
     """
-    return conform_clip(Path(modified.clip), info, segment, Path(work_dir) / "conform" / f"{segment.name}.mp4")
+    destination = Path(work_dir) / "conform" / f"{segment.name}.mp4"
+    encode = CONFORM_ENCODE if final else INTERMEDIATE_ENCODE
+    return conform_clip(Path(modified.clip), info, segment, destination, encode=encode)
 
 
 @task(

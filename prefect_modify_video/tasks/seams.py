@@ -21,6 +21,23 @@ from prefect_modify_video.parameters import SeamOptions
 SEAM_WINDOW_FRAMES = 2
 
 
+def finished_in_conform(plan: SegmentPlan, seams: SeamOptions) -> set[int]:
+    """Indices of the segments the finish step leaves as they are: their conform step encodes them for the join.
+
+    Those are the segments of a run without colour anchoring (or of one segment) that have no
+    overlap and whose next segment has none: nothing blends into them or is dropped from them.
+    """
+    segments = plan.segments
+    if seams.anchor_colours is not False and len(segments) > 1:
+        return set()
+    following = [*segments[1:], None]
+    return {
+        segment.index
+        for segment, after in zip(segments, following)
+        if not segment.overlap_frames and not (after is not None and after.overlap_frames)
+    }
+
+
 @task(
     name="finish-segments",
     description="Anchors each segment's colours, drops overlaps and cross-blends in-shot seams, ready to join.",
@@ -39,7 +56,10 @@ def finish_segment_clips(
     With ``seams.anchor_colours``, each segment gets one colour transfer (``media.anchor.plan_anchors``, never
     re-estimated per frame), ramped toward in-shot seams. A segment with an overlap has it
     dropped and cross-blended into the previous segment's last frames (``media.finish``).
-    A segment that neither changes is joined as conformed (no re-encode).
+    Every other segment gets its one final encode here: its conformed clip is a lossless intermediate
+    (``conform.INTERMEDIATE_ENCODE``); one with nothing to change is encoded straight from it. The
+    segments of ``finished_in_conform`` were encoded for the join by their conform step and are
+    joined as they are.
 
     Args:
         plan: The segment plan (``cut_before`` and ``overlap_frames`` say what each seam is).
@@ -76,13 +96,14 @@ def finish_segment_clips(
         return step.transfer, step.weights(segments[index].sent_frames)
 
     finished = []
+    as_conformed = finished_in_conform(plan, seams)
     for index, segment in enumerate(segments):
+        if index in as_conformed:
+            finished.append(conformed[index])
+            continue
         transfer, weights = transfer_of(index)
         following = segments[index + 1] if index + 1 < len(segments) else None
         tail_frames = following.overlap_frames if following else 0
-        if transfer == IDENTITY and not segment.overlap_frames and not tail_frames:
-            finished.append(conformed[index])
-            continue
         tail = None
         if following and tail_frames:
             tail = read_head(conformed[following.index], tail_frames, *transfer_of(following.index))
