@@ -13,7 +13,8 @@ demo: setup
 test: setup
 	$(VENV)/bin/python -m pytest -q -n 2 -m "not slow"
 
-test-slow: setup
+test-slow:
+	@SETUP_BROWSER=1 bash scripts/setup.sh
 	$(VENV)/bin/python -m pytest -q -n 2 -m slow
 
 bench: setup

@@ -12,8 +12,9 @@ if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1; 
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null
 fi
 
-# Chromium (Debian's package) drives the one real-browser test (tests/test_ui_browser.py, marked slow).
-if ! command -v chromium >/dev/null 2>&1; then
+# Chromium (Debian's package) drives the one real-browser test (tests/test_ui_browser.py, marked slow):
+# installed for `make test-slow` (SETUP_BROWSER=1), not for the demo.
+if [ "${SETUP_BROWSER:-0}" = "1" ] && ! command -v chromium >/dev/null 2>&1; then
   echo "setup: installing chromium from Debian's package (for the slow browser test)" >&2
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
