@@ -30,9 +30,11 @@ from prefect_modify_video.parameters import BackendSpec, ModifyVideoParameters, 
 if TYPE_CHECKING:
     from prefect_modify_video.blocks import (
         FalCredentials,
+        LumaAgentsCredentials,
         LumaCredentials,
         ModifyVideoPreset,
         ReplicateCredentials,
+        RunwayCredentials,
         SegmindCredentials,
     )
     from prefect_modify_video.flows.batch import modify_video_batch
@@ -42,9 +44,11 @@ if TYPE_CHECKING:
 # Names imported on first use, and the module each comes from.
 _LAZY = {
     "FalCredentials": "prefect_modify_video.blocks",
+    "LumaAgentsCredentials": "prefect_modify_video.blocks",
     "LumaCredentials": "prefect_modify_video.blocks",
     "ModifyVideoPreset": "prefect_modify_video.blocks",
     "ReplicateCredentials": "prefect_modify_video.blocks",
+    "RunwayCredentials": "prefect_modify_video.blocks",
     "SegmindCredentials": "prefect_modify_video.blocks",
     "ModifyVideoResult": "prefect_modify_video.flows.modify_video",
     "SegmentsFailedError": "prefect_modify_video.flows.modify_video",
@@ -59,6 +63,7 @@ __all__ = [
     "FalCredentials",
     "FatalProviderError",
     "InvalidInputError",
+    "LumaAgentsCredentials",
     "LumaCredentials",
     "ModifyVideoError",
     "ModifyVideoParameters",
@@ -68,6 +73,7 @@ __all__ = [
     "ReplicateCredentials",
     "RetryOptions",
     "RetryableProviderError",
+    "RunwayCredentials",
     "SeamOptions",
     "SegmentsFailedError",
     "SegmindCredentials",

@@ -19,9 +19,11 @@ from prefect.utilities.importtools import to_qualified_name
 import prefect_modify_video.blocks  # noqa: F401  (registers the blocks)
 from prefect_modify_video.blocks import (
     FalCredentials,
+    LumaAgentsCredentials,
     LumaCredentials,
     ModifyVideoPreset,
     ReplicateCredentials,
+    RunwayCredentials,
     SegmindCredentials,
     credentials_block_for,
 )
@@ -46,7 +48,8 @@ def find_module_blocks() -> list[type[Block]]:
 
 def test_the_credentials_and_preset_blocks_are_registered():
     assert find_module_blocks() == [
-        FalCredentials, LumaCredentials, ModifyVideoPreset, ReplicateCredentials, SegmindCredentials
+        FalCredentials, LumaAgentsCredentials, LumaCredentials, ModifyVideoPreset, ReplicateCredentials,
+        RunwayCredentials, SegmindCredentials,
     ]
 
 

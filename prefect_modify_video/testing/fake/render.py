@@ -50,11 +50,13 @@ def drift_filter(video: bytes, drift: float, seed: int = 0) -> str | None:
     digest = hashlib.sha256(f"{seed}:".encode() + hashlib.sha256(video).digest()).digest()
     draw = random.Random(digest)
 
-    def amount(scale: float) -> float:
-        return draw.choice((-1.0, 1.0)) * draw.uniform(0.5, 1.0) * scale * drift
+    def amount(scale: float, sign: float | None = None) -> float:
+        sign = draw.choice((-1.0, 1.0)) if sign is None else sign
+        return sign * draw.uniform(0.5, 1.0) * scale * drift
 
     red, green, blue = (1 + amount(DRIFT_CHANNEL_GAIN) for _ in range(3))
-    brightness = amount(DRIFT_BRIGHTNESS)
+    # The brightness moves the way green (most of the luma) does, so the casts never cancel out.
+    brightness = amount(DRIFT_BRIGHTNESS, 1.0 if green > 1 else -1.0)
     return f"colorchannelmixer=rr={red:.4f}:gg={green:.4f}:bb={blue:.4f},eq=brightness={brightness:.4f}"
 
 
