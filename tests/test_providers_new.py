@@ -82,7 +82,9 @@ def sha(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("backend", list(SERVICES))
+@pytest.mark.parametrize(
+    "backend", [pytest.param(name, marks=() if name == "runway" else pytest.mark.slow) for name in SERVICES]
+)
 def test_each_new_service_end_to_end(backend, one_shot, tmp_path, server):
     result = run(one_shot, tmp_path, server, backend)
     service = SERVICES[backend][0]
@@ -146,6 +148,7 @@ def test_runway_bills_a_moderated_task_and_the_run_reports_it(one_shot, tmp_path
     assert result.billed_calls == 1 and result.reused_segments == 1 and server.stats("runway").billed == 3
 
 
+@pytest.mark.slow
 def test_runway_s_daily_cap_stops_the_run_without_paying(one_shot, tmp_path, server):
     server.script("runway", [Fault.rate_limited(0.5)] * 2)
     with pytest.raises(SegmentsFailedError, match="InsufficientCreditsError.*daily") as caught:
@@ -167,6 +170,7 @@ def test_luma_agents_passing_failures_are_retried(fault, calls, billed, one_shot
     assert_same_shape_and_sound(result.output, one_shot)
 
 
+@pytest.mark.slow
 def test_luma_agents_moderation_is_fatal_and_not_billed(one_shot, tmp_path, server):
     server.script("luma-agents", [Fault.MODERATION])
     with pytest.raises(SegmentsFailedError, match="ContentModerationError") as caught:
