@@ -41,6 +41,7 @@ def _run_on_small_disk(disk: Path, size_kib: int, *cli_args: str, env: dict) -> 
     )
 
 
+@pytest.mark.slow  # a CLI run in a private mount namespace
 def test_an_output_disk_too_small_is_refused_before_anything_is_paid(tmp_path, monkeypatch):
     disk = tmp_path / "small-disk"
     disk.mkdir()

@@ -37,6 +37,7 @@ def test_a_run_to_webm_writes_vp9_and_opus_with_the_source_frames_and_length(mp4
     assert out.duration_s == pytest.approx(source.duration_s, abs=0.03)
 
 
+@pytest.mark.slow  # a second whole run (VP9 encoding is slow)
 def test_a_webm_source_with_opus_gives_webm_with_its_audio_bit_identical(mp4_source, tmp_path):
     source = tmp_path / "film.webm"
     run_ffmpeg(["-i", str(mp4_source), "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8",
