@@ -197,6 +197,10 @@ class ResultStore:
                 "may have been accepted and billed. Check the service's dashboard, then re-run: the segment is sent again"
             ) from error
 
+    def has_saved_job(self, key: str) -> bool:
+        """Whether a job of ``key`` is saved here (in this machine's copy of the store)."""
+        return (self.root / "jobs" / f"{key}.json").is_file()
+
     def forget_job(self, key: str) -> None:
         """Drops the saved job of ``key``."""
         path = self.root / "jobs" / f"{key}.json"

@@ -294,3 +294,25 @@ def test_a_batch_budget_is_one_budget_for_all_its_videos(two_segments, tmp_path,
     assert len(budgets) == 1
     spent = json.loads(budgets[0].read_text())
     assert len(spent["calls"]) == 3 and sum(spent["calls"].values()) <= cap + 1e-9
+
+
+@pytest.mark.slow
+def test_a_damaged_job_record_is_settled_through_lumas_list(two_segments, tmp_path, server):
+    """A billed job whose answer could not be fetched keeps its claim (``submitted``, with what identifies
+    the request); when its job record is then damaged, the re-run finds the job in Luma's list of
+    generations and downloads its answer: never bought again, not booked again."""
+    server.script("luma", [Fault.NOT_FOUND], on="download")
+    with pytest.raises(SegmentsFailedError, match="ResultUnavailableError"):
+        run(two_segments, tmp_path, server, concurrency=1)
+    jobs = list((tmp_path / "store" / "jobs").glob("*.json"))
+    claims = list((tmp_path / "store" / "claims").glob("*.json"))
+    assert len(jobs) == 1 and len(claims) == 1
+    assert json.loads(claims[0].read_text())["state"] == "submitted"
+    jobs[0].write_text('{"provider": "luma", "job_')  # damaged: cut short
+
+    result = run(two_segments, tmp_path, server)
+    assert server.stats("luma").calls == server.stats("luma").billed == 2, "nothing bought again"
+    assert result.billed_calls == 0 and result.reused_segments == 2, "the job was booked by the run that saw it end"
+    assert probe_video(result.output).frames == probe_video(two_segments).frames
+    assert list((tmp_path / "store" / "jobs").glob("*.damaged-*")), "the damaged record is kept, set aside"
+    assert not list((tmp_path / "store" / "claims").glob("*.json"))

@@ -445,7 +445,10 @@ class _SegmentPayer:
         settings = self.settings
         # Answers land in the store first (never in a work folder that a failed run deletes).
         returned = self.store.incoming_path(key)
-        saved = self.store.load_job(key)
+        try:
+            saved, damaged = self.store.load_job(key), None
+        except DamagedStoreError as error:  # set aside: settled below through the service's list, if it has one
+            saved, damaged = None, error
         if saved and self.refresh and not saved.get("billed"):
             self.logger.info("segment %s: --refresh: abandoning the saved job %s", self.segment.name, saved.get("job_id"))
             self.store.forget_job(key)
@@ -473,7 +476,9 @@ class _SegmentPayer:
         try:
             async with self.backend(key) as backend:
                 if resumed is None and not billed_before:
-                    resumed = await self._resolve_taken_over(backend, key)
+                    resumed = await self._resolve_taken_over(backend, key, damaged)
+                    # A job an earlier run already saw finished (and booked) is not booked again.
+                    billed_before = resumed is not None and bool(self.claim.previous.get("billed"))
                 if not billed_before:
                     self._reserve(key)
                 try:
@@ -499,6 +504,7 @@ class _SegmentPayer:
                     self._book(key, job)
                     if job.job_id:
                         self._save_job(key, job, billed=True)
+                        self.claim.update(state="submitted", job_id=job.job_id, billed=True)
                 if job.remaining_credits is not None:
                     self.remaining_credits = job.remaining_credits
                 await self._download(backend, job, returned)
@@ -506,8 +512,11 @@ class _SegmentPayer:
             slots.release()
         return returned, job
 
-    async def _resolve_taken_over(self, backend: ModifyBackend, key: str) -> ModifyJob | None:
-        """The job of a create a dead (or unanswered) holder of this claim may have sent, if any.
+    async def _resolve_taken_over(
+        self, backend: ModifyBackend, key: str, damaged: DamagedStoreError | None = None
+    ) -> ModifyJob | None:
+        """The job of a create a dead (or unanswered) holder of this claim may have sent, or whose saved
+        record is ``damaged``, if any: looked up in the service's list of jobs by what the claim kept.
 
         Returns:
             The job found in the service's list (saved, to be followed), or ``None`` when nothing was
@@ -518,12 +527,18 @@ class _SegmentPayer:
                 list to look in: nothing is sent blind (``--refresh`` is the user's decision to pay again).
         """
         previous = self.claim.previous
-        if self.claim.taken_over not in ("sending", "unknown") or previous.get("key", key) != key:
+        kept = previous.get("marker") or {}
+        lost = self.claim.taken_over in ("sending", "unknown") or (damaged and self.claim.taken_over == "submitted")
+        if not lost or kept.get("key", key) != key:
+            if damaged is not None:
+                raise damaged
             return None
-        marker = {k: v for k, v in (previous.get("marker") or {}).items() if k != "key"}
+        marker = {k: v for k, v in kept.items() if k != "key"}
         where = f"{self.store.location} (claims/{self.key}.json)"
         if backend.can_find_jobs and marker:
             job = await backend.find_job(marker, float(previous.get("sending_at") or 0))
+            if job is None and damaged is not None:
+                raise damaged
             if job is None:
                 self.logger.warning("segment %s: a create sent by %s never reached %s (not in its list of jobs): sending it",
                                     self.segment.name, previous.get("host", "another run"), backend.service)
@@ -532,6 +547,8 @@ class _SegmentPayer:
                                 self.segment.name, job.job_id, previous.get("host", "another run"))
             self._save_job(key, job)
             return job
+        if damaged is not None:
+            raise damaged
         self.claim.release(keep_as="unknown")
         raise SubmitOutcomeUnknownError(
             f"segment {self.segment.name}: a create was sent by {previous.get('host', 'another run')} "
@@ -699,7 +716,10 @@ async def modify_video_segment(
         payer = _SegmentPayer(settings, segment, key, estimated_cost_usd, store, claim)
         stored = await payer.answer(clip, Path(first_frame) if first_frame else None)
     finally:
-        claim.release()
+        # A job left saved (its answer not fetched yet) keeps the claim as ``submitted`` with what identifies
+        # its request, so that even a damaged job record can be settled through the service's list of jobs.
+        piece = (claim.data.get("marker") or {}).get("key")
+        claim.release(keep_as="submitted" if piece and store.has_saved_job(piece) else None)
     calls = ledger.billed(settings.run_key, segment.index)
     logger.info(
         "segment %s: done with %d %s (%s)", segment.name, len(calls),
