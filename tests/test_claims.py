@@ -201,11 +201,11 @@ def test_a_lost_create_at_a_service_without_a_list_is_never_paid_blind(two_segme
     with pytest.raises(SegmentsFailedError, match="SubmitOutcomeUnknownError"):
         run(two_segments, tmp_path, server, "segmind", concurrency=1)
     calls = server.stats("segmind").calls
-    with pytest.raises(SegmentsFailedError, match="dashboard.*--refresh"):
+    with pytest.raises(SegmentsFailedError, match="dashboard.*--resend-unknown"):
         run(two_segments, tmp_path, server, "segmind")
     assert server.stats("segmind").calls == calls, "a re-run sends nothing blind"
-    result = run(two_segments, tmp_path, server, "segmind", refresh=True)
-    assert server.stats("segmind").calls == calls + 2  # --refresh: the user's decision to pay again, for all
+    result = run(two_segments, tmp_path, server, "segmind", resend_unknown=True)
+    assert server.stats("segmind").calls == calls + 1  # --resend-unknown: the user's decision to send it again
     assert probe_video(result.output).frames == probe_video(two_segments).frames
 
 
