@@ -108,10 +108,14 @@ class LocalConditionalFiles(ConditionalFiles):
     def _write_temp(self, name: str, data: bytes) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         temp = self.root / f".{name}.{uuid.uuid4().hex[:8]}.partial"
-        with open(temp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with open(temp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except BaseException:  # a full disk: no half-written file is left
+            temp.unlink(missing_ok=True)
+            raise
         return temp
 
     @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -164,7 +165,15 @@ def test_a_preset_picked_in_the_custom_run_form_takes_effect(sample_video, tmp_p
     with get_client(sync_client=True) as client:
         flow_run = client.create_flow_run_from_deployment(deployment_id, parameters={"params": form})
         result = run_flow(modify_video, flow_run=flow_run)
-        logs = [log.message for log in client.read_logs() if log.flow_run_id == flow_run.id]
+        # This run's logs (the server holds every run's of the session), once they are shipped (in batches).
+        from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+        for _ in range(50):
+            logs = [log.message for log in client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])), limit=200)]
+            if any("applied: it set" in line for line in logs):
+                break
+            time.sleep(0.2)
         run_name = client.read_flow_run(flow_run.id).name
     assert (result.mode, result.prompt) == ("adhere_3", "black and white")
     assert any(f"preset {name!r} applied: it set prompt, mode" in line for line in logs), logs
