@@ -2,7 +2,7 @@
 
 Conditional writes are checked on a local folder and on moto's S3 server with many writers at once;
 claims with holders that died or went quiet; and whole runs against the fake service (real HTTP),
-counting billed jobs there: a create whose answer was lost is found in Luma's list (not bought again)
+counting billed jobs there: a create whose answer was lost is found in Luma's or Replicate's list (not bought again)
 or, where the service has no list, never sent blind; two runs on one account stay within the
 account's Prefect global concurrency limit; two runs sharing a budget never pass it.
 """
@@ -44,7 +44,7 @@ def server():
 @pytest.fixture(autouse=True)
 def fresh_server(server, monkeypatch):
     server.reset()
-    for env in ("LUMAAI_API_KEY", "SEGMIND_API_KEY"):
+    for env in ("LUMAAI_API_KEY", "SEGMIND_API_KEY", "REPLICATE_API_TOKEN"):
         monkeypatch.setenv(env, FAKE_KEY)
     yield
     server.wait_idle(30)
@@ -161,8 +161,8 @@ def test_a_shared_budget_is_never_passed_by_writers_at_once(tmp_path):
 
 def run(source, tmp_path, server, backend="luma", **overrides):
     spec = dict(name=backend, base_url=server.base_url, poll_interval_seconds=0.05)
-    if backend == "luma":
-        spec["upload_url"] = server.base_url
+    if backend in ("luma", "replicate"):
+        spec["upload_url"] = server.base_url  # clips by URL: what a list of jobs can be searched for
     spec.update(overrides.pop("spec", {}))
     values = dict(
         source=str(source),
@@ -178,18 +178,21 @@ def run(source, tmp_path, server, backend="luma", **overrides):
     return modify_video(ModifyVideoParameters(**values))
 
 
-def test_a_create_whose_answer_was_lost_is_found_in_lumas_list_not_bought_again(two_segments, tmp_path, server):
-    server.script("luma", [Fault.dropped_connection(after_accept=True)])
+@pytest.mark.parametrize("service", ["luma", "replicate"])
+def test_a_create_whose_answer_was_lost_is_found_in_the_services_list_not_bought_again(
+    service, two_segments, tmp_path, server
+):
+    server.script(service, [Fault.dropped_connection(after_accept=True)])
     with pytest.raises(SegmentsFailedError, match="SubmitOutcomeUnknownError"):
-        run(two_segments, tmp_path, server, concurrency=1)
+        run(two_segments, tmp_path, server, service, concurrency=1)
     server.wait_idle(30)
-    assert server.stats("luma").billed == 2, "the service accepted (and billed) the create whose answer was lost"
+    assert server.stats(service).billed == 2, "the service accepted (and billed) the create whose answer was lost"
     claims = list((tmp_path / "store" / "claims").glob("*.json"))
     assert len(claims) == 1 and json.loads(claims[0].read_text())["state"] == "unknown"
 
-    result = run(two_segments, tmp_path, server)
-    assert server.stats("luma").calls == 2, "the lost create was found in the list of generations, not sent again"
-    assert server.stats("luma").billed == 2
+    result = run(two_segments, tmp_path, server, service)
+    assert server.stats(service).calls == 2, "the lost create was found in the list of jobs, not sent again"
+    assert server.stats(service).billed == 2
     assert result.billed_calls == 1 and result.reused_segments == 1
     assert probe_video(result.output).frames == probe_video(two_segments).frames
     assert not list((tmp_path / "store" / "claims").glob("*.json"))

@@ -34,7 +34,7 @@ _STATES = {
 }
 
 
-def _epoch(value: Any) -> float | None:
+def epoch_seconds(value: Any) -> float | None:
     """Seconds since the epoch of an ISO 8601 time, or ``None``."""
     try:
         return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
@@ -177,7 +177,7 @@ class LumaBackend(HttpModifyBackend):
                 if isinstance(media, dict) and media.get("url") == marker["media_url"]:
                     job = ModifyJob(provider=self.name, state=JobState.QUEUED, job_id=str(generation["id"]))
                     return self._from_generation(job, generation)
-            oldest = _epoch(generations[-1].get("created_at"))
+            oldest = epoch_seconds(generations[-1].get("created_at"))
             if not data.get("has_more") or (oldest is not None and oldest < sent_at - 600):
                 return None
             offset += len(generations)

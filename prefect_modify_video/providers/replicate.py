@@ -7,6 +7,10 @@ done; an expired output is reported as a failed job, which a re-run sends again.
 is not used: a create held open for a minute is more likely to end without an answer, and
 an unanswered create cannot be sent again safely.
 
+A create whose answer was lost is looked up in ``GET /v1/predictions`` (newest first, 100 a page,
+each with its ``input``) by the clip's URL, when the clip went by URL (an uploader); a clip sent
+as a ``data:`` URI leaves nothing unique to look for, so such a create stays outcome-unknown.
+
 Price: Replicate's page for this model was not available here. Replicate resells partner
 models at the partner's list price, so the estimate is Luma's own ray-2 rate (output pixels
 × frames at 24 fps × $0.01582 per million), which at 720p is $0.35/s, the same as fal.
@@ -16,11 +20,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from prefect_modify_video.providers.base import JobState, ModifyJob, ModifyRequest
 from prefect_modify_video.providers.http_client import HttpModifyBackend
 from prefect_modify_video.providers.http_errors import failure_error, request_id_of
-from prefect_modify_video.providers.luma import LUMA_PRICE_PER_MEGAPIXEL_USD, scaled_to
+from prefect_modify_video.providers.luma import LUMA_PRICE_PER_MEGAPIXEL_USD, epoch_seconds, scaled_to
 
 REPLICATE_BASE_URL = "https://api.replicate.com"
 
@@ -63,6 +68,7 @@ class ReplicateBackend(HttpModifyBackend):
     max_upload_bytes = 100_000_000
     max_dimension = 1280
     """Ray 2 Modify works at up to 720p (1280 long side); larger only costs upload time."""
+    can_find_jobs: ClassVar[bool] = True
     max_concurrency = 4
     """Replicate queues predictions over capacity; 4 keeps each wait short."""
     poll_interval_seconds = 5.0
@@ -113,6 +119,38 @@ class ReplicateBackend(HttpModifyBackend):
         url = job.extra.get("get_url") or f"/v1/predictions/{job.job_id}"
         _, prediction = await self._get_json(url, what="poll")
         return self._from_prediction(job, prediction if isinstance(prediction, dict) else {})
+
+    def create_marker(self, body: Any) -> dict:
+        """The clip's URL when it went by URL (unique to the upload, echoed in the prediction's ``input``)."""
+        inputs = body.get("input") if isinstance(body, dict) else None
+        video = inputs.get("video") if isinstance(inputs, dict) else None
+        return {"video_url": video} if isinstance(video, str) and urlsplit(video).scheme in ("http", "https") else {}
+
+    async def find_job(self, marker: dict, sent_at: float) -> ModifyJob | None:
+        """Looks through ``GET /v1/predictions`` (newest first, following ``next``) for this model's prediction
+        whose ``input.video`` is the marker's URL, back to ten minutes before ``sent_at``."""
+        if not marker.get("video_url"):
+            return None
+        url: str | None = "/v1/predictions"
+        while url:
+            _, data = await self._get_json(url, what="list predictions")
+            predictions = data.get("results") if isinstance(data, dict) else None
+            if not isinstance(predictions, list) or not predictions:
+                return None
+            for prediction in predictions:
+                inputs = prediction.get("input") if isinstance(prediction, dict) else None
+                if (
+                    isinstance(inputs, dict)
+                    and inputs.get("video") == marker["video_url"]
+                    and prediction.get("model", self.model) == self.model
+                ):
+                    job = ModifyJob(provider=self.name, state=JobState.QUEUED, job_id=str(prediction["id"]))
+                    return self._from_prediction(job, prediction)
+            oldest = epoch_seconds(predictions[-1].get("created_at"))
+            if oldest is not None and oldest < sent_at - 600:
+                return None
+            url = data.get("next") if isinstance(data.get("next"), str) else None
+        return None
 
     def _from_prediction(self, job: ModifyJob, prediction: dict[str, Any]) -> ModifyJob:
         urls = prediction.get("urls") if isinstance(prediction.get("urls"), dict) else {}

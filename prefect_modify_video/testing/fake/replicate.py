@@ -58,6 +58,7 @@ class ReplicateDialect(Dialect):
     failure_reason = "Prediction failed: internal error during generation"
     routes = (
         Route("POST", r"/v1/models/luma/modify-video/predictions", RouteKind.CREATE, "create"),
+        Route("GET", r"/v1/predictions", RouteKind.ACCOUNT, "list_predictions"),
         Route("GET", r"/v1/predictions/(?P<job_id>[^/]+)", RouteKind.STATUS, "status"),
         Route("POST", r"/v1/predictions/(?P<job_id>[^/]+)/cancel", RouteKind.CANCEL, "cancel"),
     )
@@ -158,6 +159,18 @@ class ReplicateDialect(Dialect):
     def status(self, request: ServiceRequest, job: Job) -> Answer:
         """The prediction as it is now."""
         return Answer.json(200, self.prediction(request, job, request.state(job)))
+
+    def list_predictions(self, request: ServiceRequest) -> Answer:
+        """``GET /v1/predictions[?cursor=]``: the account's predictions, newest first, 100 a page, ``next`` the
+        absolute URL of the next page (``null`` on the last)."""
+        page_size = 100
+        start = int(request.query.get("cursor", ["0"])[0] or 0)
+        jobs = sorted(request.jobs(), key=lambda job: job.created_wall, reverse=True)
+        page = [self.prediction(request, job, request.state(job)) for job in jobs[start : start + page_size]]
+        more = start + page_size < len(jobs)
+        following = f"{request.base_url}/v1/predictions?cursor={start + page_size}" if more else None
+        previous = f"{request.base_url}/v1/predictions?cursor={max(0, start - page_size)}" if start else None
+        return Answer.json(200, {"next": following, "previous": previous, "results": page})
 
     def cancel(self, request: ServiceRequest, job: Job) -> Answer:
         """Cancels a running prediction; answers it as it is then."""
