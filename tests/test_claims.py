@@ -178,7 +178,7 @@ def run(source, tmp_path, server, backend="luma", **overrides):
     return modify_video(ModifyVideoParameters(**values))
 
 
-@pytest.mark.parametrize("service", ["luma", "replicate"])
+@pytest.mark.parametrize("service", ["luma", pytest.param("replicate", marks=pytest.mark.slow)])
 def test_a_create_whose_answer_was_lost_is_found_in_the_services_list_not_bought_again(
     service, two_segments, tmp_path, server
 ):
