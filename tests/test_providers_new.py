@@ -199,3 +199,62 @@ def test_plan_fits_segments_to_billing_blocks_when_cheaper(tmp_path):
     assert set(billed) == {5.0} and report["billed_seconds"] == 5.0 * len(billed)
     assert report["estimated_cost_usd"] == pytest.approx(0.72 * len(billed))
     assert report["estimated_cost_usd"] < 6 * 0.72
+
+
+@pytest.fixture(scope="module")
+def sixty_fps(tmp_path_factory):
+    """3 s, 320x180, 60 fps, one shot, a tone: over Aleph 2's 30 fps input cap."""
+    folder = tmp_path_factory.mktemp("sixty")
+    return make_sample_video(folder / "sixty.mp4", seconds=3, width=320, height=180, fps=60, scenes=1)
+
+
+def test_a_source_over_runway_s_frame_rate_cap_is_sent_divided_and_comes_back_whole(sixty_fps, tmp_path, server):
+    # Aleph 2 takes at most 30 fps (the fake fails a faster clip's task as ASSET.INVALID, as Runway does): the 60 fps
+    # source goes at 30 fps, every second source frame; the 24 fps answers come back as all 180 frames at 60 fps.
+    # The first answer covers only half its clip, so the rest of that clip is sent again (30 fps too).
+    server.script("runway", [Fault.wrong_length(0.5)])
+    result = run(sixty_fps, tmp_path, server, "runway")
+    calls = server.received("runway")
+    assert {c.params["input_fps"] for c in calls} == {30.0}
+    assert result.segments == 2 and result.billed_calls == len(calls) == 3 == server.stats("runway").billed
+    assert_same_shape_and_sound(result.output, sixty_fps)
+    assert abs(read_frames(result.output) - read_frames(sixty_fps)).mean() > 10, "the restyle must show"
+    # A re-run finds both answers complete in the store (counted in sent frames, not source frames): nothing paid.
+    again = run(sixty_fps, tmp_path, server, "runway", output=str(tmp_path / "again.mp4"))
+    assert again.billed_calls == 0 and again.reused_segments == 2 and server.stats("runway").billed == 3
+    assert_same_shape_and_sound(again.output, sixty_fps)
+
+
+def test_runway_s_fake_refuses_a_clip_over_30_fps_unbilled(sixty_fps, server, tmp_path):
+    # What the fix guards against: the same 60 fps clip sent as it is fails its task as bad input (not retried).
+    import asyncio
+
+    from prefect_modify_video.errors import InvalidRequestError
+    from prefect_modify_video.providers.base import ModifyRequest, wait_for_job
+    from prefect_modify_video.providers.runway import RunwayBackend
+
+    async def send():
+        async with RunwayBackend(FAKE_KEY, server.base_url, poll_interval_seconds=0.05) as backend:
+            job = await backend.submit(ModifyRequest(clip=sixty_fps, prompt="ink", mode="flex_1"), tmp_path)
+            await wait_for_job(backend, job)
+
+    with pytest.raises(InvalidRequestError, match="ASSET.INVALID.*60 fps"):
+        asyncio.run(send())
+    assert server.stats("runway").calls == 1 and server.stats("runway").billed == 0
+
+
+def test_a_clip_sent_at_a_divided_rate_holds_every_second_source_frame(sixty_fps, tmp_path):
+    from prefect_modify_video.media.extract import extract_segment
+    from prefect_modify_video.media.plan import sent_frame_step
+
+    info = probe_video(sixty_fps)
+    step = sent_frame_step(info.frame_rate, 30)
+    segment = plan_video(info, 2.5, 12).sent_every(step).segments[1]
+    assert step == 2 and segment.overlap_frames == 12 and segment.clip_index(segment.first_frame) == 6
+    clip = probe_video(extract_segment(info, segment, tmp_path / "clip.mp4"))
+    assert (clip.frames, clip.frame_rate) == (segment.clip_frames, "30/1") == (-(-segment.sent_frames // 2), "30/1")
+    sent = read_frames(tmp_path / "clip.mp4").astype(float)
+    source = read_frames(sixty_fps).astype(float)
+    wanted = source[segment.sent_first_frame:segment.end_frame:2]
+    others = source[segment.sent_first_frame + 1:segment.end_frame:2][: len(sent)]
+    assert len(sent) == len(wanted) and abs(sent - wanted).mean() < 1.0 < abs(sent[: len(others)] - others).mean()

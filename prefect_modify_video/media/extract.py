@@ -75,6 +75,11 @@ def _write_segment(
             .filter("setpts", "PTS-STARTPTS")
         )
         padding = segment.sent_frames
+    sent_rate = rate / segment.frame_step
+    if segment.frame_step > 1:
+        # One frame in frame_step, from the first: on the source's exact grid, each sent frame is a source frame.
+        stream = stream.filter("fps", fps=f"{sent_rate.numerator}/{sent_rate.denominator}")
+        padding = -(-padding // segment.frame_step)
     stream = (
         stream.filter("scale", width, height, flags="bicubic")
         .filter("setsar", "1")
@@ -83,8 +88,8 @@ def _write_segment(
     args = stream.output(
         "out.mp4",
         an=None,
-        r=info.frame_rate,
-        **{"frames:v": segment.sent_frames, "movflags": "+faststart"},
+        r=f"{sent_rate.numerator}/{sent_rate.denominator}",
+        **{"frames:v": segment.clip_frames, "movflags": "+faststart"},
         **{**EXTRACT_ENCODE, "crf": crf},
         **({"threads": encoder_threads()} if encoder_threads() else {}),
     ).get_args()
@@ -101,9 +106,11 @@ def extract_segment(
 ) -> Path:
     """Cuts ``segment`` out of the source, frame-exact, as a clip a service accepts.
 
-    The clip holds the segment's sent frames: its own plus its overlap before (``Segment.sent_frames``).
-    The clip is re-encoded (not stream-copied, so it starts on the exact frame), at the
-    source's constant frame rate, upright (rotation baked in), with square pixels, an even
+    The clip holds the segment's sent frames: its own plus its overlap before (``Segment.sent_frames``),
+    one in ``Segment.frame_step`` of them for a service whose frame-rate cap the source is over (a 60 fps
+    source goes at 30 fps: ``Segment.clip_frames`` frames, each a source frame). The clip is re-encoded
+    (not stream-copied, so it starts on the exact frame), at the source's constant frame rate (divided
+    by the step), upright (rotation baked in), with square pixels, an even
     size no larger than ``max_dimension`` on its longest side, and without audio. A clip over
     ``max_bytes`` is encoded again at lower quality until it fits. Frames are found by seeking
     (``frame_seek_seconds``); where seeking fails on a file, by decoding it from the start.
@@ -116,7 +123,7 @@ def extract_segment(
     """
     for crf in EXTRACT_CRF_STEPS:
         _write_segment(info, segment, destination, max_dimension, crf, seek=True)
-        if _frames_in(destination) < segment.sent_frames:
+        if _frames_in(destination) < segment.clip_frames:
             # Seeking failed on this file (some MPEG-TS do): decode from the start instead.
             logger.warning("%s: seeking to segment %s failed; decoding from the start", info.path, segment.name)
             _write_segment(info, segment, destination, max_dimension, crf, seek=False)

@@ -36,6 +36,12 @@ class Segment(BaseModel, frozen=True):
         description="Frames before first_frame sent too and cross-blended with the previous segment's last ones "
         "(only at seams inside a shot).",
     )
+    frame_step: int = Field(
+        default=1,
+        ge=1,
+        description="Every how many source frames one is sent: 1 sends them all; 2 sends a 60 fps source at 30 fps "
+        "to a service that takes at most 30 fps (``sent_frame_step``). The answer is conformed back to every frame.",
+    )
 
     @computed_field
     @property
@@ -61,11 +67,20 @@ class Segment(BaseModel, frozen=True):
         """Frames sent to the service (and billed): the segment's own plus the overlap."""
         return self.end_frame - self.sent_first_frame
 
+    @property
+    def clip_frames(self) -> int:
+        """Frames of the clip sent: every ``frame_step``-th sent frame, from the first (``sent_frames`` at step 1)."""
+        return -(-self.sent_frames // self.frame_step)
+
+    def clip_index(self, frame: int) -> int:
+        """The sent clip's frame that shows source frame ``frame`` (the nearest one at or after it)."""
+        return min(-(-(frame - self.sent_first_frame) // self.frame_step), self.clip_frames - 1)
+
     @computed_field
     @property
     def sent_duration_s(self) -> float:
-        """Length of what is sent (and billed), in seconds."""
-        return self.duration_s * self.sent_frames / self.frames
+        """Length of what is sent (and billed), in seconds: ``clip_frames`` at the sent rate."""
+        return self.duration_s * self.clip_frames * self.frame_step / self.frames
 
     @computed_field
     @property
@@ -92,10 +107,34 @@ class SegmentPlan(BaseModel, frozen=True):
         """Seconds sent to the service: the video once, plus the overlaps."""
         return self.duration_s + self.overlap_s
 
+    def sent_every(self, frame_step: int) -> SegmentPlan:
+        """The plan with every segment sent at one frame in ``frame_step`` (``sent_frame_step``)."""
+        if frame_step == 1 and all(s.frame_step == 1 for s in self.segments):
+            return self
+        segments = [s.model_copy(update={"frame_step": frame_step}) for s in self.segments]
+        return self.model_copy(update={"segments": segments})
+
     @property
     def overlap_s(self) -> float:
         """Seconds sent twice, in the overlaps at in-shot seams: billed on top of ``duration_s``."""
         return sum(s.overlap_frames for s in self.segments) / float(Fraction(self.frame_rate))
+
+
+def sent_frame_step(frame_rate: str | Fraction, max_fps: float | None) -> int:
+    """Every how many source frames one is sent to a service that takes at most ``max_fps``.
+
+    The smallest whole step that brings the source's rate to ``max_fps`` or under, so each sent frame is a
+    source frame (60 and 50 fps are sent at 30 and 25 fps; 120 fps at 30). ``None`` or a source already under
+    the cap: 1, every frame.
+
+    Example:
+        >>> sent_frame_step("60/1", 30), sent_frame_step("60000/1001", 30), sent_frame_step("30/1", 30)
+        (2, 2, 1)
+    """
+    rate = Fraction(frame_rate)
+    if not max_fps or rate <= 0:
+        return 1
+    return max(1, math.ceil(rate / Fraction(max_fps).limit_denominator(1000)))
 
 
 def max_frames_under(max_segment_seconds: float, frame_rate: Fraction) -> int:

@@ -80,6 +80,8 @@ def backends_table() -> str:
         try:
             key = "none" if cls.is_free else f"`{cls.api_key_env}` or a `{cls.credentials_block}` block"
             size = f"long side ≤ {backend.max_dimension}" if backend.max_dimension else "as the source"
+            if backend.max_fps:
+                size += f"; ≤ {backend.max_fps:g} fps (a faster source at its rate ÷ 2, 3…)"
             media = cls.media_note or ("URL (upload store)" if cls.requires_uploader else "in the request")
             if cls.is_free:
                 media = "local files"

@@ -17,7 +17,9 @@ The contract, from Runway's OpenAPI (``runwayml/openapi``), its Python SDK and d
   ``runwayUri`` (valid 24 h) is the ``videoUri``. Data URIs are not used for video (the OpenAPI caps them
   at 5 MB where the docs say 16 MB). Guide images go as ``data:image/png`` URIs (≤ 5 MB, checked).
 - **Caps**: input 2-30 s (segments planned under 30 s; shorter ones are billed as 2 s), ≤ 30 fps
-  [second-hand], "up to 30 seconds at 1080p": the long side is kept ≤ 1920. "The output resolution
+  [second-hand]: a faster source is sent at its rate divided by the smallest whole number that brings it to
+  30 fps or under (60 → 30, 50 → 25, 120 → 30; each sent frame a source frame), the answer conformed back to
+  every source frame; "up to 30 seconds at 1080p": the long side is kept ≤ 1920. "The output resolution
   matches the input video" and its timing is the input's.
 - **Task states**: ``PENDING`` and ``THROTTLED`` (over the account's concurrency: queued, starts by itself)
   → queued; ``RUNNING`` (+``progress``) → running; ``SUCCEEDED`` (+``output: [url]``) → completed;
@@ -100,6 +102,8 @@ class RunwayBackend(HttpModifyBackend):
     """Runway's upload limit for a video (URLs: 32 MB)."""
     max_dimension = 1920
     """"Up to 30 seconds at 1080p"; the output keeps the input's resolution."""
+    max_fps = 30.0
+    """Input "at ≤30 fps": a 50 or 60 fps source is sent at 25 or 30 fps, and the answer conformed back."""
     max_concurrency = 2
     """Tier 1 runs 1-2 tasks at once; more wait as ``THROTTLED`` (and count against ``max_wait_seconds``)."""
     poll_interval_seconds = 5.0

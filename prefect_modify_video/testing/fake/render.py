@@ -108,6 +108,23 @@ def render_modified_clip(
         return target.read_bytes()
 
 
+def clip_frame_rate(video: bytes) -> float | None:
+    """The frame rate of an uploaded clip's first video stream (``None``: not a readable video)."""
+    with tempfile.TemporaryDirectory(prefix="fake-probe-") as tmp:
+        source = Path(tmp) / "in.mp4"
+        source.write_bytes(video)
+        try:
+            out = _run([_FFPROBE, "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=r_frame_rate",
+                        "-of", "csv=p=0", str(source)])
+        except RenderError:
+            return None
+    numerator, _, denominator = out.strip().partition("/")
+    try:
+        return float(numerator) / float(denominator or 1)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
 def _probe_duration(path: Path) -> float:
     out = _run(
         [_FFPROBE, "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)]

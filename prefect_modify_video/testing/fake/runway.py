@@ -18,6 +18,7 @@ from prefect_modify_video.testing.fake.dialect import (
 )
 from prefect_modify_video.testing.fake.faults import Fault
 from prefect_modify_video.testing.fake.jobs import CreateInput, Job
+from prefect_modify_video.testing.fake.render import clip_frame_rate
 
 if TYPE_CHECKING:
     from prefect_modify_video.testing.fake.server import ServiceRequest
@@ -29,6 +30,8 @@ _FIELDS = {"model", "videoUri", "promptText", "keyframes", "seed", "targetAspect
 _STATES = {"queued": "PENDING", "running": "RUNNING", "completed": "SUCCEEDED", "failed": "FAILED",
            "canceled": "CANCELLED"}
 CREDITS_PER_SECOND = 28
+MAX_FPS = 30.0
+"""Aleph 2 takes input "at ≤30 fps"."""
 
 
 def multipart_file(body: bytes, content_type: str) -> bytes:
@@ -52,7 +55,8 @@ class RunwayDialect(Dialect):
 
     Over the tier's concurrency a task waits ``THROTTLED`` (the first ``throttled_polls`` polls of every task
     show it); the only 429 is the rolling daily cap. A moderated task (``SAFETY.INPUT.*``) is billed like a
-    finished one; an ``INTERNAL`` failure is not. Tasks answer at 24 fps.
+    finished one; an ``INTERNAL`` failure is not. A clip over 30 fps (Aleph 2 takes "≤30 fps") fails its task as
+    ``ASSET.INVALID`` when the task reads it, unbilled. Tasks answer at 24 fps.
 
     Attributes:
         throttled_polls: How many first polls of each task answer ``THROTTLED``.
@@ -132,7 +136,13 @@ class RunwayDialect(Dialect):
                 raise BadInput("seconds must be between 0 and 30", field=f"keyframes.{i}.seconds")
             image = self._medium(request, frame["uri"], f"keyframes.{i}.uri", params, "keyframe_source")
             received.append((image, float(seconds)))
-        return CreateInput(video, None, "aleph2", echo(payload), params, keyframes=received)
+        rate = clip_frame_rate(video)
+        # Runway reads the asset only when the task runs: a clip over its cap fails the task as ASSET.INVALID.
+        refusal = None
+        if rate and rate > MAX_FPS + 1e-3:
+            refusal = f"The input video is {rate:g} fps; at most {MAX_FPS:g} fps is supported."
+        params["input_fps"] = rate
+        return CreateInput(video, None, "aleph2", echo(payload), params, keyframes=received, refusal=refusal)
 
     def upload(self, request: ServiceRequest) -> Answer:
         """``{uploadUrl, fields, runwayUri}`` for a multipart POST of the file."""
