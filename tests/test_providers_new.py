@@ -258,3 +258,17 @@ def test_a_clip_sent_at_a_divided_rate_holds_every_second_source_frame(sixty_fps
     wanted = source[segment.sent_first_frame:segment.end_frame:2]
     others = source[segment.sent_first_frame + 1:segment.end_frame:2][: len(sent)]
     assert len(sent) == len(wanted) and abs(sent - wanted).mean() < 1.0 < abs(sent[: len(others)] - others).mean()
+
+
+@pytest.mark.parametrize("model", ["ray-3.2", "luma/agent/ray/v3.2/video-to-video"])
+def test_ray_3_2_through_fal_is_refused_with_a_pointer_to_luma_agents(model, one_shot, server):
+    # fal's Ray 3.2 edit endpoint takes only 5 s / 10 s outputs and leaves other source lengths undocumented: no
+    # request is sent, and one line says which backend runs the model.
+    out = subprocess.run(
+        [sys.executable, "-m", "prefect_modify_video.cli", "plan", str(one_shot), "--backend", "fal", "--model", model],
+        capture_output=True, text=True,
+    )
+    assert out.returncode != 0 and out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Ray 3.2" in lines[0] and "--backend luma-agents" in lines[0]
+    assert server.stats("fal").calls == 0
