@@ -3,7 +3,8 @@
 ``plan_run`` decides everything about a run that follows from its parameters and the probed
 source before any work: the backend (built the one way backends are built), the longest
 segment, the seams' options for that backend, the segments, the size and frame rate sent (one
-frame in ``Segment.frame_step`` for a service with a frame-rate cap) and each segment's
+frame in ``Segment.frame_step`` for a service with a frame-rate cap, clips padded to its shortest
+input) and each segment's
 estimated price. Nothing here imports Prefect; the flow passes its planning task in.
 """
 
@@ -123,7 +124,7 @@ def plan_run(
         # A clip sent one frame in `step` lasts up to step - 1 source frames longer than its segment.
         cap -= (step - 1) / info.fps
     cap = cheapest_cap(backend, info, cap, seams.overlap_frames, (width, height))
-    plan = planner(info, cap, seams.overlap_frames).sent_every(step)
+    plan = planner(info, cap, seams.overlap_frames).as_sent(step, backend.min_clip_seconds)
     return RunPlan(
         backend=backend,
         max_segment_seconds=cap,

@@ -216,6 +216,8 @@ def test_a_source_over_runway_s_frame_rate_cap_is_sent_divided_and_comes_back_wh
     result = run(sixty_fps, tmp_path, server, "runway")
     calls = server.received("runway")
     assert {c.params["input_fps"] for c in calls} == {30.0}
+    # The segments (87 and 105 frames, 44 and 53 at 30 fps) and the remainder go padded to Aleph 2's 2 s minimum.
+    assert {c.params["input_seconds"] for c in calls} == {2.0}
     assert result.segments == 2 and result.billed_calls == len(calls) == 3 == server.stats("runway").billed
     assert_same_shape_and_sound(result.output, sixty_fps)
     assert abs(read_frames(result.output) - read_frames(sixty_fps)).mean() > 10, "the restyle must show"
@@ -249,7 +251,7 @@ def test_a_clip_sent_at_a_divided_rate_holds_every_second_source_frame(sixty_fps
 
     info = probe_video(sixty_fps)
     step = sent_frame_step(info.frame_rate, 30)
-    segment = plan_video(info, 2.5, 12).sent_every(step).segments[1]
+    segment = plan_video(info, 2.5, 12).as_sent(step).segments[1]
     assert step == 2 and segment.overlap_frames == 12 and segment.clip_index(segment.first_frame) == 6
     clip = probe_video(extract_segment(info, segment, tmp_path / "clip.mp4"))
     assert (clip.frames, clip.frame_rate) == (segment.clip_frames, "30/1") == (-(-segment.sent_frames // 2), "30/1")
@@ -272,3 +274,15 @@ def test_ray_3_2_through_fal_is_refused_with_a_pointer_to_luma_agents(model, one
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "Ray 3.2" in lines[0] and "--backend luma-agents" in lines[0]
     assert server.stats("fal").calls == 0
+
+
+def test_a_clip_under_runway_s_2_s_minimum_goes_padded_and_comes_back_at_its_own_length(tmp_path, server):
+    # 1.5 s, one segment: Aleph 2 takes 2-30 s (the fake fails a shorter clip's task as ASSET.INVALID), so the clip
+    # goes with its last frame repeated to 2 s (billed as 2 s in any case), and the answer's padding is dropped.
+    source = make_sample_video(tmp_path / "short.mp4", seconds=1.5, width=320, height=180, fps=30, scenes=1)
+    result = run(source, tmp_path, server, "runway")
+    calls = server.received("runway")
+    assert [c.params["input_seconds"] for c in calls] == [2.0]
+    assert result.billed_calls == 1 == server.stats("runway").billed and result.cost_usd == pytest.approx(0.56)
+    assert_same_shape_and_sound(result.output, source)
+    assert abs(read_frames(result.output) - read_frames(source)).mean() > 10, "the restyle must show"

@@ -65,6 +65,9 @@ def _write_segment(
     if seek:
         start = frame_seek_seconds(segment.sent_first_frame, rate, info.start_offset_s)
         stream = ffmpeg.input(info.path, ss=f"{start:.6f}")[str(info.video_index)].filter("fps", fps=info.frame_rate)
+        if segment.pad_frames:
+            # The padding repeats the segment's last frame, not the frames after it.
+            stream = stream.filter("trim", end_frame=segment.sent_frames)
         # A frame or two short at the very end (timestamps rounded onto the constant rate) is padded.
         padding = 2
     else:
@@ -80,6 +83,8 @@ def _write_segment(
         # One frame in frame_step, from the first: on the source's exact grid, each sent frame is a source frame.
         stream = stream.filter("fps", fps=f"{sent_rate.numerator}/{sent_rate.denominator}")
         padding = -(-padding // segment.frame_step)
+    # A clip under the service's shortest input ends with copies of its last frame (pad_frames).
+    padding += segment.pad_frames
     stream = (
         stream.filter("scale", width, height, flags="bicubic")
         .filter("setsar", "1")
@@ -110,7 +115,7 @@ def extract_segment(
     one in ``Segment.frame_step`` of them for a service whose frame-rate cap the source is over (a 60 fps
     source goes at 30 fps: ``Segment.clip_frames`` frames, each a source frame). The clip is re-encoded
     (not stream-copied, so it starts on the exact frame), at the source's constant frame rate (divided
-    by the step), upright (rotation baked in), with square pixels, an even
+    by the step), padded with ``Segment.pad_frames`` copies of its last frame (a service's shortest input), upright (rotation baked in), with square pixels, an even
     size no larger than ``max_dimension`` on its longest side, and without audio. A clip over
     ``max_bytes`` is encoded again at lower quality until it fits. Frames are found by seeking
     (``frame_seek_seconds``); where seeking fails on a file, by decoding it from the start.

@@ -42,6 +42,12 @@ class Segment(BaseModel, frozen=True):
         description="Every how many source frames one is sent: 1 sends them all; 2 sends a 60 fps source at 30 fps "
         "to a service that takes at most 30 fps (``sent_frame_step``). The answer is conformed back to every frame.",
     )
+    pad_frames: int = Field(
+        default=0,
+        ge=0,
+        description="Copies of the last sent frame added to the clip so that it lasts a service's shortest input; "
+        "the answer's part for them is dropped.",
+    )
 
     @computed_field
     @property
@@ -69,17 +75,18 @@ class Segment(BaseModel, frozen=True):
 
     @property
     def clip_frames(self) -> int:
-        """Frames of the clip sent: every ``frame_step``-th sent frame, from the first (``sent_frames`` at step 1)."""
-        return -(-self.sent_frames // self.frame_step)
+        """Frames of the clip sent: every ``frame_step``-th sent frame, from the first (``sent_frames`` at step 1),
+        then ``pad_frames``."""
+        return -(-self.sent_frames // self.frame_step) + self.pad_frames
 
     def clip_index(self, frame: int) -> int:
         """The sent clip's frame that shows source frame ``frame`` (the nearest one at or after it)."""
-        return min(-(-(frame - self.sent_first_frame) // self.frame_step), self.clip_frames - 1)
+        return min(-(-(frame - self.sent_first_frame) // self.frame_step), self.clip_frames - self.pad_frames - 1)
 
     @computed_field
     @property
     def sent_duration_s(self) -> float:
-        """Length of what is sent (and billed), in seconds: ``clip_frames`` at the sent rate."""
+        """Length of what is sent (and billed), in seconds: ``clip_frames`` at the sent rate, padding included."""
         return self.duration_s * self.clip_frames * self.frame_step / self.frames
 
     @computed_field
@@ -107,12 +114,16 @@ class SegmentPlan(BaseModel, frozen=True):
         """Seconds sent to the service: the video once, plus the overlaps."""
         return self.duration_s + self.overlap_s
 
-    def sent_every(self, frame_step: int) -> SegmentPlan:
-        """The plan with every segment sent at one frame in ``frame_step`` (``sent_frame_step``)."""
-        if frame_step == 1 and all(s.frame_step == 1 for s in self.segments):
-            return self
-        segments = [s.model_copy(update={"frame_step": frame_step}) for s in self.segments]
-        return self.model_copy(update={"segments": segments})
+    def as_sent(self, frame_step: int = 1, min_clip_seconds: float | None = None) -> SegmentPlan:
+        """The plan as a service takes it: each clip one frame in ``frame_step`` (``sent_frame_step``), and one
+        shorter than ``min_clip_seconds`` padded with its last frame up to it (``Segment.pad_frames``)."""
+        sent_rate = Fraction(self.frame_rate) / frame_step
+        shortest = math.ceil(Fraction(min_clip_seconds).limit_denominator(1000) * sent_rate) if min_clip_seconds else 0
+        segments = []
+        for segment in self.segments:
+            frames = -(-segment.sent_frames // frame_step)
+            segments.append(segment.model_copy(update={"frame_step": frame_step, "pad_frames": max(shortest - frames, 0)}))
+        return self if segments == self.segments else self.model_copy(update={"segments": segments})
 
     @property
     def overlap_s(self) -> float:

@@ -383,8 +383,12 @@ class _SegmentPayer:
         pieces: list[tuple[Path, int]] = []
         start, key, image = 0, self.key, first_frame
         for _ in range(MAX_REMAINDERS + 1):
-            piece_clip = clip if start == 0 else remainder_clip(clip, start, self.workdir / f"from-{start}.mp4")
+            piece_clip = clip if start == 0 else remainder_clip(
+                clip, start, self.workdir / f"from-{start}.mp4",
+                min_seconds=backend_class(self.settings.backend_name).min_clip_seconds,
+            )
             answer, covered = await self._piece(key, piece_clip, image)
+            covered = min(covered, sent_frames - start)  # a padded remainder's answer covers its padding too
             pieces.append((answer, covered))
             start += covered
             if start >= sent_frames:
