@@ -40,6 +40,8 @@ def server():
 def fresh_server(server, monkeypatch):
     server.reset()
     server.dialects["runway"].throttled_polls = 1
+    server.dialects["runway"].failure_code = "INTERNAL.BAD_OUTPUT.CODE01"
+    server.dialects["luma-agents"].failure_code = "generation_failed"
     for _, env_var in SERVICES.values():
         monkeypatch.setenv(env_var, FAKE_KEY)
     yield
@@ -286,3 +288,61 @@ def test_a_clip_under_runway_s_2_s_minimum_goes_padded_and_comes_back_at_its_own
     assert result.billed_calls == 1 == server.stats("runway").billed and result.cost_usd == pytest.approx(0.56)
     assert_same_shape_and_sound(result.output, source)
     assert abs(read_frames(result.output) - read_frames(source)).mean() > 10, "the restyle must show"
+
+
+def paid_calls_reported(error: pytest.ExceptionInfo) -> int:
+    """The paid calls a failed run reports in its error ("... (N paid calls, $...)")."""
+    import re
+
+    return int(re.search(r"\((\d+) paid calls", str(error.value)).group(1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("code", ["INTERNAL.BAD_OUTPUT.CODE01", "INTERNAL"])
+def test_runway_s_internal_failures_are_sent_again_and_only_finished_tasks_billed(code, one_shot, tmp_path, server):
+    # Runway: INTERNAL and INTERNAL.BAD_OUTPUT.* failures are worth retrying; a failed task is not billed.
+    server.dialects["runway"].failure_code = code
+    server.script("runway", [Fault.JOB_FAILED])
+    result = run(one_shot, tmp_path, server, "runway")
+    assert server.stats("runway").calls == 3 and server.stats("runway").billed == 2 == result.billed_calls
+    assert_same_shape_and_sound(result.output, one_shot)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("code", ["output_not_found", "rate_limited"])
+def test_luma_agents_failures_that_pass_are_retried(code, one_shot, tmp_path, server):
+    # Luma says to retry output_not_found (like generation_failed); rate_limited passes with time.
+    server.dialects["luma-agents"].failure_code = code
+    server.script("luma-agents", [Fault.JOB_FAILED])
+    result = run(one_shot, tmp_path, server, "luma-agents")
+    assert server.stats("luma-agents").calls == 3 and server.stats("luma-agents").billed == 2 == result.billed_calls
+    assert_same_shape_and_sound(result.output, one_shot)
+
+
+@pytest.mark.slow
+def test_luma_agents_budget_exhausted_stops_the_segment_as_no_credits(one_shot, tmp_path, server):
+    server.dialects["luma-agents"].failure_code = "budget_exhausted"
+    server.script("luma-agents", [Fault.JOB_FAILED])
+    with pytest.raises(SegmentsFailedError, match="InsufficientCreditsError.*budget is exhausted") as caught:
+        run(one_shot, tmp_path, server, "luma-agents", concurrency=1)
+    # Not sent again: one create for the refused segment; what was billed is what the run reports.
+    stats = server.stats("luma-agents")
+    assert stats.calls - stats.billed == 1 and paid_calls_reported(caught) == stats.billed
+
+
+@pytest.mark.slow
+def test_lucy_moderation_is_fatal_and_not_billed(one_shot, tmp_path, server):
+    # fal bills "only successful outputs": a refused Lucy request costs nothing and is not sent again.
+    server.script("fal", [Fault.MODERATION])
+    with pytest.raises(SegmentsFailedError, match="ContentModerationError") as caught:
+        run(one_shot, tmp_path, server, "lucy", concurrency=1)
+    stats = server.stats("fal")
+    assert stats.calls - stats.billed == 1 and paid_calls_reported(caught) == stats.billed
+
+
+@pytest.mark.slow
+def test_lucy_s_failed_request_is_sent_again_and_not_billed(one_shot, tmp_path, server):
+    server.script("fal", [Fault.JOB_FAILED])
+    result = run(one_shot, tmp_path, server, "lucy")
+    assert server.stats("fal").calls == 3 and server.stats("fal").billed == 2 == result.billed_calls
+    assert_same_shape_and_sound(result.output, one_shot)

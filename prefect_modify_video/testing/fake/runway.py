@@ -62,6 +62,8 @@ class RunwayDialect(Dialect):
 
     Attributes:
         throttled_polls: How many first polls of each task answer ``THROTTLED``.
+        failure_code: The ``failureCode`` of a task that failed (``Fault.JOB_FAILED``): ``INTERNAL.BAD_OUTPUT.*`` by
+            default; any documented code (``INTERNAL``, ``SAFETY.OUTPUT.*``...).
     """
 
     service = "runway"
@@ -82,6 +84,7 @@ class RunwayDialect(Dialect):
 
     def __init__(self) -> None:
         self.throttled_polls = 1
+        self.failure_code = "INTERNAL.BAD_OUTPUT.CODE01"
 
     def error(self, status: int, message) -> Answer:
         return Answer.json(status, {"error": message})
@@ -185,7 +188,7 @@ class RunwayDialect(Dialect):
             task["failureCode"] = (
                 "SAFETY.INPUT.TEXT" if job.failure_kind == "moderation"
                 else "ASSET.INVALID" if job.failure_kind == "invalid"
-                else "INTERNAL.BAD_OUTPUT.CODE01"
+                else self.failure_code
             )
         return task
 
