@@ -164,6 +164,7 @@ def cheapest_cap(
     candidates = block_caps(cap, block, info.fps) if block else []
     if not candidates:
         return cap
+    step = sent_frame_step(info.frame_rate, backend.max_fps)
     differences = frame_differences(info.path, frame_rate=info.frame_rate)
     cuts = cuts_from_differences(differences)
 
@@ -171,7 +172,7 @@ def cheapest_cap(
         try:
             plan = plan_segments_on_cuts(
                 info.frames, info.frame_rate, candidate, cuts, differences, overlap_frames=overlap_frames
-            )
+            ).as_sent(step, backend.min_clip_seconds)
         except InvalidInputError:
             return float("inf")
         return round(sum(backend.estimate_cost_usd(s.sent_duration_s, *size) for s in plan.segments), 6)

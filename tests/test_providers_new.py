@@ -346,3 +346,17 @@ def test_lucy_s_failed_request_is_sent_again_and_not_billed(one_shot, tmp_path, 
     result = run(one_shot, tmp_path, server, "lucy")
     assert server.stats("fal").calls == 3 and server.stats("fal").billed == 2 == result.billed_calls
     assert_same_shape_and_sound(result.output, one_shot)
+
+
+def test_runway_and_luma_agents_say_what_of_a_long_prompt_is_cut_and_runway_keeps_url_clips_under_32_mb():
+    from prefect_modify_video.providers.luma_agents import LumaAgentsBackend
+    from prefect_modify_video.providers.runway import RunwayBackend
+    from prefect_modify_video.providers.uploaders import HttpPutUploader
+
+    runway, luma = RunwayBackend("k"), LumaAgentsBackend("k")
+    assert runway.prompt_warnings("x" * 1000) == [] and luma.prompt_warnings("x" * 6000) == []
+    assert "1001 characters; Aleph 2 takes 1000" in runway.prompt_warnings("x" * 1001)[0]
+    assert "6001 characters; Ray 3.2 takes 6000" in luma.prompt_warnings("x" * 6001)[0]
+    # Runway's upload endpoint takes 200 MB; a clip it reads from a URL, 32 MB.
+    assert runway.max_upload_bytes == 200_000_000
+    assert RunwayBackend("k", uploader=HttpPutUploader("http://127.0.0.1:9/put")).max_upload_bytes == 32_000_000

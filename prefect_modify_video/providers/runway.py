@@ -72,6 +72,7 @@ RUNWAY_MIN_SECONDS = 2.0
 USD_PER_CREDIT = 0.01
 MAX_KEYFRAMES = 5
 MAX_IMAGE_DATA_BYTES = 5_000_000
+MAX_PROMPT_CHARS = 1000
 MAX_URL_VIDEO_BYTES = 32_000_000
 """A video given by URL: 32 MB (through the upload endpoint: 200 MB)."""
 
@@ -131,6 +132,12 @@ class RunwayBackend(HttpModifyBackend):
     def _auth_headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self._api_key}", "x-runway-version": RUNWAY_VERSION}
 
+    def prompt_warnings(self, prompt: str) -> list[str]:
+        """A prompt over ``promptText``'s 1000 characters is cut there."""
+        if len(prompt) > MAX_PROMPT_CHARS:
+            return [f"runway: the prompt is {len(prompt)} characters; Aleph 2 takes {MAX_PROMPT_CHARS}: the rest is not sent"]
+        return []
+
     def billed_seconds(self, seconds: float) -> float:
         """Runway bills by the second with a 2 s (56-credit) minimum."""
         return max(seconds, RUNWAY_MIN_SECONDS) if seconds > 0 else 0.0
@@ -188,7 +195,7 @@ class RunwayBackend(HttpModifyBackend):
         info = probe_video(Path(request.clip))
         body: dict[str, Any] = {"model": self.model, "videoUri": await self._upload(Path(request.clip))}
         if request.prompt:
-            body["promptText"] = request.prompt[:1000]
+            body["promptText"] = request.prompt[:MAX_PROMPT_CHARS]
         guides = timed_guides(request, info.frames)[:MAX_KEYFRAMES]
         if guides:
             body["keyframes"] = [
