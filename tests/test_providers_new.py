@@ -360,3 +360,17 @@ def test_runway_and_luma_agents_say_what_of_a_long_prompt_is_cut_and_runway_keep
     # Runway's upload endpoint takes 200 MB; a clip it reads from a URL, 32 MB.
     assert runway.max_upload_bytes == 200_000_000
     assert RunwayBackend("k", uploader=HttpPutUploader("http://127.0.0.1:9/put")).max_upload_bytes == 32_000_000
+
+
+@pytest.mark.slow
+def test_a_divided_rate_segment_s_saved_job_is_resumed_without_paying_again(sixty_fps, tmp_path, server):
+    # The first run stops waiting while Runway keeps both tasks THROTTLED; their ids stay saved. The re-run polls
+    # them, downloads the 30 fps answers and conforms them to the 60 fps source: no new task, nothing paid twice.
+    server.dialects["runway"].throttled_polls = 10_000
+    with pytest.raises(SegmentsFailedError, match="JobTimedOutError") as caught:
+        run(sixty_fps, tmp_path, server, "runway", spec={"max_wait_seconds": 0.5})
+    server.dialects["runway"].throttled_polls = 0
+    result = run(sixty_fps, tmp_path, server, "runway")
+    stats = server.stats("runway")
+    assert stats.calls == 2 == stats.billed == paid_calls_reported(caught) + result.billed_calls
+    assert_same_shape_and_sound(result.output, sixty_fps)
