@@ -2,7 +2,9 @@
 
 ``plan_run`` decides everything about a run that follows from its parameters and the probed
 source before any work: the backend (built the one way backends are built), the longest
-segment, the seams' options for that backend, the segments, the size sent and each segment's
+segment, the seams' options for that backend, the segments, the size and frame rate sent (one
+frame in ``Segment.frame_step`` for a service with a frame-rate cap, clips padded to its shortest
+input) and each segment's
 estimated price. Nothing here imports Prefect; the flow passes its planning task in.
 """
 
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from prefect_modify_video.blocks.credentials import build_backend
 from prefect_modify_video.errors import InvalidInputError
 from prefect_modify_video.media.extract import service_size
-from prefect_modify_video.media.plan import SegmentPlan, plan_segments_on_cuts, plan_video
+from prefect_modify_video.media.plan import SegmentPlan, plan_segments_on_cuts, plan_video, sent_frame_step
 from prefect_modify_video.media.scenes import cuts_from_differences, frame_differences
 from prefect_modify_video.media.probe import VideoInfo
 from prefect_modify_video.parameters import ModifyVideoParameters, SeamOptions
@@ -117,8 +119,12 @@ def plan_run(
     cap = min(params.max_segment_seconds or backend.max_segment_seconds, backend.max_segment_seconds)
     seams = params.seams.resolved_for(backend)
     width, height = service_size(info, backend.max_dimension)
+    step = sent_frame_step(info.frame_rate, backend.max_fps)
+    if step > 1:
+        # A clip sent one frame in `step` lasts up to step - 1 source frames longer than its segment.
+        cap -= (step - 1) / info.fps
     cap = cheapest_cap(backend, info, cap, seams.overlap_frames, (width, height))
-    plan = planner(info, cap, seams.overlap_frames)
+    plan = planner(info, cap, seams.overlap_frames).as_sent(step, backend.min_clip_seconds)
     return RunPlan(
         backend=backend,
         max_segment_seconds=cap,
@@ -158,6 +164,7 @@ def cheapest_cap(
     candidates = block_caps(cap, block, info.fps) if block else []
     if not candidates:
         return cap
+    step = sent_frame_step(info.frame_rate, backend.max_fps)
     differences = frame_differences(info.path, frame_rate=info.frame_rate)
     cuts = cuts_from_differences(differences)
 
@@ -165,7 +172,7 @@ def cheapest_cap(
         try:
             plan = plan_segments_on_cuts(
                 info.frames, info.frame_rate, candidate, cuts, differences, overlap_frames=overlap_frames
-            )
+            ).as_sent(step, backend.min_clip_seconds)
         except InvalidInputError:
             return float("inf")
         return round(sum(backend.estimate_cost_usd(s.sent_duration_s, *size) for s in plan.segments), 6)

@@ -189,7 +189,7 @@ def choose_excerpt(
         )
     segment = Segment(
         index=0, first_frame=start_frame, end_frame=end_frame,
-        start_s=float(start_frame / rate), end_s=float(end_frame / rate),
+        start_s=float(start_frame / rate), end_s=float(end_frame / rate), frame_step=first.frame_step,
     )
     return segment, False
 

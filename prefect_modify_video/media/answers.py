@@ -10,6 +10,7 @@ whole clip.
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from pathlib import Path
 
@@ -104,8 +105,10 @@ def covered_frames(answer: Path, sent_clip: Path) -> int:
     return covered
 
 
-def remainder_clip(sent_clip: Path, first_frame: int, destination: Path) -> Path:
+def remainder_clip(sent_clip: Path, first_frame: int, destination: Path, *, min_seconds: float | None = None) -> Path:
     """The frames of ``sent_clip`` from ``first_frame`` on, as a clip to send (same size, rate and codec).
+
+    A remainder shorter than ``min_seconds`` (a service's shortest input) ends with copies of its last frame up to it.
 
     Example:
         >>> from prefect_modify_video.media.sample import make_sample_video
@@ -114,8 +117,14 @@ def remainder_clip(sent_clip: Path, first_frame: int, destination: Path) -> Path
         >>> probe_video(remainder_clip(clip, 4, folder / "rest.mp4")).frames
         6
     """
-    rate = probe_video(sent_clip).frame_rate
-    args = ["-i", str(sent_clip), "-vf", f"trim=start_frame={first_frame},setpts=PTS-STARTPTS", "-an"]
+    sent = probe_video(sent_clip)
+    rate = sent.frame_rate
+    video_filter = f"trim=start_frame={first_frame},setpts=PTS-STARTPTS"
+    if min_seconds:
+        shortest = math.ceil(Fraction(min_seconds).limit_denominator(1000) * Fraction(rate))
+        if sent.frames - first_frame < shortest:
+            video_filter += f",tpad=stop_mode=clone:stop={shortest},trim=end_frame={shortest}"
+    args = ["-i", str(sent_clip), "-vf", video_filter, "-an"]
     args += ["-r", str(rate), *REMAINDER_ENCODE, "-movflags", "+faststart"]
     return write_with_ffmpeg(args, destination)
 

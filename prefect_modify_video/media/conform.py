@@ -38,7 +38,9 @@ def conform_clip(
 
     A clip whose length differs a little from the segment's (services return 24 fps) is
     retimed to the segment's length, then resampled to the source's rate; a missing last
-    frame is repeated. All conformed clips share one codec setup so they join by stream copy.
+    frame is repeated. An answer to a clip sent at a divided rate (``Segment.frame_step``) is
+    brought back to every source frame the same way, and the part answering a clip's padding
+    (``Segment.pad_frames``) is dropped. All conformed clips share one codec setup so they join by stream copy.
 
     Args:
         clip: The service's answer.
@@ -54,7 +56,9 @@ def conform_clip(
     rate = Fraction(info.frame_rate)
     returned = probe_video(clip)
     returned_seconds = returned.frames / Fraction(returned.frame_rate)
-    stretch = Fraction(segment.sent_frames) / rate / returned_seconds
+    # What was sent lasts clip_frames at the sent rate (one source frame in frame_step, then any padding): the answer
+    # is timed onto that, so its frame k shows source frame k * frame_step, and cut to the segment's sent frames.
+    stretch = Fraction(segment.clip_frames * segment.frame_step) / rate / returned_seconds
     stream = ffmpeg.input(str(clip)).video
     if stretch != 1:
         stream = stream.filter("setpts", f"(PTS-STARTPTS)*{float(stretch):.9f}")

@@ -65,6 +65,9 @@ def _write_segment(
     if seek:
         start = frame_seek_seconds(segment.sent_first_frame, rate, info.start_offset_s)
         stream = ffmpeg.input(info.path, ss=f"{start:.6f}")[str(info.video_index)].filter("fps", fps=info.frame_rate)
+        if segment.pad_frames:
+            # The padding repeats the segment's last frame, not the frames after it.
+            stream = stream.filter("trim", end_frame=segment.sent_frames)
         # A frame or two short at the very end (timestamps rounded onto the constant rate) is padded.
         padding = 2
     else:
@@ -75,6 +78,13 @@ def _write_segment(
             .filter("setpts", "PTS-STARTPTS")
         )
         padding = segment.sent_frames
+    sent_rate = rate / segment.frame_step
+    if segment.frame_step > 1:
+        # One frame in frame_step, from the first: on the source's exact grid, each sent frame is a source frame.
+        stream = stream.filter("fps", fps=f"{sent_rate.numerator}/{sent_rate.denominator}")
+        padding = -(-padding // segment.frame_step)
+    # A clip under the service's shortest input ends with copies of its last frame (pad_frames).
+    padding += segment.pad_frames
     stream = (
         stream.filter("scale", width, height, flags="bicubic")
         .filter("setsar", "1")
@@ -83,8 +93,8 @@ def _write_segment(
     args = stream.output(
         "out.mp4",
         an=None,
-        r=info.frame_rate,
-        **{"frames:v": segment.sent_frames, "movflags": "+faststart"},
+        r=f"{sent_rate.numerator}/{sent_rate.denominator}",
+        **{"frames:v": segment.clip_frames, "movflags": "+faststart"},
         **{**EXTRACT_ENCODE, "crf": crf},
         **({"threads": encoder_threads()} if encoder_threads() else {}),
     ).get_args()
@@ -101,9 +111,11 @@ def extract_segment(
 ) -> Path:
     """Cuts ``segment`` out of the source, frame-exact, as a clip a service accepts.
 
-    The clip holds the segment's sent frames: its own plus its overlap before (``Segment.sent_frames``).
-    The clip is re-encoded (not stream-copied, so it starts on the exact frame), at the
-    source's constant frame rate, upright (rotation baked in), with square pixels, an even
+    The clip holds the segment's sent frames: its own plus its overlap before (``Segment.sent_frames``),
+    one in ``Segment.frame_step`` of them for a service whose frame-rate cap the source is over (a 60 fps
+    source goes at 30 fps: ``Segment.clip_frames`` frames, each a source frame). The clip is re-encoded
+    (not stream-copied, so it starts on the exact frame), at the source's constant frame rate (divided
+    by the step), padded with ``Segment.pad_frames`` copies of its last frame (a service's shortest input), upright (rotation baked in), with square pixels, an even
     size no larger than ``max_dimension`` on its longest side, and without audio. A clip over
     ``max_bytes`` is encoded again at lower quality until it fits. Frames are found by seeking
     (``frame_seek_seconds``); where seeking fails on a file, by decoding it from the start.
@@ -116,7 +128,7 @@ def extract_segment(
     """
     for crf in EXTRACT_CRF_STEPS:
         _write_segment(info, segment, destination, max_dimension, crf, seek=True)
-        if _frames_in(destination) < segment.sent_frames:
+        if _frames_in(destination) < segment.clip_frames:
             # Seeking failed on this file (some MPEG-TS do): decode from the start instead.
             logger.warning("%s: seeking to segment %s failed; decoding from the start", info.path, segment.name)
             _write_segment(info, segment, destination, max_dimension, crf, seek=False)

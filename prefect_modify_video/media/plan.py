@@ -36,6 +36,18 @@ class Segment(BaseModel, frozen=True):
         description="Frames before first_frame sent too and cross-blended with the previous segment's last ones "
         "(only at seams inside a shot).",
     )
+    frame_step: int = Field(
+        default=1,
+        ge=1,
+        description="Every how many source frames one is sent: 1 sends them all; 2 sends a 60 fps source at 30 fps "
+        "to a service that takes at most 30 fps (``sent_frame_step``). The answer is conformed back to every frame.",
+    )
+    pad_frames: int = Field(
+        default=0,
+        ge=0,
+        description="Copies of the last sent frame added to the clip so that it lasts a service's shortest input; "
+        "the answer's part for them is dropped.",
+    )
 
     @computed_field
     @property
@@ -61,11 +73,21 @@ class Segment(BaseModel, frozen=True):
         """Frames sent to the service (and billed): the segment's own plus the overlap."""
         return self.end_frame - self.sent_first_frame
 
+    @property
+    def clip_frames(self) -> int:
+        """Frames of the clip sent: every ``frame_step``-th sent frame, from the first (``sent_frames`` at step 1),
+        then ``pad_frames``."""
+        return -(-self.sent_frames // self.frame_step) + self.pad_frames
+
+    def clip_index(self, frame: int) -> int:
+        """The sent clip's frame that shows source frame ``frame`` (the nearest one at or after it)."""
+        return min(-(-(frame - self.sent_first_frame) // self.frame_step), self.clip_frames - self.pad_frames - 1)
+
     @computed_field
     @property
     def sent_duration_s(self) -> float:
-        """Length of what is sent (and billed), in seconds."""
-        return self.duration_s * self.sent_frames / self.frames
+        """Length of what is sent (and billed), in seconds: ``clip_frames`` at the sent rate, padding included."""
+        return self.duration_s * self.clip_frames * self.frame_step / self.frames
 
     @computed_field
     @property
@@ -92,10 +114,38 @@ class SegmentPlan(BaseModel, frozen=True):
         """Seconds sent to the service: the video once, plus the overlaps."""
         return self.duration_s + self.overlap_s
 
+    def as_sent(self, frame_step: int = 1, min_clip_seconds: float | None = None) -> SegmentPlan:
+        """The plan as a service takes it: each clip one frame in ``frame_step`` (``sent_frame_step``), and one
+        shorter than ``min_clip_seconds`` padded with its last frame up to it (``Segment.pad_frames``)."""
+        sent_rate = Fraction(self.frame_rate) / frame_step
+        shortest = math.ceil(Fraction(min_clip_seconds).limit_denominator(1000) * sent_rate) if min_clip_seconds else 0
+        segments = []
+        for segment in self.segments:
+            frames = -(-segment.sent_frames // frame_step)
+            segments.append(segment.model_copy(update={"frame_step": frame_step, "pad_frames": max(shortest - frames, 0)}))
+        return self if segments == self.segments else self.model_copy(update={"segments": segments})
+
     @property
     def overlap_s(self) -> float:
         """Seconds sent twice, in the overlaps at in-shot seams: billed on top of ``duration_s``."""
         return sum(s.overlap_frames for s in self.segments) / float(Fraction(self.frame_rate))
+
+
+def sent_frame_step(frame_rate: str | Fraction, max_fps: float | None) -> int:
+    """Every how many source frames one is sent to a service that takes at most ``max_fps``.
+
+    The smallest whole step that brings the source's rate to ``max_fps`` or under, so each sent frame is a
+    source frame (60 and 50 fps are sent at 30 and 25 fps; 120 fps at 30). ``None`` or a source already under
+    the cap: 1, every frame.
+
+    Example:
+        >>> sent_frame_step("60/1", 30), sent_frame_step("60000/1001", 30), sent_frame_step("30/1", 30)
+        (2, 2, 1)
+    """
+    rate = Fraction(frame_rate)
+    if not max_fps or rate <= 0:
+        return 1
+    return max(1, math.ceil(rate / Fraction(max_fps).limit_denominator(1000)))
 
 
 def max_frames_under(max_segment_seconds: float, frame_rate: Fraction) -> int:

@@ -178,6 +178,12 @@ class ModifyBackend(ABC):
     max_upload_bytes: int = 100_000_000
     max_dimension: int | None = None
     """Longest side of what we send; larger sources are scaled down on extract."""
+    min_clip_seconds: float | None = None
+    """Shortest clip the service takes (``None``: any); a shorter segment is sent padded with its last frame up to
+    it (``Segment.pad_frames``) and the answer's padding dropped."""
+    max_fps: float | None = None
+    """Highest frame rate the service takes (``None``: any). A faster source is sent at its rate divided by the
+    smallest whole number that brings it under (``media.plan.sent_frame_step``) and the answer conformed back."""
     max_concurrency: int = 4
     poll_interval_seconds: float = 10.0
     max_wait_seconds: float = 900.0

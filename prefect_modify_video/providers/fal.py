@@ -6,6 +6,14 @@ Over the account's concurrency fal queues requests rather than refusing them.
 
 Price (fal's page): $0.35 per second of video on ray-2, $0.12 on ray-2-flash, whatever the
 size.
+
+**Ray 3.2 edit (``luma/agent/ray/v3.2/video-to-video``) is not offered here**; ``--model ray-3.2`` is refused
+with a pointer to the ``luma-agents`` backend (Luma's own API for the same model). fal's page documents the
+fields, but not what an edit of a source of another length does: its ``duration`` takes only ``"5s"``/``"10s"``
+(default ``"5s"``), where Luma's own API says an edit's output "matches the source" and that ``duration`` must
+be omitted. Whether fal cuts, pads or bills a whole block for a 7 s source, and its source length cap, are not
+stated (``shared/PROVIDERS-NEW.md`` §2 and §4.7-8). This plugin pays once for answers that keep the sent clip's
+length, so an endpoint that may cut or pad an answer, or bill for what it drops, is not used on guesses.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ FAL_APP = "/fal-ai/luma-dream-machine"
 FAL_MODELS = {"ray-2": "ray-2", "ray-2-flash": "ray-2-flash", "ray-flash-2": "ray-2-flash"}
 """Accepted model names (Luma's ``ray-flash-2`` is an alias) -> fal's endpoint name."""
 FAL_PRICE_PER_SECOND_USD = {"ray-2": 0.35, "ray-2-flash": 0.12}
+FAL_RAY_3_2_MODELS = frozenset({"ray-3.2", "ray-3.2-edit", "ray/v3.2", "luma/agent/ray/v3.2/video-to-video"})
+"""Names of Ray 3.2 edit on fal: refused (see the module's docstring), with a pointer to ``luma-agents``."""
 FAL_MAX_SECONDS = {"ray-2": 10.0, "ray-2-flash": 15.0}
 """fal states no cap of its own; it runs Luma's API, so Luma's caps are used."""
 
@@ -61,9 +71,15 @@ class FalBackend(HttpModifyBackend):
         """Creates the backend; see ``HttpModifyBackend`` for the options.
 
         Raises:
-            InvalidInputError: ``model`` is not ``ray-2`` or ``ray-2-flash``.
+            InvalidInputError: ``model`` is not ``ray-2`` or ``ray-2-flash`` (``ray-3.2``: use ``luma-agents``).
         """
         super().__init__(api_key, base_url, **options)
+        if str(self.model).strip().lower() in FAL_RAY_3_2_MODELS:
+            raise InvalidInputError(
+                f"fal: model {self.model!r} (Ray 3.2 edit) is not offered through fal: fal's endpoint takes only 5 s "
+                "or 10 s outputs and does not say what it does with a source of another length; use --backend "
+                "luma-agents (Luma's own API for Ray 3.2 edit, LUMA_AGENTS_API_KEY), whose output keeps the source's length"
+            )
         if self.model not in FAL_MODELS:
             raise InvalidInputError(
                 f"fal: unknown model {self.model!r}; use ray-2 or ray-2-flash"

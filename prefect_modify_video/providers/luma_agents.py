@@ -66,6 +66,7 @@ LUMA_AGENTS_BLOCK_PRICE_USD = {"540p": 0.72, "720p": 1.08, "1080p": 2.16}
 RESOLUTIONS = (("540p", 540), ("720p", 720), ("1080p", 1080))
 MAX_KEYFRAMES = 64
 MAX_MEDIA_BYTES = 200_000_000
+MAX_PROMPT_CHARS = 6000
 
 _STATES = {
     "queued": JobState.QUEUED,
@@ -127,6 +128,12 @@ class LumaAgentsBackend(HttpModifyBackend):
     def _auth_headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self._api_key}"}
 
+    def prompt_warnings(self, prompt: str) -> list[str]:
+        """A prompt over Ray 3.2's 6000 characters is cut there."""
+        if len(prompt) > MAX_PROMPT_CHARS:
+            return [f"luma-agents: the prompt is {len(prompt)} characters; Ray 3.2 takes {MAX_PROMPT_CHARS}: the rest is not sent"]
+        return []
+
     def billed_seconds(self, seconds: float) -> float:
         """Whole 5 s blocks: a 7 s clip is billed as 10 s."""
         return blocks_of(seconds, LUMA_AGENTS_BLOCK_SECONDS)
@@ -157,7 +164,7 @@ class LumaAgentsBackend(HttpModifyBackend):
         body: dict[str, Any] = {
             "model": self.model,
             "type": "video_edit",
-            "prompt": request.prompt[:6000],
+            "prompt": request.prompt[:MAX_PROMPT_CHARS],
             "source": await self._image_ref(Path(request.clip), "video/mp4"),
             "video": {"resolution": resolution_for(info.width, info.height), "edit": edit},
         }

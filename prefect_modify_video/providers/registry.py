@@ -80,6 +80,11 @@ def backends_table() -> str:
         try:
             key = "none" if cls.is_free else f"`{cls.api_key_env}` or a `{cls.credentials_block}` block"
             size = f"long side ≤ {backend.max_dimension}" if backend.max_dimension else "as the source"
+            longest = f"{backend.max_segment_seconds:g} s"
+            if backend.min_clip_seconds:
+                longest += f" (under {backend.min_clip_seconds:g} s: padded to it)"
+            if backend.max_fps:
+                size += f"; ≤ {backend.max_fps:g} fps (a faster source at its rate ÷ 2, 3…)"
             media = cls.media_note or ("URL (upload store)" if cls.requires_uploader else "in the request")
             if cls.is_free:
                 media = "local files"
@@ -93,7 +98,7 @@ def backends_table() -> str:
                 billed = backend.billed_seconds(seconds)
                 cells.append(price if abs(billed - seconds) < 1e-9 else f"{price} (billed {billed:g} s)")
             rows.append(
-                f"| `{name}` | {cls.service} | {key} | {backend.max_segment_seconds:g} s | {size} | "
+                f"| `{name}` | {cls.service} | {key} | {longest} | {size} | "
                 f"{backend.max_concurrency} | {media} | {modes} | {images} | {cls.answer_audio} | "
                 f"{cells[0]} | {cells[1]} |"
             )

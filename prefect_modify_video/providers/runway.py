@@ -16,8 +16,11 @@ The contract, from Runway's OpenAPI (``runwayml/openapi``), its Python SDK and d
   fields, runwayUri}``; a multipart ``POST`` of ``fields`` + ``file`` to ``uploadUrl`` stores it; the
   ``runwayUri`` (valid 24 h) is the ``videoUri``. Data URIs are not used for video (the OpenAPI caps them
   at 5 MB where the docs say 16 MB). Guide images go as ``data:image/png`` URIs (≤ 5 MB, checked).
-- **Caps**: input 2-30 s (segments planned under 30 s; shorter ones are billed as 2 s), ≤ 30 fps
-  [second-hand], "up to 30 seconds at 1080p": the long side is kept ≤ 1920. "The output resolution
+- **Caps**: input 2-30 s (segments planned under 30 s; a shorter one is sent padded with its last frame to 2 s,
+  the answer's padding dropped: it is billed as 2 s in any case), ≤ 30 fps
+  [second-hand]: a faster source is sent at its rate divided by the smallest whole number that brings it to
+  30 fps or under (60 → 30, 50 → 25, 120 → 30; each sent frame a source frame), the answer conformed back to
+  every source frame; "up to 30 seconds at 1080p": the long side is kept ≤ 1920. "The output resolution
   matches the input video" and its timing is the input's.
 - **Task states**: ``PENDING`` and ``THROTTLED`` (over the account's concurrency: queued, starts by itself)
   → queued; ``RUNNING`` (+``progress``) → running; ``SUCCEEDED`` (+``output: [url]``) → completed;
@@ -69,6 +72,9 @@ RUNWAY_MIN_SECONDS = 2.0
 USD_PER_CREDIT = 0.01
 MAX_KEYFRAMES = 5
 MAX_IMAGE_DATA_BYTES = 5_000_000
+MAX_PROMPT_CHARS = 1000
+MAX_URL_VIDEO_BYTES = 32_000_000
+"""A video given by URL: 32 MB (through the upload endpoint: 200 MB)."""
 
 _STATES = {
     "PENDING": JobState.QUEUED,
@@ -97,9 +103,13 @@ class RunwayBackend(HttpModifyBackend):
     model = "aleph2"
     max_segment_seconds = 30.0
     max_upload_bytes = 200_000_000
-    """Runway's upload limit for a video (URLs: 32 MB)."""
+    """Runway's upload limit for a video (by URL: 32 MB, used when an uploader is given)."""
     max_dimension = 1920
     """"Up to 30 seconds at 1080p"; the output keeps the input's resolution."""
+    max_fps = 30.0
+    """Input "at ≤30 fps": a 50 or 60 fps source is sent at 25 or 30 fps, and the answer conformed back."""
+    min_clip_seconds = RUNWAY_MIN_SECONDS
+    """Input "2-30 s": a shorter segment goes padded with its last frame to 2 s (billed as 2 s anyway)."""
     max_concurrency = 2
     """Tier 1 runs 1-2 tasks at once; more wait as ``THROTTLED`` (and count against ``max_wait_seconds``)."""
     poll_interval_seconds = 5.0
@@ -112,12 +122,21 @@ class RunwayBackend(HttpModifyBackend):
             InvalidInputError: ``model`` is not ``aleph2``.
         """
         super().__init__(api_key, base_url, **options)
+        if self.uploader is not None:
+            # A clip read from a URL may be 32 MB; through Runway's upload endpoint, 200 MB.
+            self.max_upload_bytes = MAX_URL_VIDEO_BYTES
         if self.model != "aleph2":
             raise InvalidInputError(f"runway: unknown model {self.model!r}; use aleph2")
         self._mode_noted = False
 
     def _auth_headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self._api_key}", "x-runway-version": RUNWAY_VERSION}
+
+    def prompt_warnings(self, prompt: str) -> list[str]:
+        """A prompt over ``promptText``'s 1000 characters is cut there."""
+        if len(prompt) > MAX_PROMPT_CHARS:
+            return [f"runway: the prompt is {len(prompt)} characters; Aleph 2 takes {MAX_PROMPT_CHARS}: the rest is not sent"]
+        return []
 
     def billed_seconds(self, seconds: float) -> float:
         """Runway bills by the second with a 2 s (56-credit) minimum."""
@@ -176,7 +195,7 @@ class RunwayBackend(HttpModifyBackend):
         info = probe_video(Path(request.clip))
         body: dict[str, Any] = {"model": self.model, "videoUri": await self._upload(Path(request.clip))}
         if request.prompt:
-            body["promptText"] = request.prompt[:1000]
+            body["promptText"] = request.prompt[:MAX_PROMPT_CHARS]
         guides = timed_guides(request, info.frames)[:MAX_KEYFRAMES]
         if guides:
             body["keyframes"] = [

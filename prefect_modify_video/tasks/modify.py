@@ -269,6 +269,7 @@ def segment_key(settings: ModifySettings, segment: Segment, first_frame_key: str
         service=settings.backend_name,
         model=settings.model,
         extract_version=EXTRACT_VERSION,
+        **({"frame_step": segment.frame_step} if segment.frame_step > 1 else {}),
     )
 
 
@@ -382,8 +383,12 @@ class _SegmentPayer:
         pieces: list[tuple[Path, int]] = []
         start, key, image = 0, self.key, first_frame
         for _ in range(MAX_REMAINDERS + 1):
-            piece_clip = clip if start == 0 else remainder_clip(clip, start, self.workdir / f"from-{start}.mp4")
+            piece_clip = clip if start == 0 else remainder_clip(
+                clip, start, self.workdir / f"from-{start}.mp4",
+                min_seconds=backend_class(self.settings.backend_name).min_clip_seconds,
+            )
             answer, covered = await self._piece(key, piece_clip, image)
+            covered = min(covered, sent_frames - start)  # a padded remainder's answer covers its padding too
             pieces.append((answer, covered))
             start += covered
             if start >= sent_frames:
@@ -468,7 +473,7 @@ class _SegmentPayer:
         request = ModifyRequest(
             clip=clip, prompt=settings.prompt, mode=settings.mode, first_frame=first_frame,
             style_image=Path(settings.first_frame) if settings.first_frame else None,
-            style_frame=self.segment.first_frame - self.segment.sent_first_frame,
+            style_frame=self.segment.clip_index(self.segment.first_frame),
         )
         slots = ledger.call_slots(settings.run_key, settings.concurrency)
         # Waiting for a slot in a helper thread keeps this task's event loop free.
@@ -684,7 +689,7 @@ async def modify_video_segment(
             return None
         hit = store.get(key)
         covered = store.record(key).get("covered_frames") if hit else None
-        return hit if hit and (covered is None or covered >= segment.sent_frames) else None
+        return hit if hit and (covered is None or covered >= segment.clip_frames) else None
 
     def reused(path: Path) -> ModifiedSegment:
         logger.info("segment %s: reusing the stored result (%s)", segment.name,

@@ -24,6 +24,7 @@ class CreateInput:
         keyframes: Timed guide images: ``(image bytes, where)``, ``where`` in the service's own unit
             (Runway: seconds of the input; Luma: frame index).
         output_fps: The frame rate the service answers at.
+        refusal: Why the input is refused when the job reads it (Runway: over 30 fps), if it is.
     """
 
     video: bytes
@@ -33,6 +34,8 @@ class CreateInput:
     params: dict
     keyframes: list[tuple[bytes, float]] = field(default_factory=list)
     output_fps: float = 24.0
+    refusal: str | None = None
+    """Why the service refuses the input once it reads it (the job fails as bad input, unbilled)."""
 
 
 @dataclass
@@ -65,5 +68,8 @@ class Job:
     ended_seen: bool = False
     """Whether a poll has shown its end (from then on it no longer counts as in flight)."""
     faults: dict[str, collections.deque] = field(default_factory=dict)
-    output_fps: float = 24.0
     """This job's own fault queues, ``on`` (``poll``/``download``) to faults."""
+    output_fps: float = 24.0
+    """The frame rate the job answers at."""
+    refusal: str | None = None
+    """Why its input is refused when the work reads it: it fails as bad input and is not billed."""

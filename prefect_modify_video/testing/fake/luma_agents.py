@@ -33,6 +33,10 @@ class LumaAgentsDialect(Dialect):
 
     A failed generation carries ``failure_code`` (``content_moderated``, ``generation_failed``...); a completed
     one ``output: [{"type": "video", "url"}]`` whose URL is presigned for one hour.
+
+    Attributes:
+        failure_code: The ``failure_code`` of a generation that failed (``Fault.JOB_FAILED``): ``generation_failed``
+            by default; any documented code (``budget_exhausted``, ``output_not_found``, ``rate_limited``...).
     """
 
     service = "luma-agents"
@@ -46,6 +50,9 @@ class LumaAgentsDialect(Dialect):
         Route("POST", r"/v1/generations", RouteKind.CREATE, "create"),
         Route("GET", r"/v1/generations/(?P<job_id>[^/]+)", RouteKind.STATUS, "status"),
     )
+
+    def __init__(self) -> None:
+        self.failure_code = "generation_failed"
 
     def no_credits(self) -> Answer:
         return Answer.json(402, {"detail": "Insufficient balance: add credits to continue"})
@@ -114,7 +121,7 @@ class LumaAgentsDialect(Dialect):
         if state in ("failed", "canceled"):
             generation["failure_code"] = (
                 "content_moderated" if job.failure_kind == "moderation"
-                else "corrupt_input" if job.failure_kind == "invalid" else "generation_failed"
+                else "corrupt_input" if job.failure_kind == "invalid" else self.failure_code
             )
             generation["failure_reason"] = job.failure_reason
         if state == "completed":

@@ -108,6 +108,24 @@ def render_modified_clip(
         return target.read_bytes()
 
 
+def clip_rate_and_seconds(video: bytes) -> tuple[float | None, float | None]:
+    """The frame rate of an uploaded clip's first video stream and its length (``None``: not readable)."""
+    with tempfile.TemporaryDirectory(prefix="fake-probe-") as tmp:
+        source = Path(tmp) / "in.mp4"
+        source.write_bytes(video)
+        try:
+            out = _run([_FFPROBE, "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=r_frame_rate",
+                        "-of", "csv=p=0", str(source)])
+            seconds = _probe_duration(source)
+        except RenderError:
+            return None, None
+    numerator, _, denominator = out.strip().partition("/")
+    try:
+        return float(numerator) / float(denominator or 1), seconds
+    except (ValueError, ZeroDivisionError):
+        return None, seconds
+
+
 def _probe_duration(path: Path) -> float:
     out = _run(
         [_FFPROBE, "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)]

@@ -18,6 +18,7 @@ from prefect_modify_video.testing.fake.dialect import (
 )
 from prefect_modify_video.testing.fake.faults import Fault
 from prefect_modify_video.testing.fake.jobs import CreateInput, Job
+from prefect_modify_video.testing.fake.render import clip_rate_and_seconds
 
 if TYPE_CHECKING:
     from prefect_modify_video.testing.fake.server import ServiceRequest
@@ -29,6 +30,10 @@ _FIELDS = {"model", "videoUri", "promptText", "keyframes", "seed", "targetAspect
 _STATES = {"queued": "PENDING", "running": "RUNNING", "completed": "SUCCEEDED", "failed": "FAILED",
            "canceled": "CANCELLED"}
 CREDITS_PER_SECOND = 28
+MAX_FPS = 30.0
+"""Aleph 2 takes input "at ≤30 fps"."""
+MIN_SECONDS, MAX_SECONDS = 2.0, 30.0
+"""Aleph 2 takes input of "2-30 s"."""
 
 
 def multipart_file(body: bytes, content_type: str) -> bytes:
@@ -52,10 +57,13 @@ class RunwayDialect(Dialect):
 
     Over the tier's concurrency a task waits ``THROTTLED`` (the first ``throttled_polls`` polls of every task
     show it); the only 429 is the rolling daily cap. A moderated task (``SAFETY.INPUT.*``) is billed like a
-    finished one; an ``INTERNAL`` failure is not. Tasks answer at 24 fps.
+    finished one; an ``INTERNAL`` failure is not. A clip over 30 fps or outside 2-30 s (Aleph 2 takes "2-30 s at
+    ≤30 fps") fails its task as ``ASSET.INVALID`` when the task reads it, unbilled. Tasks answer at 24 fps.
 
     Attributes:
         throttled_polls: How many first polls of each task answer ``THROTTLED``.
+        failure_code: The ``failureCode`` of a task that failed (``Fault.JOB_FAILED``): ``INTERNAL.BAD_OUTPUT.*`` by
+            default; any documented code (``INTERNAL``, ``SAFETY.OUTPUT.*``...).
     """
 
     service = "runway"
@@ -76,6 +84,7 @@ class RunwayDialect(Dialect):
 
     def __init__(self) -> None:
         self.throttled_polls = 1
+        self.failure_code = "INTERNAL.BAD_OUTPUT.CODE01"
 
     def error(self, status: int, message) -> Answer:
         return Answer.json(status, {"error": message})
@@ -132,7 +141,15 @@ class RunwayDialect(Dialect):
                 raise BadInput("seconds must be between 0 and 30", field=f"keyframes.{i}.seconds")
             image = self._medium(request, frame["uri"], f"keyframes.{i}.uri", params, "keyframe_source")
             received.append((image, float(seconds)))
-        return CreateInput(video, None, "aleph2", echo(payload), params, keyframes=received)
+        rate, seconds = clip_rate_and_seconds(video)
+        # Runway reads the asset only when the task runs: a clip outside its caps fails the task as ASSET.INVALID.
+        refusal = None
+        if rate and rate > MAX_FPS + 1e-3:
+            refusal = f"The input video is {rate:g} fps; at most {MAX_FPS:g} fps is supported."
+        elif seconds is not None and not MIN_SECONDS - 1e-3 <= seconds <= MAX_SECONDS + 1e-3:
+            refusal = f"The input video is {seconds:.2f} seconds; it must be {MIN_SECONDS:g} to {MAX_SECONDS:g} seconds."
+        params["input_fps"], params["input_seconds"] = rate, seconds
+        return CreateInput(video, None, "aleph2", echo(payload), params, keyframes=received, refusal=refusal)
 
     def upload(self, request: ServiceRequest) -> Answer:
         """``{uploadUrl, fields, runwayUri}`` for a multipart POST of the file."""
@@ -171,7 +188,7 @@ class RunwayDialect(Dialect):
             task["failureCode"] = (
                 "SAFETY.INPUT.TEXT" if job.failure_kind == "moderation"
                 else "ASSET.INVALID" if job.failure_kind == "invalid"
-                else "INTERNAL.BAD_OUTPUT.CODE01"
+                else self.failure_code
             )
         return task
 

@@ -537,6 +537,7 @@ class FakeModifyServer:
             created_wall=datetime.now(timezone.utc),
             epoch=epoch,
             output_fps=create.output_fps,
+            refusal=create.refusal,
         )
         worker = threading.Thread(
             target=self._work, args=(job, create.video), name=f"fake-job-{job_id}", daemon=True
@@ -564,6 +565,8 @@ class FakeModifyServer:
                     self._bill(job.service, job.epoch)
             elif fault is not None and fault.kind is FaultKind.JOB_FAILED:
                 self._fail(job, "failed", dialect.failure_reason)
+            elif job.refusal is not None:
+                self._fail(job, "invalid", job.refusal)
             else:
                 try:
                     clip = self._render(video, fault, job.output_fps)
