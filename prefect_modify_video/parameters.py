@@ -18,6 +18,7 @@ all import it.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import types
@@ -43,9 +44,12 @@ __all__ = [
     "SeamOptions",
     "StoreOptions",
     "field_definitions",
+    "flow_arguments",
     "flow_signature",
     "group_flat_options",
     "option_groups",
+    "parameters_from_flow",
+    "plain_optional_properties",
     "refuse_credentials",
 ]
 
@@ -116,7 +120,8 @@ def plain_optional_properties(schema: dict[str, Any]) -> None:
     Prefect's run form shows a property that is ``anyOf`` a type and ``null`` with a type switch
     (``str / None``); a plain property without a default is shown as one input, and Prefect's
     validation still takes ``null`` for it (it makes such a property nullable). Empty stays "not set".
-    Used as the ``json_schema_extra`` of the parameter models.
+    A property whose default is not ``None`` keeps its choice (``null`` then means something of its
+    own, e.g. the preview's ``end_s``). Used as the ``json_schema_extra`` of the parameter models.
 
     Example:
         >>> schema = {"properties": {"model": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None, "title": "Model"}}}
@@ -126,6 +131,8 @@ def plain_optional_properties(schema: dict[str, Any]) -> None:
     for name, prop in schema.get("properties", {}).items():
         branches = prop.get("anyOf")
         if not isinstance(branches, list) or {"type": "null"} not in branches or len(branches) != 2:
+            continue
+        if prop.get("default") is not None:  # null means something else than the default here: keep the choice
             continue
         value = next(branch for branch in branches if branch != {"type": "null"})
         if value == {"type": "boolean"}:  # a toggle would send false for "not set": a choice of the two instead
@@ -592,6 +599,7 @@ def _optional_value_type(annotation: Any) -> Any:
     return None
 
 
+@functools.cache
 def flow_signature() -> inspect.Signature:
     """The ``modify-video`` flow's keyword parameters, derived from ``ModifyVideoParameters`` (Prefect's run form).
 

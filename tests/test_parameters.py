@@ -214,3 +214,16 @@ def test_a_run_given_only_a_source_keeps_the_deployments_other_parameters():
     assert (params.concurrency, params.max_segment_seconds, params.mode) == (2, None, "flex_2")
     with pytest.raises(Exception, match="concurrency.*minimum of 1"):
         run_deployment(f"modify-video/{name}", parameters={"source": "x.mp4", "limits": {"concurrency": 0}}, timeout=0)
+
+
+def test_the_preview_form_has_a_choice_only_where_empty_means_something():
+    from prefect.utilities.callables import parameter_schema
+
+    from prefect_modify_video.flows.preview import preview_modes
+
+    schema = parameter_schema(preview_modes.fn).model_dump_for_openapi()
+    switches = [
+        name for definition in schema["definitions"].values() for name, prop in definition["properties"].items()
+        if {"type": "null"} in prop.get("anyOf", [])
+    ]
+    assert switches == ["end_s"], "only the excerpt's end, whose empty value means the full run's first segment"
