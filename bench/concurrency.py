@@ -47,7 +47,7 @@ from prefect_modify_video.media.plan import SegmentPlan  # noqa: E402
 from prefect_modify_video.media.probe import VideoInfo, probe_video  # noqa: E402
 from prefect_modify_video.media.sample import make_sample_video  # noqa: E402
 from prefect_modify_video.media.seams import measure_seams, write_seam_sheet  # noqa: E402
-from prefect_modify_video.parameters import SeamOptions  # noqa: E402
+from prefect_modify_video.parameters import SeamOptions, flow_arguments  # noqa: E402
 from prefect_modify_video.providers.registry import backend_class  # noqa: E402
 from prefect_modify_video.testing import FakeModifyServer, Fault  # noqa: E402
 from prefect_modify_video.testing.fake.render import render_modified_clip  # noqa: E402
@@ -156,7 +156,7 @@ def main() -> None:
                     store_dir=str(work / "store"),
                 )
                 started = time.perf_counter()
-                result = modify_video(params)
+                result = modify_video(**flow_arguments(params))
                 return result, time.perf_counter() - started
 
             first, first_seconds = run("first.mp4")

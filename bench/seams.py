@@ -23,6 +23,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from prefect_modify_video.flows import BackendSpec, ModifyVideoParameters, modify_video  # noqa: E402
+from prefect_modify_video.parameters import flow_arguments  # noqa: E402
 from prefect_modify_video.media.probe import probe_video  # noqa: E402
 from prefect_modify_video.media.sample import make_sample_video  # noqa: E402
 from prefect_modify_video.media.plan import plan_video  # noqa: E402
@@ -47,7 +48,7 @@ def main() -> None:
         with FakeModifyServer(polls_to_complete=1, drift=1.0, drift_seed=args.seed) as server:
             for name, (anchor, overlap) in ways.items():
                 results[name] = modify_video(
-                    ModifyVideoParameters(
+                    **flow_arguments(ModifyVideoParameters(
                         source=str(source),
                         prompt="bench",
                         output=str(work / f"{name}.mp4"),
@@ -56,7 +57,7 @@ def main() -> None:
                         store_dir=str(work / "store"),
                         anchor_colours=anchor,
                         overlap_frames=overlap,
-                    )
+                    ))
                 )
         for name, result in results.items():
             print(f"{name:17s} {result.segments} segments, worst seam {result.worst_seam_ratio:6.2f}x the source's "

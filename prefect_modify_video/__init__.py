@@ -6,9 +6,9 @@ happens. The parameters and errors import no Prefect and are imported at once.
 
 Example:
     ```python
-    from prefect_modify_video import ModifyVideoParameters, modify_video
+    from prefect_modify_video import modify_video
 
-    result = modify_video(ModifyVideoParameters(source="film.mp4", prompt="warm vintage film"))
+    result = modify_video(source="film.mp4", prompt="warm vintage film", mode="flex_2")
     ```
 """
 

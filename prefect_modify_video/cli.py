@@ -261,6 +261,7 @@ class _HeldBy(logging.Filter):
 
 def _run(args: argparse.Namespace) -> int:
     from prefect_modify_video.flows.modify_video import check_inputs, modify_video
+    from prefect_modify_video.parameters import flow_arguments
 
     from prefect_modify_video.stopping import stop_on_signals
 
@@ -271,7 +272,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         # The first SIGINT/SIGTERM stops the waiting (saved jobs kept), a second one exits at once (130/143).
         with stop_on_signals():
-            result = modify_video(params)
+            result = modify_video(**flow_arguments(params))
     except (InvalidInputError, ValidationError):
         gate.close(drop=True)
         raise

@@ -18,11 +18,14 @@ all import it.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import re
+import types
 import urllib.parse
-from typing import Annotated, Any, Iterable, Literal, Optional
+from typing import Annotated, Any, Iterable, Literal, Optional, Union, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema, create_model, model_validator
 from pydantic.fields import FieldInfo
 
 from prefect_modify_video.providers.base import Mode, ModifyBackend
@@ -31,15 +34,22 @@ from prefect_modify_video.providers.registry import BACKEND_NAMES
 __all__ = [
     "BackendName",
     "BackendSpec",
+    "FLOW_GROUPS",
     "GroupedOptions",
+    "LimitOptions",
     "Location",
     "ModifyVideoParameters",
     "OptionGroup",
     "RetryOptions",
     "SeamOptions",
+    "StoreOptions",
     "field_definitions",
+    "flow_arguments",
+    "flow_signature",
     "group_flat_options",
     "option_groups",
+    "parameters_from_flow",
+    "plain_optional_properties",
     "refuse_credentials",
 ]
 
@@ -104,8 +114,39 @@ Location = Annotated[str, AfterValidator(refuse_credentials)]
 """A location (path, URL or ``block://`` reference) that may not carry credentials (``refuse_credentials``)."""
 
 
+def plain_optional_properties(schema: dict[str, Any]) -> None:
+    """A model's JSON schema with each optional property shown as its value's schema: no ``null`` branch.
+
+    Prefect's run form shows a property that is ``anyOf`` a type and ``null`` with a type switch
+    (``str / None``); a plain property without a default is shown as one input, and Prefect's
+    validation still takes ``null`` for it (it makes such a property nullable). Empty stays "not set".
+    A property whose default is not ``None`` keeps its choice (``null`` then means something of its
+    own, e.g. the preview's ``end_s``). Used as the ``json_schema_extra`` of the parameter models.
+
+    Example:
+        >>> schema = {"properties": {"model": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None, "title": "Model"}}}
+        >>> plain_optional_properties(schema); schema
+        {'properties': {'model': {'type': 'string', 'title': 'Model'}}}
+    """
+    for name, prop in schema.get("properties", {}).items():
+        branches = prop.get("anyOf")
+        if not isinstance(branches, list) or {"type": "null"} not in branches or len(branches) != 2:
+            continue
+        if prop.get("default") is not None:  # null means something else than the default here: keep the choice
+            continue
+        value = next(branch for branch in branches if branch != {"type": "null"})
+        if value == {"type": "boolean"}:  # a toggle would send false for "not set": a choice of the two instead
+            value = {"enum": [True, False]}
+        plain = {**value, **{key: v for key, v in prop.items() if key != "anyOf"}}
+        if plain.get("default", "") is None:
+            del plain["default"]
+        schema["properties"][name] = plain
+
+
 class OptionGroup(BaseModel):
     """A group of options nested in the parameters under one name, whose options may also be given flat."""
+
+    model_config = ConfigDict(json_schema_extra=plain_optional_properties)
 
 
 class SeamOptions(OptionGroup):
@@ -259,7 +300,7 @@ class GroupedOptions(BaseModel):
     Validation errors do not repeat the value refused: it may be a secret (``refuse_credentials``).
     """
 
-    model_config = ConfigDict(hide_input_in_errors=True)
+    model_config = ConfigDict(hide_input_in_errors=True, json_schema_extra=plain_optional_properties)
 
     @model_validator(mode="before")
     @classmethod
@@ -345,7 +386,7 @@ def _flat_reader(group: str, leaf: str, doc: str | None) -> property:
 class BackendSpec(BaseModel):
     """Which service to call and where its key is; holds no secret itself (addresses with credentials are refused)."""
 
-    model_config = ConfigDict(hide_input_in_errors=True)
+    model_config = ConfigDict(hide_input_in_errors=True, json_schema_extra=plain_optional_properties)
 
     name: BackendName = Field(default="local", title="Backend", description="The modify-video service.")
     credentials_block: str | None = Field(
@@ -413,7 +454,8 @@ class ModifyVideoParameters(GroupedOptions):
 
     source: Location = Field(
         title="Source video",
-        description="The video to restyle: a local path, an http(s) URL or block://BLOCK-TYPE/BLOCK-NAME/PATH (e.g. block://local-file-system/videos/in/film.mp4).",
+        description="The video to restyle: a local path, an http(s) URL or a storage block's file, e.g. "
+        "block://local-file-system/my-folder/film.mp4 (block://BLOCK-TYPE/BLOCK-NAME/PATH).",
     )
     prompt: str = Field(
         default="",
@@ -423,7 +465,7 @@ class ModifyVideoParameters(GroupedOptions):
     mode: Mode = Field(
         default="flex_1",
         title="Mode",
-        description="How far from the source: adhere (subtle) < flex (keeps shapes) < reimagine (loose).",
+        description="How far from the source: adhere (subtle), then flex (keeps shapes), then reimagine (loose).",
     )
     first_frame: Location | None = Field(
         default=None,
@@ -521,3 +563,144 @@ class ModifyVideoParameters(GroupedOptions):
         if self.output:
             return self.output
         return sibling_location(self.source, default_output_path(Path(location_name(self.source))).name)
+
+
+# The flow's run form: the first fields of ModifyVideoParameters at the top, the rest in titled groups.
+# Each group below copies its fields from ModifyVideoParameters (``field_definitions``): names only here.
+LimitOptions = create_model(
+    "LimitOptions",
+    __base__=OptionGroup,
+    __doc__="Segment length, concurrency, download size and spending caps of a run.",
+    **field_definitions(
+        ModifyVideoParameters, ["max_segment_seconds", "concurrency", "max_source_bytes", "max_cost_usd", "budget"]
+    ),
+)
+StoreOptions = create_model(
+    "StoreOptions",
+    __base__=OptionGroup,
+    __doc__="Where paid results are kept and found again, and when a segment is paid for again.",
+    **field_definitions(ModifyVideoParameters, ["store_dir", "refresh", "resend_unknown"]),
+)
+
+FLOW_GROUPS: dict[str, tuple[str, type[OptionGroup]]] = {
+    "limits": ("Limits and budget", LimitOptions),
+    "store": ("Result store and paying again", StoreOptions),
+    "seams": (ModifyVideoParameters.model_fields["seams"].title, SeamOptions),
+    "retries": (ModifyVideoParameters.model_fields["retries"].title, RetryOptions),
+}
+"""The groups of the ``modify-video`` flow's parameters after the first ones: title and model, by parameter name."""
+
+
+def _optional_value_type(annotation: Any) -> Any:
+    """``X`` for ``X | None``, else ``None``."""
+    if get_origin(annotation) in (Union, types.UnionType) and type(None) in get_args(annotation):
+        rest = tuple(arg for arg in get_args(annotation) if arg is not type(None))
+        return rest[0] if len(rest) == 1 else Union[rest]  # noqa: UP007 - built at run time
+    return None
+
+
+@functools.cache
+def flow_signature() -> inspect.Signature:
+    """The ``modify-video`` flow's keyword parameters, derived from ``ModifyVideoParameters`` (Prefect's run form).
+
+    Source, prompt, mode, first frame, output, preset and backend come first, then one parameter
+    per group of ``FLOW_GROUPS``. Each keeps its field's type, bounds, title and description.
+    An optional text at the top has the default ``""`` ("not set") and a plain string schema, so
+    the form shows no type switch; a group's default is the group's defaults (without the empty ones).
+
+    Example:
+        >>> list(flow_signature().parameters)
+        ['source', 'prompt', 'mode', 'first_frame', 'output', 'preset', 'backend', 'limits', 'store', 'seams', 'retries']
+    """
+    grouped = {leaf for _, model in FLOW_GROUPS.values() for leaf in model.model_fields}
+    parameters = []
+    for name, field in ModifyVideoParameters.model_fields.items():
+        if name in grouped or name in FLOW_GROUPS:
+            continue
+        annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+        default = field.get_default(call_default_factory=True)
+        value_type = _optional_value_type(field.annotation)
+        if value_type is not None:
+            plain = TypeAdapter(Annotated[(value_type, *field.metadata)] if field.metadata else value_type).json_schema()
+            annotation = Annotated[annotation, WithJsonSchema(plain)]
+            default = "" if plain.get("type") == "string" else default
+        parameters.append(_flow_parameter(name, annotation, default, field.title, field.description))
+    for name, (title, model) in FLOW_GROUPS.items():
+        default = model()
+        parameters.append(_flow_parameter(name, model, default, title, model.__doc__))
+    return inspect.Signature(parameters)
+
+
+def _flow_parameter(name: str, annotation: Any, default: Any, title: str | None, description: str | None) -> inspect.Parameter:
+    # Prefect titles a parameter by its name and reads ``description`` and ``json_schema_extra`` of a Field default.
+    extra: dict[str, Any] = {"title": title or name}
+    if isinstance(default, BaseModel):  # the form's prefilled group: without its empty options
+        extra["default"] = default.model_dump(mode="json", exclude_none=True)
+    field = Field(default=default, description=description, json_schema_extra=extra)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=field, annotation=annotation)
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == ""
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    if isinstance(default, BaseModel) and isinstance(value, dict):  # a model field given as JSON (the backend)
+        try:
+            return type(default).model_validate(value) == default
+        except ValueError:
+            return False
+    return value == default
+
+
+def parameters_from_flow(arguments: dict[str, Any]) -> ModifyVideoParameters:
+    """The run's parameters from the ``modify-video`` flow's arguments (flat, with groups; see ``flow_signature``).
+
+    Empty values (``None``, ``""``, as the run form sends them) and values equal to the field's
+    default are left unset, so a preset fills them (Prefect hands the flow every default; a run
+    form sends every field).
+
+    Example:
+        >>> params = parameters_from_flow({"source": "a.mp4", "mode": "flex_1", "output": "", "limits": {"concurrency": 2}})
+        >>> params.concurrency, sorted(params.model_fields_set)
+        (2, ['concurrency', 'source'])
+    """
+    defaults = ModifyVideoParameters.model_construct()
+    data: dict[str, Any] = {}
+    for name, value in arguments.items():
+        if isinstance(value, FieldInfo):  # the function called without Prefect: its signature's default
+            continue
+        if name in FLOW_GROUPS:
+            model = FLOW_GROUPS[name][1]
+            given = (
+                {leaf: getattr(value, leaf) for leaf in value.model_fields_set}
+                if isinstance(value, BaseModel) else dict(value or {})
+            )
+            for leaf, leaf_value in given.items():
+                if leaf in model.model_fields and not _empty(leaf_value) and leaf_value != getattr(defaults, leaf):
+                    data[leaf] = leaf_value
+        elif name == "source" or (not _empty(value) and not _is_default(value, getattr(defaults, name, None))):
+            data[name] = value
+    return ModifyVideoParameters.model_validate(data)
+
+
+def flow_arguments(params: ModifyVideoParameters, **dump: Any) -> dict[str, Any]:
+    """The ``modify-video`` flow's arguments for ``params``: what it sets, each group's options nested.
+
+    Args:
+        params: The run's parameters.
+        dump: Options of ``model_dump`` (``mode="json"`` for a deployment's run); ``exclude_unset``
+            and ``exclude_none`` (empty: not set) are true unless given.
+
+    Example:
+        >>> flow_arguments(ModifyVideoParameters(source="a.mp4", concurrency=2, anchor_strength=0.5))
+        {'source': 'a.mp4', 'limits': {'concurrency': 2}, 'seams': {'anchor_strength': 0.5}}
+    """
+    data = params.model_dump(**{"exclude_unset": True, "exclude_none": True, **dump})
+    for name, (_, model) in FLOW_GROUPS.items():
+        if name in ModifyVideoParameters.model_fields:
+            continue
+        values = {leaf: data.pop(leaf) for leaf in model.model_fields if leaf in data}
+        if values:
+            data[name] = values
+    return {name: data[name] for name in flow_signature().parameters if name in data}

@@ -15,7 +15,7 @@ from prefect_modify_video.blocks import (
     credentials_block_for,
 )
 from prefect_modify_video.errors import InvalidInputError
-from prefect_modify_video.parameters import BackendSpec, BackendName
+from prefect_modify_video.parameters import BackendSpec, BackendName, flow_arguments
 from prefect_modify_video.providers.base import ModifyBackend
 from prefect_modify_video.providers.luma import LumaBackend
 from prefect_modify_video.providers.registry import BACKEND_NAMES, BACKENDS, backend_class
@@ -148,10 +148,10 @@ def test_a_saved_block_s_settings_take_effect_in_a_flow_run(tmp_path, monkeypatc
     with FakeModifyServer(polls_to_complete=1) as server:
         name = f"segmind-{uuid.uuid4().hex[:8]}"
         SegmindCredentials(api_key="sk-saved-0123456789", base_url=server.base_url, use_async_api=True).save(name)
-        result = modify_video(ModifyVideoParameters(
+        result = modify_video(**flow_arguments(ModifyVideoParameters(
             source=str(source), prompt="warm", output=str(tmp_path / "out.mp4"), store_dir=str(tmp_path / "store"),
             backend=BackendSpec(name="segmind", credentials_block=name, poll_interval_seconds=0.05),
-        ))
+        )))
         assert [call.route for call in server.received("segmind")] == ["segmind.v2"]
         assert result.billed_calls == server.stats("segmind").billed == 1
 

@@ -163,9 +163,9 @@ def test_block_folder_in_and_out_with_a_preset(videos, tmp_path, store_dir):
     assert sorted(child.name for child in children) == ["a-adhere_1", "c-adhere_1"], "children named after their video"
     assert asyncio.run(_flow_run(state.state_details.flow_run_id)).name == "batch-in"
     for child in children:
-        given = child.parameters["params"]
+        given = child.parameters
         assert given["mode"] == "adhere_1", "the batch's explicit mode beats the preset's"
-        assert given["prompt"] == "black and white" and given["max_segment_seconds"] == 2, "the rest from the preset"
+        assert given["prompt"] == "black and white" and given["limits"]["max_segment_seconds"] == 2, "the rest from the preset"
     # Same store: a second batch pays for nothing.
     again = modify_video_batch(params)
     assert [v.billed_calls for v in again.videos] == [0, 0] and [v.reused_segments for v in again.videos] == [2, 2]

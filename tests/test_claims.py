@@ -27,6 +27,7 @@ from prefect_modify_video.claims import (
 )
 from prefect_modify_video.errors import BudgetExceededError
 from prefect_modify_video.flows import BackendSpec, ModifyVideoParameters, SegmentsFailedError, modify_video
+from prefect_modify_video.parameters import flow_arguments
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.media.sample import make_sample_video
 from prefect_modify_video.storage.scratch import current_owner
@@ -175,7 +176,7 @@ def run(source, tmp_path, server, backend="luma", **overrides):
         retry_delay_seconds=0.05,
     )
     values.update(overrides)
-    return modify_video(ModifyVideoParameters(**values))
+    return modify_video(**flow_arguments(ModifyVideoParameters(**values)))
 
 
 @pytest.mark.parametrize("service", ["luma", pytest.param("replicate", marks=pytest.mark.slow)])

@@ -51,23 +51,22 @@ def test_deploy_from_prefect_yaml_and_run_on_a_worker(sample_video, tmp_path):
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     deployment = asyncio.run(_deployment())
     schema = deployment.parameter_openapi_schema
-    mode = schema["definitions"]["ModifyVideoParameters"]["properties"]["mode"]
+    mode = schema["properties"]["mode"]
     assert len(mode["enum"]) == 9 and mode["title"] == "Mode"
 
     output = tmp_path / "deployed.mp4"
+    # As `prefect deployment run ... --param source=... --param output=...`: the deployment's prompt and mode stay.
     flow_run = run_deployment(
         "modify-video/modify-video-local",
         parameters={
-            "params": {
-                "source": str(sample_video),
-                "prompt": "black and white",
-                "output": str(output),
-                "store_dir": str(tmp_path / "store"),
-                "max_segment_seconds": 3,
-            }
+            "source": str(sample_video),
+            "output": str(output),
+            "store": {"store_dir": str(tmp_path / "store")},
+            "limits": {"max_segment_seconds": 3},
         },
         timeout=0,
     )
+    assert (flow_run.parameters["prompt"], flow_run.parameters["mode"]) == ("warm vintage film with grain", "flex_2")
     worker = subprocess.run(
         [PREFECT, "worker", "start", "--pool", "modify-video", "--run-once"],
         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300,

@@ -18,6 +18,7 @@ import pytest
 
 from prefect_modify_video.errors import InvalidInputError, ProviderUnavailableError
 from prefect_modify_video.flows import ModifyVideoParameters, modify_video
+from prefect_modify_video.parameters import flow_arguments
 from prefect_modify_video.limits import download_deadline_seconds
 from prefect_modify_video.media.sample import make_sample_video
 from prefect_modify_video.providers import http_client
@@ -169,7 +170,7 @@ def test_a_source_over_the_settable_limit_is_refused(server, tmp_path):
         store_dir=str(tmp_path / "store"),
     )
     with pytest.raises(InvalidInputError, match="over the 1,000-byte limit"):
-        modify_video(params)
+        modify_video(**flow_arguments(params))
     assert not (tmp_path / "out.mp4").exists()
 
 

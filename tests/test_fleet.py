@@ -161,7 +161,7 @@ def test_a_crashed_video_is_submitted_again(fleet, shared):
             while time.monotonic() < deadline and not killed:
                 for run in client.read_flow_runs():
                     if (run.deployment_id is not None and run.state is not None and run.state.is_running()
-                            and run.parameters.get("params", {}).get("source", "").endswith("/in/a.mp4")):
+                            and run.parameters.get("source", "").endswith("/in/a.mp4")):
                         if _kill_flow_run(str(run.id)):
                             killed.append(str(run.id))
                         break

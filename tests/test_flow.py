@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from conftest import audio_md5, read_frames, saturation
 from prefect_modify_video.errors import InvalidInputError
 from prefect_modify_video.flows import ModifyVideoParameters, modify_video
+from prefect_modify_video.parameters import flow_arguments
 from prefect_modify_video.media.files import sha256_of_file
 from prefect_modify_video.media.probe import probe_video
 
@@ -34,7 +35,7 @@ async def _artifact_keys() -> set[str]:
 
 def test_output_matches_the_source_in_everything_but_the_look(sample_video, tmp_path, store_dir):
     before = sha256_of_file(sample_video)
-    result = modify_video(params(sample_video, tmp_path, store_dir))
+    result = modify_video(**flow_arguments(params(sample_video, tmp_path, store_dir)))
     source, out = probe_video(sample_video), probe_video(result.output)
     # Seams on the sample's three cuts: one 1.5 s shot per segment.
     assert result.segments == 4 and result.billed_calls == 4 and result.reused_segments == 0
@@ -54,25 +55,25 @@ def test_output_matches_the_source_in_everything_but_the_look(sample_video, tmp_
 
 
 def test_a_second_run_pays_for_nothing(sample_video, tmp_path, store_dir):
-    first = modify_video(params(sample_video, tmp_path, store_dir, output=str(tmp_path / "a.mp4")))
-    second = modify_video(params(sample_video, tmp_path, store_dir, output=str(tmp_path / "b.mp4")))
+    first = modify_video(**flow_arguments(params(sample_video, tmp_path, store_dir, output=str(tmp_path / "a.mp4"))))
+    second = modify_video(**flow_arguments(params(sample_video, tmp_path, store_dir, output=str(tmp_path / "b.mp4"))))
     assert first.billed_calls == 4
     assert second.billed_calls == 0 and second.reused_segments == 4
     assert probe_video(second.output).frames == probe_video(sample_video).frames
-    refreshed = modify_video(params(sample_video, tmp_path, store_dir, output=str(tmp_path / "c.mp4"), refresh=True))
+    refreshed = modify_video(**flow_arguments(params(sample_video, tmp_path, store_dir, output=str(tmp_path / "c.mp4"), refresh=True)))
     assert refreshed.billed_calls == 4
 
 
 @pytest.mark.slow
 def test_another_prompt_is_another_paid_call(sample_video, tmp_path, store_dir):
-    modify_video(params(sample_video, tmp_path, store_dir, output=str(tmp_path / "a.mp4")))
-    other = modify_video(params(sample_video, tmp_path, store_dir, output=str(tmp_path / "b.mp4"), prompt="warm"))
+    modify_video(**flow_arguments(params(sample_video, tmp_path, store_dir, output=str(tmp_path / "a.mp4"))))
+    other = modify_video(**flow_arguments(params(sample_video, tmp_path, store_dir, output=str(tmp_path / "b.mp4"), prompt="warm")))
     assert other.billed_calls == 4
 
 
 def test_first_frame_colour_transfer_through_the_flow(sample_video, tmp_path, store_dir, first_frame_image):
     result = modify_video(
-        params(sample_video, tmp_path, store_dir, prompt="grade", mode="flex_3", first_frame=str(first_frame_image))
+        **flow_arguments(params(sample_video, tmp_path, store_dir, prompt="grade", mode="flex_3", first_frame=str(first_frame_image)))
     )
     target = read_frames(first_frame_image).mean(axis=(0, 1, 2))
     source = read_frames(sample_video).mean(axis=(0, 1, 2))
@@ -91,7 +92,7 @@ def test_first_frame_colour_transfer_through_the_flow(sample_video, tmp_path, st
 def test_bad_source_fails_before_any_work(sample_video, tmp_path, store_dir, make_source, message):
     source = make_source(tmp_path, sample_video)
     with pytest.raises(InvalidInputError, match=message):
-        modify_video(params(source, tmp_path, store_dir, output=str(tmp_path / "never.mp4")))
+        modify_video(**flow_arguments(params(source, tmp_path, store_dir, output=str(tmp_path / "never.mp4"))))
     assert not (tmp_path / "never.mp4").exists()
     assert not store_dir.exists()
 
@@ -99,13 +100,13 @@ def test_bad_source_fails_before_any_work(sample_video, tmp_path, store_dir, mak
 def test_output_equal_to_source_is_refused(sample_video, tmp_path, store_dir):
     before = sha256_of_file(sample_video)
     with pytest.raises(InvalidInputError, match="the source itself"):
-        modify_video(params(sample_video, tmp_path, store_dir, output=str(sample_video)))
+        modify_video(**flow_arguments(params(sample_video, tmp_path, store_dir, output=str(sample_video))))
     assert sha256_of_file(sample_video) == before
 
 
 def test_first_frame_that_is_not_an_image_is_refused(sample_video, tmp_path, store_dir):
     with pytest.raises(InvalidInputError, match="not an image"):
-        modify_video(params(sample_video, tmp_path, store_dir, first_frame=str(sample_video)))
+        modify_video(**flow_arguments(params(sample_video, tmp_path, store_dir, first_frame=str(sample_video))))
 
 
 def test_unknown_mode_is_refused(sample_video, tmp_path, store_dir):
@@ -115,7 +116,7 @@ def test_unknown_mode_is_refused(sample_video, tmp_path, store_dir):
 
 def test_parameters_schema_offers_the_nine_modes():
     schema = modify_video.parameters.model_dump()
-    mode = schema["definitions"]["ModifyVideoParameters"]["properties"]["mode"]
+    mode = schema["properties"]["mode"]
     assert mode["enum"] == [
         "adhere_1", "adhere_2", "adhere_3", "flex_1", "flex_2", "flex_3", "reimagine_1", "reimagine_2", "reimagine_3",
     ]

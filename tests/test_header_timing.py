@@ -21,6 +21,7 @@ import pytest
 
 from conftest import audio_md5
 from prefect_modify_video.flows import ModifyVideoParameters, modify_video
+from prefect_modify_video.parameters import flow_arguments
 from prefect_modify_video.media.probe import probe_video
 
 SECONDS = 4
@@ -182,10 +183,10 @@ def test_output_has_the_real_frames_rate_and_audio(honest, trimmed, tmp_path, ca
     frames, seconds, rate = video_frames(source)
     assert rate == pytest.approx(FPS, abs=0.01)
     output = tmp_path / "out" / "out.mp4"
-    result = modify_video(ModifyVideoParameters(
+    result = modify_video(**flow_arguments(ModifyVideoParameters(
         source=str(source), prompt="black and white", mode="reimagine_3", output=str(output),
         max_segment_seconds=2, store_dir=str(tmp_path / "store"),
-    ))
+    )))
     assert Path(result.output) == output
     assert [r.getMessage() for r in caplog.records if "its header says" in r.getMessage()] == [
         f"{source}: {probe_video(source).header_mismatch}; the packets' timing is used"

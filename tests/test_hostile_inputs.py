@@ -32,6 +32,7 @@ import pytest
 from conftest import audio_md5
 from prefect_modify_video.errors import InvalidInputError
 from prefect_modify_video.flows import ModifyVideoParameters, modify_video
+from prefect_modify_video.parameters import flow_arguments
 
 SECONDS = 3
 VIDEO = f"testsrc2=size=320x180:rate=25:duration={SECONDS}"
@@ -294,10 +295,10 @@ def hostile(tmp_path_factory):
             output = str(out_dir / case.output) if case.output else None
             try:
                 result = modify_video(
-                    ModifyVideoParameters(
+                    **flow_arguments(ModifyVideoParameters(
                         source=str(path), prompt="black and white", mode="reimagine_3", output=output,
                         max_segment_seconds=2, store_dir=str(root / "store"),
-                    )
+                    ))
                 )
                 runs[name] = (path, Path(result.output), result)
             except Exception as error:  # kept, so that every test of this case sees it without a re-run
@@ -389,8 +390,8 @@ def test_truncated_mp4_with_its_index_first_is_refused(tmp_path):
     assert streams(source).frames < 75  # what a player can show
     output = tmp_path / "out" / "out.mp4"
     with pytest.raises(InvalidInputError, match="cut.mp4: its header lists 75 frames but only .* cut short"):
-        modify_video(ModifyVideoParameters(source=str(source), prompt="black and white", output=str(output),
-                                           store_dir=str(tmp_path / "store")))
+        modify_video(**flow_arguments(ModifyVideoParameters(source=str(source), prompt="black and white", output=str(output),
+                                           store_dir=str(tmp_path / "store"))))
     assert not output.parent.exists()
 
 
@@ -445,8 +446,8 @@ def test_unusable_input_is_refused_naming_it_and_writing_nothing(hostile, tmp_pa
     before = sha256(source)
     output = tmp_path / "out" / output_name
     with pytest.raises(InvalidInputError, match=message) as refused:
-        modify_video(ModifyVideoParameters(source=str(source), prompt="black and white", output=str(output),
-                                           store_dir=str(tmp_path / "store")))
+        modify_video(**flow_arguments(ModifyVideoParameters(source=str(source), prompt="black and white", output=str(output),
+                                           store_dir=str(tmp_path / "store"))))
     # The message starts with the file at fault: the source, or the output path that cannot be written.
     assert str(refused.value).startswith(f"{source if named == 'source' else output}: ")
     assert sha256(source) == before

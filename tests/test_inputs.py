@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from prefect_modify_video.errors import InvalidInputError
 from prefect_modify_video.flows import ModifyVideoParameters, modify_video
+from prefect_modify_video.parameters import flow_arguments
 from prefect_modify_video.flows.batch import BatchParameters, BatchSettings
 from prefect_modify_video.flows.preview import PreviewParameters
 from prefect_modify_video.media.sample import make_sample_video
@@ -120,7 +121,7 @@ def test_the_flow_itself_refuses_a_block_output_naming_its_source(source):
     before = sha256(source)
     output = f"block://local-file-system/{local_block(source.parent)}/film.mp4"
     with pytest.raises(InvalidInputError, match="the source itself"):
-        modify_video(ModifyVideoParameters(source=str(source), output=output))
+        modify_video(**flow_arguments(ModifyVideoParameters(source=str(source), output=output)))
     assert sha256(source) == before
     assert sorted(p.name for p in source.parent.iterdir()) == ["film.mp4"]
 
@@ -362,7 +363,7 @@ def paid_run(source, tmp_path, server, **overrides):
         segment_retries=0,
     )
     values.update(overrides)
-    return modify_video(ModifyVideoParameters(**values))
+    return modify_video(**flow_arguments(ModifyVideoParameters(**values)))
 
 
 def test_line_breaks_in_file_names_are_joined_after_paying_once(short_video_and_server, tmp_path):
@@ -456,7 +457,7 @@ def test_a_missing_source_is_one_line_in_the_log_and_the_state_without_traceback
 
     caplog.set_level(logging.INFO)
     missing = tmp_path / "missing.mp4"
-    state = modify_video(ModifyVideoParameters(source=str(missing), output=str(tmp_path / "o.mp4")), return_state=True)
+    state = modify_video(**flow_arguments(ModifyVideoParameters(source=str(missing), output=str(tmp_path / "o.mp4"))), return_state=True)
     assert state.is_failed()
     assert state.message.count("\n") == 0 and f"{missing}: no such file; check the path" in state.message
     ours = [r for r in caplog.records if r.name.startswith("prefect.")]

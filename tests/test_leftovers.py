@@ -27,6 +27,7 @@ import pytest
 from prefect.settings import PREFECT_API_URL
 
 from prefect_modify_video.flows import BackendSpec, ModifyVideoParameters, modify_video
+from prefect_modify_video.parameters import flow_arguments
 from prefect_modify_video.media.sample import make_sample_video
 from prefect_modify_video.storage.scratch import (
     MARKER,
@@ -229,11 +230,11 @@ def test_a_run_removes_what_a_killed_run_left_and_nothing_else(film, film_url, t
 
         monkeypatch.setattr(tempfile, "tempdir", str(temp))
         server.wait_idle(30)
-        result = modify_video(ModifyVideoParameters(
+        result = modify_video(**flow_arguments(ModifyVideoParameters(
             source=film_url, prompt="pencil sketch", output=str(out / "film.mp4"),
             backend=BackendSpec(name="segmind-async", base_url=server.base_url, poll_interval_seconds=0.1),
             max_segment_seconds=2.6, store_dir=str(tmp_path / "store"), retry_delay_seconds=0.05,
-        ))
+        )))
         assert Path(result.output) == out / "film.mp4"
         assert not work.exists() and not fetch.exists()
         assert live_work.is_dir() and live_fetch.is_dir() and foreign.is_dir() and unmarked.is_dir()

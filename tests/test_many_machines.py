@@ -181,17 +181,16 @@ def _descendants(pid: int) -> list[int]:
 
 
 def _parameters(block: str, fake: FakeModifyServer, output: str) -> dict:
-    return {"params": {
+    return {
         "source": f"block://remote-file-system/{block}/videos/film.mp4",
         "prompt": "charcoal sketch",
         "mode": "flex_1",
         "output": f"block://remote-file-system/{block}/{output}",
-        "store_dir": f"block://remote-file-system/{block}/store",
-        "max_segment_seconds": 2.5,
-        "concurrency": 4,
+        "store": {"store_dir": f"block://remote-file-system/{block}/store"},
+        "limits": {"max_segment_seconds": 2.5, "concurrency": 4},
         "backend": {"name": "luma", "base_url": fake.base_url, "upload_url": fake.base_url,
                     "poll_interval_seconds": 0.2, "account": "machines", "account_concurrency": ACCOUNT_LIMIT},
-    }}
+    }
 
 
 def _start(api_url: str, parameters: dict):
@@ -250,7 +249,7 @@ def test_one_video_on_two_machines_and_a_machine_that_dies(prefect_api, shared, 
         # A machine dies holding unanswered creates: the other finishes the video, paying nothing twice.
         fake.reset()
         parameters = _parameters(block, fake, "out/second.mp4")
-        parameters["params"]["prompt"] = "neon noir"
+        parameters["prompt"] = "neon noir"
         machines[1].process.send_signal(signal.SIGSTOP)  # only machine A picks the run up
         doomed = _start(prefect_api, parameters)
         deadline = time.monotonic() + 180

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import uuid
+
 import pytest
 
 from prefect_modify_video.providers.registry import backend_class
@@ -11,7 +14,14 @@ from prefect_modify_video.blocks.presets import ModifyVideoPreset, RetrySettings
 from prefect_modify_video.cli import _parameters, _parser, parameter_options
 from prefect_modify_video.errors import InvalidInputError
 from prefect_modify_video.flows.batch import BatchSettings
-from prefect_modify_video.parameters import ModifyVideoParameters, RetryOptions, SeamOptions, option_groups
+from prefect_modify_video.parameters import (
+    ModifyVideoParameters,
+    RetryOptions,
+    SeamOptions,
+    flow_arguments,
+    option_groups,
+    parameters_from_flow,
+)
 from prefect_modify_video.tasks.report import RunSummary
 
 
@@ -121,3 +131,99 @@ def test_run_summary_markdown():
     assert "## Segments that failed" in text
     free = summary.model_copy(update={"backend": "local", "free": True, "cost_usd": 0.0}).markdown()
     assert "3 (2 restyled in this run, 1 reused)" in free and "paid" not in free
+
+
+def _run_form_schema() -> dict:
+    """The deployment's parameter schema, made as ``prefect deploy`` makes it."""
+    from prefect.utilities.callables import parameter_schema
+
+    from prefect_modify_video.flows.modify_video import modify_video
+
+    return parameter_schema(modify_video.fn).model_dump_for_openapi()
+
+
+def test_the_run_form_is_flat_plain_and_titled_alike():
+    schema = _run_form_schema()
+    assert list(schema["properties"]) == [
+        "source", "prompt", "mode", "first_frame", "output", "preset", "backend", "limits", "store", "seams", "retries"
+    ]
+    assert [schema["properties"][name]["title"] for name in ("limits", "store", "seams", "retries")] == [
+        "Limits and budget", "Result store and paying again", "Seams", "Retries"
+    ]
+    fields = list(schema["properties"].items()) + [
+        (f"{model}.{name}", prop) for model, definition in schema["definitions"].items()
+        for name, prop in definition["properties"].items()
+    ]
+    assert len(fields) > 35
+    for name, prop in fields:
+        assert {"type": "null"} not in prop.get("anyOf", []), f"{name}: a str / None switch in the form"
+        title = prop["title"]
+        assert title[0].isupper() and all(
+            not word[0].isupper() or word.strip("()").isupper() for word in title.split()[1:]
+        ), f"{name}: {title!r} is not in sentence case"
+    descriptions = [prop.get("description", "") for _, prop in fields] + [
+        definition.get("description", "") for definition in schema["definitions"].values()
+    ]
+    for description in descriptions:
+        # Prefect's UI drops <...> as markup: block://<type>/<name> would read block:////.
+        assert re.sub(r"<[^>]*>", "", description) == description, description
+    source = schema["properties"]["source"]["description"]
+    assert "block://local-file-system/my-folder/film.mp4" in source and "required" in schema and schema["required"] == ["source"]
+
+
+def test_what_the_run_form_leaves_empty_is_not_set():
+    form = {
+        "source": "a.mp4", "prompt": "", "mode": "flex_1", "first_frame": "", "output": "", "preset": "",
+        "backend": {"name": "local", "account": "default"}, "limits": {"concurrency": None},
+        "store": {"refresh": False, "resend_unknown": False},
+        "seams": {"anchor_colours": None, "anchor_strength": 1, "sequential": False, "seam_threshold": 1.5},
+        "retries": {"segment_retries": 3, "retry_delay_seconds": 10},
+    }
+    params = parameters_from_flow(form)
+    assert params == ModifyVideoParameters(source="a.mp4")
+    assert params.model_fields_set == {"source"}, "a preset may fill every other field"
+    given = parameters_from_flow({**form, "output": "b.mp4", "limits": {"max_cost_usd": 2}, "seams": {"sequential": True}})
+    assert given.model_fields_set == {"source", "output", "max_cost_usd", "sequential"}
+    assert flow_arguments(given) == {
+        "source": "a.mp4", "output": "b.mp4", "limits": {"max_cost_usd": 2.0}, "seams": {"sequential": True}
+    }
+
+
+def test_a_run_given_only_a_source_keeps_the_deployments_other_parameters():
+    """As ``prefect deployment run modify-video/NAME --param source=other.mp4``: the server merges top-level keys."""
+    from prefect.deployments import run_deployment
+
+    from prefect_modify_video.flows.modify_video import modify_video
+
+    name = f"merge-{uuid.uuid4().hex[:8]}"
+    modify_video.to_deployment(name=name, parameters={
+        "source": "samples/sample.mp4", "prompt": "warm vintage film with grain", "mode": "flex_2",
+        "backend": {"name": "local"}, "limits": {"max_segment_seconds": 2},
+    }).apply()
+    run = run_deployment(f"modify-video/{name}", parameters={"source": "other.mp4"}, timeout=0)
+    params = parameters_from_flow(run.parameters)
+    assert (params.source, params.prompt, params.mode, params.max_segment_seconds) == (
+        "other.mp4", "warm vintage film with grain", "flex_2", 2
+    )
+    # A group given replaces the deployment's group (Prefect merges the top level only); empties are accepted.
+    run = run_deployment(f"modify-video/{name}", timeout=0, parameters={
+        "source": "other.mp4", "first_frame": "", "limits": {"concurrency": 2, "max_cost_usd": None},
+        "seams": {"overlap_frames": None},
+    })
+    params = parameters_from_flow(run.parameters)
+    assert (params.concurrency, params.max_segment_seconds, params.mode) == (2, None, "flex_2")
+    with pytest.raises(Exception, match="concurrency.*minimum of 1"):
+        run_deployment(f"modify-video/{name}", parameters={"source": "x.mp4", "limits": {"concurrency": 0}}, timeout=0)
+
+
+def test_the_preview_form_has_a_choice_only_where_empty_means_something():
+    from prefect.utilities.callables import parameter_schema
+
+    from prefect_modify_video.flows.preview import preview_modes
+
+    schema = parameter_schema(preview_modes.fn).model_dump_for_openapi()
+    switches = [
+        name for definition in schema["definitions"].values() for name, prop in definition["properties"].items()
+        if {"type": "null"} in prop.get("anyOf", [])
+    ]
+    assert switches == ["end_s"], "only the excerpt's end, whose empty value means the full run's first segment"

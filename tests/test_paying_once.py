@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from prefect_modify_video.flows import BackendSpec, ModifyVideoParameters, modify_video
+from prefect_modify_video.parameters import flow_arguments
 from prefect_modify_video.media.extract import extract_segment
 from prefect_modify_video.media.files import sha256_of_file
 from prefect_modify_video.media.probe import probe_video
@@ -53,7 +54,7 @@ def run(source, tmp_path, server, *, store=None, timeout_seconds=None, **overrid
         retry_delay_seconds=0.05,
     )
     values.update(overrides)
-    return modify_video(ModifyVideoParameters(**values))
+    return modify_video(**flow_arguments(ModifyVideoParameters(**values)))
 
 
 def assert_reported_equals_billed(result, server, billed):

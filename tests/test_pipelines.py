@@ -22,6 +22,7 @@ from prefect.settings import PREFECT_API_URL
 from conftest import audio_md5, read_frames, saturation
 from prefect_modify_video.blocks.presets import ModifyVideoPreset
 from prefect_modify_video.flows import ModifyVideoParameters, modify_video
+from prefect_modify_video.parameters import flow_arguments
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.storage.download import emit_new_video_event
 
@@ -38,14 +39,14 @@ def test_url_source_and_block_output(sample_video, tmp_path):
     LocalFileSystem(basepath=str(tmp_path / "bucket")).save("pipeline-out", overwrite=True)
     try:
         result = modify_video(
-            ModifyVideoParameters(
+            **flow_arguments(ModifyVideoParameters(
                 source=f"http://127.0.0.1:{server.server_port}/{sample_video.name}",
                 prompt="black and white",
                 mode="reimagine_3",
                 output="block://local-file-system/pipeline-out/restyled/out.mp4",
                 max_segment_seconds=3,
                 store_dir=str(tmp_path / "store"),
-            )
+            ))
         )
     finally:
         server.shutdown()
@@ -62,17 +63,17 @@ def test_a_preset_fills_what_the_run_did_not_set(sample_video, tmp_path):
         "test-noir", overwrite=True
     )
     result = modify_video(
-        ModifyVideoParameters(
+        **flow_arguments(ModifyVideoParameters(
             source=str(sample_video), preset="test-noir", output=str(tmp_path / "a.mp4"), store_dir=str(tmp_path / "s")
-        )
+        ))
     )
     assert result.segments == 4  # the preset's 3 s cap: the four 1.5 s shots cannot pair under it
     assert saturation(read_frames(result.output)) < 3
     overridden = modify_video(
-        ModifyVideoParameters(
+        **flow_arguments(ModifyVideoParameters(
             source=str(sample_video), preset="test-noir", prompt="warm", output=str(tmp_path / "b.mp4"),
             store_dir=str(tmp_path / "s"),
-        )
+        ))
     )
     assert saturation(read_frames(overridden.output)) > 20
 
@@ -106,6 +107,9 @@ def test_an_event_naming_a_new_video_starts_the_deployment_with_it(sample_video,
         runs = asyncio.run(_flow_runs_of("modify-video/modify-video-on-new-video"))
         time.sleep(1)
     assert runs, "no flow run was started by the event"
-    assert runs[0].parameters["params"]["source"] == reference
+    assert runs[0].parameters["source"] == reference
+    assert (runs[0].parameters["prompt"], runs[0].parameters["mode"]) == ("warm vintage film with grain", "flex_2"), (
+        "the trigger gives source and output; the deployment's other parameters stay"
+    )
     # The output goes to another block, which the trigger's pattern does not match.
-    assert runs[0].parameters["params"]["output"] == f"block://local-file-system/restyled-videos/{sample_video.name}"
+    assert runs[0].parameters["output"] == f"block://local-file-system/restyled-videos/{sample_video.name}"

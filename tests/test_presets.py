@@ -145,9 +145,10 @@ def test_unknown_preset_is_named():
 
 @pytest.mark.slow  # a whole run (or two) against the server: over ~20 s on a loaded machine
 def test_a_preset_picked_in_the_custom_run_form_takes_effect(sample_video, tmp_path):
-    """The form sends every field (the deployment's prefilled prompt and mode, nulls for the rest): the preset fills them."""
+    """The form sends every field (the deployment's prefilled prompt and mode, empties for the rest): the preset fills them."""
     from prefect.client.orchestration import get_client
     from prefect.flow_engine import run_flow
+    from prefect.utilities.callables import parameter_schema
 
     from prefect_modify_video.flows.modify_video import modify_video
 
@@ -155,15 +156,21 @@ def test_a_preset_picked_in_the_custom_run_form_takes_effect(sample_video, tmp_p
     ModifyVideoPreset(mode="adhere_3", prompt="black and white").save(name)
     deployed = {"source": "samples/sample.mp4", "prompt": "warm vintage film with grain", "mode": "flex_2",
                 "backend": {"name": "local"}}
-    deployment_id = modify_video.to_deployment(name=f"form-{name}", parameters={"params": deployed}).apply()
-    # Exactly what the form sends: every field, the deployment's values prefilled, null for the empty ones.
-    form = ModifyVideoParameters(
-        **deployed, preset=name, output=str(tmp_path / "out.mp4"), store_dir=str(tmp_path / "store"),
-    ).model_dump(mode="json")
-    form["source"] = str(sample_video)
-    assert form["first_frame"] is None and form["seams"]["anchor_colours"] is None and form["mode"] == "flex_2"
+    deployment_id = modify_video.to_deployment(name=f"form-{name}", parameters=deployed).apply()
+    # Exactly what Prefect's Custom run form sends (seen in tests/test_ui_browser.py): every parameter, the
+    # deployment's values and the schema's defaults prefilled, "" for an empty text, a group's empty options left
+    # out or null once cleared; here the user gave the source, a preset, the output and the store.
+    form = {
+        "source": str(sample_video), "prompt": "warm vintage film with grain", "mode": "flex_2", "first_frame": "",
+        "output": str(tmp_path / "out.mp4"), "preset": name, "backend": {"name": "local", "account": "default"},
+        "limits": {"max_cost_usd": None},
+        "store": {"store_dir": str(tmp_path / "store"), "refresh": False, "resend_unknown": False},
+        "seams": {"anchor_strength": 1, "sequential": False, "seam_threshold": 1.5},
+        "retries": {"segment_retries": 3, "retry_delay_seconds": 10},
+    }
+    assert list(form) == list(parameter_schema(modify_video.fn).properties), "every parameter of the form, in order"
     with get_client(sync_client=True) as client:
-        flow_run = client.create_flow_run_from_deployment(deployment_id, parameters={"params": form})
+        flow_run = client.create_flow_run_from_deployment(deployment_id, parameters=form)
         result = run_flow(modify_video, flow_run=flow_run)
         # This run's logs (the server holds every run's of the session), once they are shipped (in batches).
         from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId

@@ -15,7 +15,7 @@ from plans import plan_segments
 from prefect_modify_video.errors import InvalidInputError
 from prefect_modify_video.flows import ModifyVideoParameters, modify_video
 from prefect_modify_video.flows import preview as preview_module
-from prefect_modify_video.parameters import BackendSpec
+from prefect_modify_video.parameters import BackendSpec, flow_arguments
 from prefect_modify_video.flows.preview import PreviewParameters, choose_excerpt, preview_modes
 from prefect_modify_video.media.ffmpeg import FFPROBE, run_ffmpeg
 from prefect_modify_video.media.preview import grid_shape
@@ -84,10 +84,10 @@ def test_preview_of_the_first_segment_is_reused_by_the_full_run(film, tmp_path, 
     assert grid.frames == 60 and grid.frame_rate == "30/1"
     assert len(grid.audio_streams) == 1, "the source's audio for the excerpt"
 
-    full = modify_video(ModifyVideoParameters(
+    full = modify_video(**flow_arguments(ModifyVideoParameters(
         source=str(film), prompt="black and white", mode="flex_2", backend=BackendSpec(name="local"),
         max_segment_seconds=2.5, store_dir=str(store_dir), output=str(tmp_path / "full.mp4"),
-    ))
+    )))
     assert full.segments == 2 and full.reused_segments == 1 and full.billed_calls == 1
 
     again = preview_modes(params(film, store_dir, tmp_path, end_s=None, modes=["flex_2", "reimagine_3"]))
@@ -124,10 +124,10 @@ def test_a_later_excerpt_is_frame_exact_and_not_reused(film, tmp_path, store_dir
     source_tile = sheet[:, :320]
     assert np.abs(source_tile - source_frame(film, 60)).mean() < 6 < np.abs(source_tile - source_frame(film, 59)).mean()
     assert saturation(sheet[:, :320]) > 40 > 3 > saturation(sheet[:, 320:])
-    full = modify_video(ModifyVideoParameters(
+    full = modify_video(**flow_arguments(ModifyVideoParameters(
         source=str(film), prompt="black and white", mode="reimagine_3", backend=BackendSpec(name="local"),
         max_segment_seconds=2.5, store_dir=str(store_dir), output=str(tmp_path / "full.mp4"),
-    ))
+    )))
     assert full.reused_segments == 0
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import audio_md5, read_frames
 from prefect_modify_video.flows import BackendSpec, ModifyVideoParameters, SegmentsFailedError, modify_video
+from prefect_modify_video.parameters import flow_arguments
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.media.sample import make_sample_video
 from prefect_modify_video.media.plan import plan_video
@@ -67,7 +68,7 @@ def run(source, tmp_path, server, backend="segmind", **overrides):
         retry_delay_seconds=0.05,
     )
     values.update(overrides)
-    return modify_video(ModifyVideoParameters(**values))
+    return modify_video(**flow_arguments(ModifyVideoParameters(**values)))
 
 
 def assert_same_shape_and_sound(output, source):
@@ -293,11 +294,11 @@ def _events_of(flow_run_id, expected: int, timeout: float = 30.0) -> list:
 @pytest.mark.slow
 def test_each_segment_and_each_run_emits_an_event_with_cost_and_output(short_video, tmp_path, server):
     output = str(tmp_path / "out.mp4")
-    state = modify_video(ModifyVideoParameters(
+    state = modify_video(**flow_arguments(ModifyVideoParameters(
         source=str(short_video), prompt="watercolour painting", output=output, max_segment_seconds=2.5,
         store_dir=str(tmp_path / "store"), backend=BackendSpec(name="fal", base_url=server.base_url,
                                                                poll_interval_seconds=0.05),
-    ), return_state=True)
+    )), return_state=True)
     result = state.result()
     events = _events_of(state.state_details.flow_run_id, expected=3)
     assert [e.event for e in events] == ["modify-video.run.completed", "modify-video.segment.paid",
@@ -308,17 +309,17 @@ def test_each_segment_and_each_run_emits_an_event_with_cost_and_output(short_vid
     assert result.cost_usd > 0 and sum(e.payload["cost_usd"] for e in segments) == pytest.approx(result.cost_usd)
     assert [e.payload["segment"] for e in segments] == [0, 1] and segments[0].resource.id == f"modify-video.output.{output}"
 
-    again = modify_video(ModifyVideoParameters(
+    again = modify_video(**flow_arguments(ModifyVideoParameters(
         source=str(short_video), prompt="watercolour painting", output=str(tmp_path / "again.mp4"),
         max_segment_seconds=2.5, store_dir=str(tmp_path / "store"),
         backend=BackendSpec(name="fal", base_url=server.base_url, poll_interval_seconds=0.05),
-    ), return_state=True)
+    )), return_state=True)
     reused = _events_of(again.state_details.flow_run_id, expected=3)
     assert [e.event for e in reused] == ["modify-video.run.completed", "modify-video.segment.reused",
                                          "modify-video.segment.reused"]
     assert reused[0].payload["cost_usd"] == 0 and server.stats("fal").billed == 2
 
-    missing = modify_video(ModifyVideoParameters(source=str(tmp_path / "missing.mp4"), output=str(tmp_path / "x.mp4")),
+    missing = modify_video(**flow_arguments(ModifyVideoParameters(source=str(tmp_path / "missing.mp4"), output=str(tmp_path / "x.mp4"))),
                            return_state=True)
     assert missing.is_failed()
     failed = _events_of(missing.state_details.flow_run_id, expected=1)

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import audio_md5, read_frames
 from prefect_modify_video.flows import BackendSpec, ModifyVideoParameters, SegmentsFailedError, modify_video
+from prefect_modify_video.parameters import flow_arguments
 from prefect_modify_video.media.plan import plan_video
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.media.sample import make_sample_video
@@ -69,7 +70,7 @@ def run(source, tmp_path, server, backend, **overrides):
         retry_delay_seconds=0.05,
     )
     values.update(overrides)
-    return modify_video(ModifyVideoParameters(**values))
+    return modify_video(**flow_arguments(ModifyVideoParameters(**values)))
 
 
 def assert_same_shape_and_sound(output, source):

@@ -17,6 +17,7 @@ from prefect.settings import PREFECT_API_URL
 
 from prefect_modify_video.errors import BudgetExceededError
 from prefect_modify_video.flows import BackendSpec, ModifyVideoParameters, SegmentsFailedError, modify_video
+from prefect_modify_video.parameters import flow_arguments
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.media.sample import make_sample_video
 from prefect_modify_video.testing import FakeModifyServer, Fault
@@ -57,9 +58,9 @@ def test_a_segment_failing_for_good_costs_one_more_call_on_the_next_run(six_segm
     # Segment 2's call fails on every try of this run (1 + 3 retries).
     server.script("segmind", [None, None] + [Fault.SERVER_500] * 4)
     with pytest.raises(SegmentsFailedError, match="1 of 3 segments failed"):
-        modify_video(params(six_segments, tmp_path, server, concurrency=1))
+        modify_video(**flow_arguments(params(six_segments, tmp_path, server, concurrency=1)))
     assert server.stats("segmind").billed == 2
-    result = modify_video(params(six_segments, tmp_path, server, concurrency=1))
+    result = modify_video(**flow_arguments(params(six_segments, tmp_path, server, concurrency=1)))
     assert result.billed_calls == 1 and result.reused_segments == 2
     assert server.stats("segmind").billed == 3
     assert probe_video(result.output).frames == probe_video(six_segments).frames
@@ -67,9 +68,9 @@ def test_a_segment_failing_for_good_costs_one_more_call_on_the_next_run(six_segm
 
 def test_budget_refuses_to_start_and_never_passes(six_segments, tmp_path, server):
     with pytest.raises(BudgetExceededError, match="max_cost_usd"):
-        modify_video(params(six_segments, tmp_path, server, max_cost_usd=1.0))  # 3 x $0.60
+        modify_video(**flow_arguments(params(six_segments, tmp_path, server, max_cost_usd=1.0)))  # 3 x $0.60
     assert server.stats("segmind").calls == 0
-    result = modify_video(params(six_segments, tmp_path, server, max_cost_usd=1.80))
+    result = modify_video(**flow_arguments(params(six_segments, tmp_path, server, max_cost_usd=1.80)))
     assert result.billed_calls == 3 and result.cost_usd == pytest.approx(1.80)
 
 
@@ -146,7 +147,7 @@ def test_a_store_in_a_storage_block_outlives_the_machine(six_segments, tmp_path,
     s3 = s3_server[1]
     store = f"block://remote-file-system/{block}/modify-video"
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "first-machine"))
-    first = modify_video(params(six_segments, tmp_path, server, store_dir=store, output=str(tmp_path / "a.mp4")))
+    first = modify_video(**flow_arguments(params(six_segments, tmp_path, server, store_dir=store, output=str(tmp_path / "a.mp4"))))
     assert first.billed_calls == 3
 
     def keys(prefix):
@@ -158,7 +159,7 @@ def test_a_store_in_a_storage_block_outlives_the_machine(six_segments, tmp_path,
     assert not keys("modify-video/claims/"), "every claim is released"
 
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "second-machine"))
-    second = modify_video(params(six_segments, tmp_path, server, store_dir=store, output=str(tmp_path / "b.mp4")))
+    second = modify_video(**flow_arguments(params(six_segments, tmp_path, server, store_dir=store, output=str(tmp_path / "b.mp4"))))
     assert (second.billed_calls, second.reused_segments) == (0, 3)
     assert server.stats("segmind").billed == 3
     assert probe_video(second.output).frames == probe_video(six_segments).frames

@@ -11,6 +11,7 @@ from prefect.client.orchestration import get_client
 
 from prefect_modify_video.blocks import SegmindCredentials
 from prefect_modify_video.flows import BackendSpec, ModifyVideoParameters, SegmentsFailedError, modify_video
+from prefect_modify_video.parameters import flow_arguments
 from prefect_modify_video.media.sample import make_sample_video
 from prefect_modify_video.testing import FakeModifyServer
 
@@ -44,13 +45,13 @@ def test_a_saved_block_works_and_its_key_leaks_nowhere(tmp_path, caplog, monkeyp
             backend=BackendSpec(name="segmind", credentials_block="segmind-test"),
             store_dir=str(tmp_path / "store"),
         )
-        result = modify_video(params)
+        result = modify_video(**flow_arguments(params))
         assert result.billed_calls == 1 and server.stats("segmind").billed == 1
 
         # A wrong key: the error names the block to fix, not the key.
         SegmindCredentials(api_key=SECRET + "-old", base_url=server.base_url).save("segmind-test", overwrite=True)
         with pytest.raises(SegmentsFailedError) as caught:
-            modify_video(params.model_copy(update={"prompt": "another prompt", "output": str(tmp_path / "b.mp4")}))
+            modify_video(**flow_arguments(params.model_copy(update={"prompt": "another prompt", "output": str(tmp_path / "b.mp4")})))
     assert "AuthenticationError" in str(caught.value)
     kept = asyncio.run(_everything_the_server_kept())
     stored = "".join(p.read_text(errors="replace") for p in (tmp_path / "store").rglob("*") if p.suffix == ".json")

@@ -27,6 +27,7 @@ from prefect_modify_video.blocks import build_backend
 from prefect_modify_video.cli import main
 from prefect_modify_video.errors import InvalidInputError
 from prefect_modify_video.flows import BackendSpec, ModifyVideoParameters, SegmentsFailedError, modify_video
+from prefect_modify_video.parameters import flow_arguments
 from prefect_modify_video.media.ffmpeg import run_ffmpeg, write_with_ffmpeg
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.media.sample import make_sample_video
@@ -132,7 +133,7 @@ def test_a_stuck_job_is_waited_on_once_per_run_whatever_the_retries(one_segment,
     server.polls_to_complete = 10**6
     spec = BackendSpec(name="segmind-async", base_url=server.base_url, poll_interval_seconds=0.1, max_wait_seconds=1.5)
     with pytest.raises(SegmentsFailedError, match="JobTimedOutError"):
-        modify_video(_params(one_segment, tmp_path, server, backend=spec, segment_retries=3))
+        modify_video(**flow_arguments(_params(one_segment, tmp_path, server, backend=spec, segment_retries=3)))
     stats = server.stats("segmind")
     assert stats.calls == 1
     # One wait of 1.5 s at 0.1 s between polls is about 15 polls; four would be about 60.
@@ -144,13 +145,13 @@ def test_a_stuck_job_fails_after_max_wait_seconds_and_the_rerun_polls_the_same_j
     spec = BackendSpec(name="segmind-async", base_url=server.base_url, poll_interval_seconds=0.1, max_wait_seconds=1.5)
     started = time.monotonic()
     with pytest.raises(SegmentsFailedError, match=r"JobTimedOutError: .*after 1.5 s \(max_wait_seconds\)"):
-        modify_video(_params(one_segment, tmp_path, server, backend=spec, segment_retries=0))
+        modify_video(**flow_arguments(_params(one_segment, tmp_path, server, backend=spec, segment_retries=0)))
     assert time.monotonic() - started < 60, "seconds, not minutes"
     assert server.stats("segmind").calls == 1
     assert list((tmp_path / "store" / "jobs").glob("*.json")), "the timed-out job is kept"
 
     server.polls_to_complete = 1  # the service finishes it later
-    result = modify_video(_params(one_segment, tmp_path, server))
+    result = modify_video(**flow_arguments(_params(one_segment, tmp_path, server)))
     assert (result.billed_calls, result.reused_segments) == (1, 0)
     stats = server.stats("segmind")
     assert (stats.calls, stats.billed) == (1, 1), "the re-run polled the same job: one create, billed once"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from prefect_modify_video.flows import BackendSpec, ModifyVideoParameters, SegmentsFailedError, modify_video
+from prefect_modify_video.parameters import flow_arguments
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.media.sample import make_sample_video
 from prefect_modify_video.testing import FakeModifyServer, Fault
@@ -34,11 +35,11 @@ def source(tmp_path_factory):
 
 
 def run(source, tmp_path, server, output="out.mp4"):
-    return modify_video(ModifyVideoParameters(
+    return modify_video(**flow_arguments(ModifyVideoParameters(
         source=str(source), prompt="watercolour", output=str(tmp_path / output), store_dir=str(tmp_path / "store"),
         backend=BackendSpec(name="fal", base_url=server.base_url, poll_interval_seconds=0.05),
         retry_delay_seconds=0.05,
-    ))
+    )))
 
 
 def test_a_result_link_that_answers_404_is_never_bought_again(source, tmp_path, server):

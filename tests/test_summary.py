@@ -13,6 +13,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
 from prefect_modify_video.flows import ModifyVideoParameters, modify_video
+from prefect_modify_video.parameters import flow_arguments
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.media.sample import make_sample_video
 
@@ -36,7 +37,7 @@ async def _markdown(flow_run_id, key):
 
 def _run(**values):
     state = modify_video(
-        ModifyVideoParameters(prompt="black and white", max_segment_seconds=2, **values), return_state=True
+        **flow_arguments(ModifyVideoParameters(prompt="black and white", max_segment_seconds=2, **values)), return_state=True
     )
     assert state.is_completed(), state.message
     return state.result(), asyncio.run(_markdown(state.state_details.flow_run_id, "modify-video-summary"))

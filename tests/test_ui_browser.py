@@ -7,6 +7,7 @@ Debian's Chromium through Playwright. Screenshots are saved in the test's tempor
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -39,8 +40,8 @@ with get_client(sync_client=True) as client:
 ModifyVideoPreset(mode="adhere_3", prompt="black and white").save("browser-preset", overwrite=True)
 print(modify_video.from_source(source=sys.argv[1], entrypoint="prefect_modify_video/flows/modify_video.py:modify_video").deploy(
     name="modify-video-local", work_pool_name="browser-pool", build=False, push=False, print_next_steps=False,
-    parameters={"params": {"source": "samples/sample.mp4", "prompt": "warm vintage film with grain", "mode": "flex_2",
-                           "max_segment_seconds": 2, "backend": {"name": "local"}}},
+    parameters={"source": "samples/sample.mp4", "prompt": "warm vintage film with grain", "mode": "flex_2",
+                "backend": {"name": "local"}, "limits": {"max_segment_seconds": 2}},
 ))
 """
 
@@ -112,6 +113,7 @@ def _field(page, label: str):
 def _flow_run_and_summary(env: dict, deployment_id: str):
     """The deployment's flow run and, once it has ended, the id of its summary artifact."""
     code = f"""
+import json, sys
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey, DeploymentFilter, DeploymentFilterId
 with get_client(sync_client=True) as client:
@@ -120,10 +122,11 @@ with get_client(sync_client=True) as client:
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]),
                                                                     key=ArtifactFilterKey(any_=["modify-video-summary"])))
         print(run.id, run.state_name, run.name, arts[0].id if arts else "-")
+        print(json.dumps(run.parameters), file=sys.stderr)
 """
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     lines = [line.split() for line in out.stdout.strip().splitlines() if line.strip()]
-    return lines[0] if lines else None
+    return (lines[0] + [out.stderr.strip().splitlines()[-1]]) if lines else None
 
 
 def test_custom_run_form_with_a_preset_then_the_summary_in_a_browser(prefect_stack, tmp_path):
@@ -137,13 +140,20 @@ def test_custom_run_form_with_a_preset_then_the_summary_in_a_browser(prefect_sta
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"{base}/deployments/deployment/{deployment_id}/run")
         _field(page, "Source video").locator("textarea").fill(str(film))
-        # The mode stays the deployment's prefilled flex_2: a preset fills what the user did not change.
-        assert _field(page, "Mode (Optional)").locator("button.p-select-button__control").inner_text().strip() == "flex_2"
+        # The form opens with the deployment's flex_2; the user picks adhere_1 and a preset, which fills the rest
+        # (the prompt) but not the mode the user chose.
+        mode = _field(page, "Mode (Optional)").locator("button.p-select-button__control")
+        assert mode.inner_text().strip() == "flex_2"
+        # Prefect's select opens from the keyboard (a click on it under Playwright opens and closes it at once).
+        mode.focus()
+        page.keyboard.press("Space")
+        page.get_by_role("option", name="adhere_1", exact=True).click()
+        assert mode.inner_text().strip() == "adhere_1"
         for label, value in (("Preset (Optional)", "browser-preset"), ("Output path (Optional)", str(output))):
-            field = _field(page, label)
-            field.get_by_role("button", name="str", exact=True).click()
-            field.locator("textarea, input").first.fill(value)
-        page.screenshot(path=str(tmp_path / "1-form.png"), full_page=True)
+            _field(page, label).locator("textarea, input").first.fill(value)
+        page.set_viewport_size({"width": 1400, "height": 4400})  # the form scrolls inside the page: all of it at once
+        page.screenshot(path=str(tmp_path / "1-form.png"))
+        page.set_viewport_size({"width": 1400, "height": 1000})
         page.get_by_role("button", name="Submit").click()
         page.wait_for_url(re.compile(rf".*/deployments/deployment/{deployment_id}.*"), timeout=60000)
 
@@ -155,12 +165,16 @@ def test_custom_run_form_with_a_preset_then_the_summary_in_a_browser(prefect_sta
                 break
             time.sleep(3)
         assert found and found[1] == "Completed", (found, (tmp_path / "logs" / "worker.log").read_text()[-4000:])
-        run_id, _, run_name, artifact_id = found
+        run_id, _, run_name, artifact_id, sent = found
+        (tmp_path / "sent-parameters.json").write_text(sent)
+        sent = json.loads(sent)
+        assert (sent["mode"], sent["preset"]) == ("adhere_1", "browser-preset"), sent
+        assert "anchor_colours" not in sent.get("seams", {}), "an optional yes/no left alone is not sent (not set)"
         page.goto(f"{base}/runs/flow-run/{run_id}")
         page.wait_for_timeout(5000)
         page.screenshot(path=str(tmp_path / "2-run.png"), full_page=True)
-        assert "film-adhere_3" in page.inner_text("body"), "the run is named after its video and the preset's mode"
-        assert "preset 'browser-preset' applied: it set prompt, mode" in page.inner_text("body")
+        assert "film-adhere_1" in page.inner_text("body"), "the run is named after its video and the chosen mode"
+        assert "preset 'browser-preset' applied: it set prompt" in page.inner_text("body")
 
         page.goto(f"{base}/artifacts/artifact/{artifact_id}")
         page.wait_for_function("Array.from(document.images).some(i => i.alt.startsWith('Seam contact sheet'))",
@@ -168,7 +182,8 @@ def test_custom_run_form_with_a_preset_then_the_summary_in_a_browser(prefect_sta
         page.wait_for_timeout(2000)
         page.screenshot(path=str(tmp_path / "3-summary.png"), full_page=True)
         text = page.inner_text("body")
-        assert "(mode adhere_3)" in text and "black and white" in text, "the preset's mode and prompt were used"
+        assert "(mode adhere_1)" in text, "the mode picked in the form was used, not the preset's adhere_3"
+        assert "black and white" in text, "the preset's prompt was used"
         assert str(output) in text, "the summary gives the output's absolute location"
         widths = page.evaluate(
             "Array.from(document.images).filter(i => i.alt.startsWith('Seam contact sheet')).map(i => i.naturalWidth)"

@@ -6,6 +6,7 @@ import pytest
 
 from conftest import audio_md5
 from prefect_modify_video.flows import ModifyVideoParameters, modify_video
+from prefect_modify_video.parameters import flow_arguments
 from prefect_modify_video.media.ffmpeg import run_ffmpeg
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.media.sample import make_sample_video
@@ -25,7 +26,7 @@ def mp4_source(tmp_path_factory):
 
 def _run(source, output, tmp_path):
     params = dict(source=str(source), prompt="warm", store_dir=str(tmp_path / "store"))
-    return modify_video(ModifyVideoParameters(**params, **({"output": str(output)} if output else {})))
+    return modify_video(**flow_arguments(ModifyVideoParameters(**params, **({"output": str(output)} if output else {}))))
 
 
 def test_a_run_to_webm_writes_vp9_and_opus_with_the_source_frames_and_length(mp4_source, tmp_path):

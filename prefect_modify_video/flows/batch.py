@@ -44,7 +44,7 @@ from prefect_modify_video.flows.modify_video import (
     remove_dead_runs_folders,
     video_run_name,
 )
-from prefect_modify_video.parameters import GroupedOptions, Location, ModifyVideoParameters, field_definitions
+from prefect_modify_video.parameters import GroupedOptions, Location, ModifyVideoParameters, field_definitions, flow_arguments
 from prefect_modify_video.media.join import default_output_path
 from prefect_modify_video.storage.blocks import deliver_output
 from prefect_modify_video.storage.download import DEFAULT_MAX_BYTES, fetch_source, list_videos
@@ -88,7 +88,7 @@ class BatchParameters(BaseModel):
     sources: list[Location] = Field(
         default_factory=list,
         title="Sources",
-        description="Videos to restyle: local paths, http(s) URLs or block://<block-type-slug>/<block-name>/<path>.",
+        description="Videos to restyle: local paths, http(s) URLs or storage blocks' files, e.g. block://local-file-system/my-folder/film.mp4.",
     )
     folder: Location | None = Field(
         default=None,
@@ -103,7 +103,7 @@ class BatchParameters(BaseModel):
         default=None,
         title="Output folder",
         description=(
-            "Local folder or block:// folder for the outputs, named <stem>.modified.<ext>. Empty: beside each "
+            "Local folder or block:// folder for the outputs, named NAME.modified.EXT. Empty: beside each "
             "source (a URL source then needs an output folder)."
         ),
     )
@@ -131,7 +131,7 @@ class BatchParameters(BaseModel):
         default=None,
         title="Deployment",
         description=(
-            "A modify-video deployment, 'modify-video/<deployment-name>': each video then runs as its own flow "
+            "A modify-video deployment, e.g. 'modify-video/modify-video-local': each video then runs as its own flow "
             "run of it, on the workers of its work pool; sources must be block:// references or URLs, and the "
             "output folder and result store block:// folders, which every machine reaches. Empty: the videos "
             "run in this process."
@@ -302,7 +302,7 @@ def restyle_batch_video(
         if params.first_frame and is_remote(params.first_frame):  # a preset's first frame may be a URL or block
             first_frame = fetch_source(params.first_frame, work / "first-frame", kind="image")
             params = params.model_copy(update={"first_frame": str(first_frame)})
-        result = modify_video(params)
+        result = modify_video(**flow_arguments(params))
         location = deliver_output(Path(result.output), destination) if deliver else result.output
         if deliver:
             Path(result.output).unlink(missing_ok=True)
@@ -324,7 +324,7 @@ def restyle_batch_video(
 
 
 def child_parameters(params: BatchParameters, sources: list[str], names: list[str]) -> list[dict[str, Any]]:
-    """The ``params`` of each video's flow run of ``params.deployment``, as JSON.
+    """The parameters of each video's flow run of ``params.deployment``, as JSON (``flow_arguments``).
 
     Every location must be one that any machine reaches: a worker may run on another machine,
     where the batch's local paths mean nothing (and a result store local to each worker would
@@ -353,7 +353,7 @@ def child_parameters(params: BatchParameters, sources: list[str], names: list[st
         child = ModifyVideoParameters(
             source=source, output=output_location(source, name, params.output_folder), preset=params.preset, **settings
         )
-        children.append(child.model_dump(mode="json", exclude_unset=True))
+        children.append(flow_arguments(child, mode="json"))
     resolved = apply_preset(child)  # the same preset and settings for every video: checked once
     if not resolved.store_dir or not is_block_reference(resolved.store_dir):
         raise InvalidInputError(
@@ -409,7 +409,7 @@ def dispatch_videos(
     Args:
         params: The batch's parameters (deployment, caps, poll interval).
         sources: The sources, in order.
-        children: Each video's ``params`` for the deployment (``child_parameters``).
+        children: Each video's parameters for the deployment (``child_parameters``).
 
     Returns:
         One result per video, in order: state, cost and output read from its run's segment table.
@@ -430,7 +430,7 @@ def dispatch_videos(
                 child.submissions += 1
                 run = run_deployment(
                     params.deployment,
-                    parameters={"params": child.params},
+                    parameters=child.params,
                     timeout=0,
                     idempotency_key=f"{batch_run}:{child.index:03d}:{child.submissions}",
                     tags=["modify-video-batch"],

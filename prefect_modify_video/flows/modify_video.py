@@ -25,7 +25,7 @@ from prefect_modify_video.media.join import check_not_an_output, check_output_pa
 from prefect_modify_video.media.files import check_free_space
 from prefect_modify_video.media.plan import SegmentPlan
 from prefect_modify_video.media.probe import VideoInfo, check_image, probe_video
-from prefect_modify_video.parameters import ModifyVideoParameters
+from prefect_modify_video.parameters import ModifyVideoParameters, flow_signature, parameters_from_flow
 from prefect_modify_video.progress import INPUTS_CHECKED_RECORD_KEY, PROGRESS_RECORD_KEY, SegmentProgress
 from prefect_modify_video.providers.base import ModifyBackend
 from prefect_modify_video.storage.blocks import deliver_output
@@ -213,10 +213,9 @@ def deployment_prefilled(params: ModifyVideoParameters) -> ModifyVideoParameters
         return None
     with get_client(sync_client=True) as client:
         deployed = client.read_deployment(deployment_id).parameters or {}
-    prefilled = deployed.get("params") if isinstance(deployed.get("params"), dict) else {}
     try:
-        return ModifyVideoParameters.model_validate({**prefilled, "source": params.source})
-    except ValueError:  # a deployment saved with parameters this version refuses: nothing counts as prefilled
+        return parameters_from_flow({**deployed, "source": params.source})
+    except (ValueError, TypeError):  # a deployment saved with parameters this version refuses: nothing counts as prefilled
         return None
 
 
@@ -304,17 +303,11 @@ def video_run_name(source: str | None, mode: str | None = None) -> str:
     return f"{stem}-{mode}" if mode else stem
 
 
-def _parameter(parameters: dict, name: str):
-    """A field of the run's ``params`` parameter, as a model or as the dict a deployment gives."""
-    params = parameters.get("params")
-    return params.get(name) if isinstance(params, dict) else getattr(params, name, None)
-
-
 def _modify_video_run_name() -> str:
     from prefect.runtime import flow_run
 
     parameters = flow_run.parameters
-    return video_run_name(_parameter(parameters, "source"), _parameter(parameters, "mode"))
+    return video_run_name(parameters.get("source"), parameters.get("mode"))
 
 
 def _rename_run(name: str) -> None:
@@ -329,20 +322,28 @@ def _rename_run(name: str) -> None:
         client.update_flow_run(context.flow_run.id, name=name)
 
 
+def _takes_flow_parameters(fn):
+    """Gives ``fn`` (which takes ``**arguments``) the flat parameters of ``flow_signature`` (Prefect's run form)."""
+    signature = flow_signature()
+    fn.__signature__ = signature.replace(return_annotation=ModifyVideoResult)
+    fn.__annotations__ = {name: p.annotation for name, p in signature.parameters.items()} | {"return": ModifyVideoResult}
+    return fn
+
+
 @flow(
     name="modify-video",
     description="Restyles a video of any length through a modify-video service.",
     flow_run_name=_modify_video_run_name,
 )
-def modify_video(params: ModifyVideoParameters) -> ModifyVideoResult:
+@_takes_flow_parameters
+def modify_video(**arguments) -> ModifyVideoResult:
     """Restyles a whole video: splits it into clips the service accepts, sends each once, joins them.
 
     The output has the source's frame count, frame rate, size and audio (copied unchanged).
     Paid results are stored by content, so a re-run after a crash or a failure pays only for
-    the segments it does not have.
-
-    Args:
-        params: Source, prompt, mode, backend and output.
+    the segments it does not have. The parameters are those of ``ModifyVideoParameters``:
+    source, prompt, mode, first_frame, output, preset and backend, then the groups limits,
+    store, seams and retries (``parameters.flow_signature``); empty ones are not set.
 
     Returns:
         Where the output is, how many segments, frames and paid calls, and the cost.
@@ -353,13 +354,14 @@ def modify_video(params: ModifyVideoParameters) -> ModifyVideoResult:
 
     Example:
         ```python
-        from prefect_modify_video.flows import ModifyVideoParameters, modify_video
+        from prefect_modify_video.flows import modify_video
 
-        result = modify_video(ModifyVideoParameters(source="film.mp4", prompt="warm vintage film"))
+        result = modify_video(source="film.mp4", prompt="warm vintage film", limits={"max_cost_usd": 5})
         print(result.output)
         ```
     """
     started = time.monotonic()
+    params = parameters_from_flow(arguments)
     if params.preset:
         params = apply_preset(params, deployment_prefilled(params))
         _rename_run(video_run_name(params.source, params.mode))

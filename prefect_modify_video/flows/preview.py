@@ -43,7 +43,7 @@ from prefect_modify_video.media.join import check_not_an_output
 from prefect_modify_video.media.plan import MIN_SEGMENT_SECONDS, Segment, SegmentPlan, max_frames_under
 from prefect_modify_video.media.preview import label_font, tile_size, write_grid_video, write_tile_strip
 from prefect_modify_video.media.probe import VideoInfo, check_image
-from prefect_modify_video.parameters import Location, ModifyVideoParameters, field_definitions
+from prefect_modify_video.parameters import Location, ModifyVideoParameters, field_definitions, plain_optional_properties
 from prefect_modify_video.providers.base import Mode
 from prefect_modify_video.storage.blocks import deliver_output
 from prefect_modify_video.storage.download import fetch_source
@@ -92,7 +92,7 @@ class PreviewParameters(PreviewRunFields):
     Addresses carrying credentials are refused without repeating them (``parameters.refuse_credentials``).
     """
 
-    model_config = ConfigDict(hide_input_in_errors=True)
+    model_config = ConfigDict(hide_input_in_errors=True, json_schema_extra=plain_optional_properties)
 
     modes: list[Mode] = Field(
         default_factory=lambda: list(DEFAULT_PREVIEW_MODES),
@@ -209,9 +209,11 @@ def _preview_run_name() -> str:
     """``beach-preview``: after the previewed video."""
     from prefect.runtime import flow_run
 
-    from prefect_modify_video.flows.modify_video import _parameter, video_run_name
+    from prefect_modify_video.flows.modify_video import video_run_name
 
-    return f"{video_run_name(_parameter(flow_run.parameters, 'source'))}-preview"
+    params = flow_run.parameters.get("params")  # the model, or the dict a deployment gives
+    source = params.get("source") if isinstance(params, dict) else getattr(params, "source", None)
+    return f"{video_run_name(source)}-preview"
 
 
 @flow(
