@@ -127,6 +127,7 @@ EXPORTS = {
         "RetryOptions",
         "SeamOptions",
         "SegmentsFailedError",
+        "flow_arguments",
         "modify_video",
     ],
     "prefect_modify_video.tasks": [
