@@ -264,7 +264,9 @@ def test_a_clip_sent_at_a_divided_rate_holds_every_second_source_frame(sixty_fps
     assert len(sent) == len(wanted) and abs(sent - wanted).mean() < 1.0 < abs(sent[: len(others)] - others).mean()
 
 
-@pytest.mark.parametrize("model", ["ray-3.2", "luma/agent/ray/v3.2/video-to-video"])
+@pytest.mark.parametrize(
+    "model", ["ray-3.2", pytest.param("luma/agent/ray/v3.2/video-to-video", marks=pytest.mark.slow)]
+)
 def test_ray_3_2_through_fal_is_refused_with_a_pointer_to_luma_agents(model, one_shot, server):
     # fal's Ray 3.2 edit endpoint takes only 5 s / 10 s outputs and leaves other source lengths undocumented: no
     # request is sent, and one line says which backend runs the model.
