@@ -376,3 +376,14 @@ def test_a_divided_rate_segment_s_saved_job_is_resumed_without_paying_again(sixt
     stats = server.stats("runway")
     assert stats.calls == 2 == stats.billed == paid_calls_reported(caught) + result.billed_calls
     assert_same_shape_and_sound(result.output, sixty_fps)
+
+
+def test_an_excerpt_is_sent_as_its_plan_s_clips_are():
+    # The preview's excerpt of a plan for Runway: a 60 fps source's 1.5 s excerpt goes at 30 fps, padded to 2 s.
+    from prefect_modify_video.media.plan import Segment, plan_segments_on_cuts
+
+    plan = plan_segments_on_cuts(600, "60/1", 29.9, []).as_sent(2, 2.0)
+    excerpt = plan.sent(Segment(index=0, first_frame=60, end_frame=150, start_s=1.0, end_s=2.5))
+    assert (excerpt.frame_step, excerpt.clip_frames, excerpt.pad_frames) == (2, 60, 15)
+    assert excerpt.sent_duration_s == pytest.approx(2.0) and excerpt.clip_index(60) == 0
+    assert plan.as_sent(2, 2.0) is plan and plan.segments[0].pad_frames == 0
