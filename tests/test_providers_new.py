@@ -265,7 +265,9 @@ def test_a_clip_sent_at_a_divided_rate_holds_every_second_source_frame(sixty_fps
     assert len(sent) == len(wanted) and abs(sent - wanted).mean() < 1.0 < abs(sent[: len(others)] - others).mean()
 
 
-@pytest.mark.parametrize("model", ["ray-3.2", "luma/agent/ray/v3.2/video-to-video"])
+@pytest.mark.parametrize(
+    "model", ["ray-3.2", pytest.param("luma/agent/ray/v3.2/video-to-video", marks=pytest.mark.slow)]
+)
 def test_ray_3_2_through_fal_is_refused_with_a_pointer_to_luma_agents(model, one_shot, server):
     # fal's Ray 3.2 edit endpoint takes only 5 s / 10 s outputs and leaves other source lengths undocumented: no
     # request is sent, and one line says which backend runs the model.
@@ -375,3 +377,14 @@ def test_a_divided_rate_segment_s_saved_job_is_resumed_without_paying_again(sixt
     stats = server.stats("runway")
     assert stats.calls == 2 == stats.billed == paid_calls_reported(caught) + result.billed_calls
     assert_same_shape_and_sound(result.output, sixty_fps)
+
+
+def test_an_excerpt_is_sent_as_its_plan_s_clips_are():
+    # The preview's excerpt of a plan for Runway: a 60 fps source's 1.5 s excerpt goes at 30 fps, padded to 2 s.
+    from prefect_modify_video.media.plan import Segment, plan_segments_on_cuts
+
+    plan = plan_segments_on_cuts(600, "60/1", 29.9, []).as_sent(2, 2.0)
+    excerpt = plan.sent(Segment(index=0, first_frame=60, end_frame=150, start_s=1.0, end_s=2.5))
+    assert (excerpt.frame_step, excerpt.clip_frames, excerpt.pad_frames) == (2, 60, 15)
+    assert excerpt.sent_duration_s == pytest.approx(2.0) and excerpt.clip_index(60) == 0
+    assert plan.as_sent(2, 2.0) is plan and plan.segments[0].pad_frames == 0

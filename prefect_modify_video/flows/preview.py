@@ -187,10 +187,10 @@ def choose_excerpt(
             f"{info.path}: the excerpt is {float(frames / rate):.2f} s, not under the {cap_s:g} s a call takes; "
             "choose a shorter excerpt"
         )
-    segment = Segment(
+    segment = plan.sent(Segment(
         index=0, first_frame=start_frame, end_frame=end_frame,
-        start_s=float(start_frame / rate), end_s=float(end_frame / rate), frame_step=first.frame_step,
-    )
+        start_s=float(start_frame / rate), end_s=float(end_frame / rate),
+    ))
     return segment, False
 
 

@@ -103,6 +103,10 @@ class SegmentPlan(BaseModel, frozen=True):
     total_frames: int = Field(description="Number of frames in the source.")
     max_segment_seconds: float = Field(description="Cap every segment stays strictly under.")
     segments: list[Segment] = Field(description="The segments in order.")
+    frame_step: int = Field(default=1, ge=1, description="Every how many source frames one is sent (``as_sent``).")
+    min_clip_seconds: float | None = Field(
+        default=None, description="The service's shortest clip: shorter ones are sent padded (``as_sent``)."
+    )
 
     @property
     def duration_s(self) -> float:
@@ -117,13 +121,18 @@ class SegmentPlan(BaseModel, frozen=True):
     def as_sent(self, frame_step: int = 1, min_clip_seconds: float | None = None) -> SegmentPlan:
         """The plan as a service takes it: each clip one frame in ``frame_step`` (``sent_frame_step``), and one
         shorter than ``min_clip_seconds`` padded with its last frame up to it (``Segment.pad_frames``)."""
-        sent_rate = Fraction(self.frame_rate) / frame_step
-        shortest = math.ceil(Fraction(min_clip_seconds).limit_denominator(1000) * sent_rate) if min_clip_seconds else 0
-        segments = []
-        for segment in self.segments:
-            frames = -(-segment.sent_frames // frame_step)
-            segments.append(segment.model_copy(update={"frame_step": frame_step, "pad_frames": max(shortest - frames, 0)}))
-        return self if segments == self.segments else self.model_copy(update={"segments": segments})
+        if frame_step == self.frame_step and min_clip_seconds == self.min_clip_seconds:
+            return self
+        sending = self.model_copy(update={"frame_step": frame_step, "min_clip_seconds": min_clip_seconds})
+        return sending.model_copy(update={"segments": [sending.sent(s) for s in self.segments]})
+
+    def sent(self, segment: Segment) -> Segment:
+        """``segment`` (of this plan or an excerpt of its source) as this plan's clips are sent."""
+        sent_rate = Fraction(self.frame_rate) / self.frame_step
+        seconds = self.min_clip_seconds
+        shortest = math.ceil(Fraction(seconds).limit_denominator(1000) * sent_rate) if seconds else 0
+        frames = -(-segment.sent_frames // self.frame_step)
+        return segment.model_copy(update={"frame_step": self.frame_step, "pad_frames": max(shortest - frames, 0)})
 
     @property
     def overlap_s(self) -> float:
