@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from prefect import flow
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.artifacts import create_progress_artifact
 from prefect.futures import as_completed
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
@@ -80,6 +80,7 @@ def _log_input_errors_as_one_line() -> None:
 _log_input_errors_as_one_line()
 from prefect_modify_video.tasks.report import (
     RunSummary,
+    update_run_progress,
     emit_run_event,
     emit_segment_event,
     image_data_uri,
@@ -613,7 +614,7 @@ def _run_segments(
                     "failed", index=segment.index, output=output, backend=backend.name, mode=settings.mode,
                     error=_first_line(error),
                 )
-            update_progress_artifact(progress_id, progress=progress.percent, description=progress.describe())
+            update_run_progress(progress_id, progress.percent, progress.describe())
             get_run_logger().info("progress: %s", progress.describe(), extra={PROGRESS_RECORD_KEY: progress})
     failures.sort()
     if any("InsufficientCreditsError" in line for line in failures):
