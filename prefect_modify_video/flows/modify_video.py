@@ -14,7 +14,6 @@ from prefect.artifacts import create_progress_artifact
 from prefect.futures import as_completed
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
-from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, Field
 
@@ -53,7 +52,8 @@ from prefect_modify_video.tasks import (
     probe_source_video,
     report_modify_video_run,
 )
-from prefect_modify_video.tasks.modify import ModifiedSegment, ModifySettings, ledger, segment_key
+from prefect_modify_video.tasks.modify import ModifiedSegment, ModifySettings, billed_calls, segment_key
+from prefect_modify_video.tasks.runners import segment_task_runner
 from prefect_modify_video.stopping import StopRequested
 
 USER_ERRORS: tuple[type[BaseException], ...] = (InvalidInputError, BudgetExceededError, StopRequested)
@@ -459,7 +459,7 @@ def _modify_fetched_video(
             finished_in_conform(plan, seams),
             output=destination,
         )
-        billed = ledger.billed(settings.run_key)
+        billed = billed_calls(settings, range(len(plan.segments)))
         summary = RunSummary(
             source=source, backend=backend.name, free=backend.is_free, mode=params.mode, prompt=params.prompt, segments=len(plan.segments),
             paid=len(billed), reused=sum(1 for r in rows if r.get("paid") is False),
@@ -545,7 +545,7 @@ def _run_segments(
         if sequential and segment.index > 0 and not segment.cut_before:
             first_frame_key = keys[segment.index - 1]
         keys[segment.index] = segment_key(settings, segment, first_frame_key)
-    with ThreadPoolTaskRunner(max_workers=settings.concurrency + (os.cpu_count() or 2)) as runner:
+    with segment_task_runner(settings.concurrency) as runner:
         final_futures = {}
         previous_final = None
         for segment in plan.segments:

@@ -108,7 +108,7 @@ def conform_modified_segment(
     """
     destination = Path(work_dir) / "conform" / f"{segment.name}.mp4"
     encode = CONFORM_ENCODE if final else INTERMEDIATE_ENCODE
-    return conform_clip(Path(modified.clip), info, segment, destination, encode=encode)
+    return conform_clip(modified.local_clip(), info, segment, destination, encode=encode)
 
 
 @task(
