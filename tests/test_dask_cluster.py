@@ -53,12 +53,15 @@ def test_a_dask_worker_killed_with_a_create_in_flight_pays_nothing_twice(
             task_runner=prefect_dask.DaskTaskRunner(address=cluster.scheduler_address)
         )
         killed: list[int] = []
+        shared_seen: set[str] = set()
 
         def kill_a_holder():
             """SIGKILLs the worker process holding the claim of a segment whose create is unanswered."""
             deadline = time.monotonic() + 240
             while time.monotonic() < deadline:
                 stats = fake.stats("luma")
+                shared_seen.update(o["Key"].split("/work/", 1)[-1].split("/", 2)[1] for o in s3.list_objects_v2(
+                    Bucket=bucket, Prefix="store/work/").get("Contents", []) if o["Key"].count("/") >= 3)
                 if stats.calls > stats.billed:
                     for obj in s3.list_objects_v2(Bucket=bucket, Prefix="store/claims/").get("Contents", []):
                         claim = json.loads(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
@@ -83,3 +86,5 @@ def test_a_dask_worker_killed_with_a_create_in_flight_pays_nothing_twice(
     assert output.frames == probe_video(sample_video).frames
     assert audio_md5(tmp_path / "out.mp4") == audio_md5(sample_video)
     assert not s3.list_objects_v2(Bucket=bucket, Prefix="store/claims/").get("Contents"), "no claim left behind"
+    assert {"extract"} <= shared_seen, f"the clips went through the store's block ({shared_seen})"
+    assert not s3.list_objects_v2(Bucket=bucket, Prefix="store/work/").get("Contents"), "the shared work files are removed"

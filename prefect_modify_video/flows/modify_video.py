@@ -54,6 +54,13 @@ from prefect_modify_video.tasks import (
 )
 from prefect_modify_video.tasks.modify import ModifiedSegment, ModifySettings, billed_calls, segment_key
 from prefect_modify_video.tasks.runners import segment_task_runner
+from prefect_modify_video.tasks.work_files import (
+    local_file,
+    remove_shared_folder,
+    share_file,
+    shared_source,
+    shared_work_location,
+)
 from prefect_modify_video.stopping import StopRequested
 
 USER_ERRORS: tuple[type[BaseException], ...] = (InvalidInputError, BudgetExceededError, StopRequested)
@@ -546,17 +553,26 @@ def _run_segments(
             first_frame_key = keys[segment.index - 1]
         keys[segment.index] = segment_key(settings, segment, first_frame_key)
     with segment_task_runner(settings.concurrency) as runner:
+        # On a cluster with a block store, the segment tasks exchange files through it (tasks.work_files).
+        shared = shared_work_location(settings.store_dir, settings.run_key)
+        task_info = shared_source(info, shared)
+        if shared:
+            settings = settings.model_copy(update={
+                name: share_file(value, shared, f"run/{Path(value).name}")
+                for name in ("first_frame", "reference_frame") if (value := getattr(settings, name))
+            })
         final_futures = {}
         previous_final = None
         for segment in plan.segments:
             extracted = runner.submit(
                 extract_video_segment,
                 parameters={
-                    "info": info,
+                    "info": task_info,
                     "segment": segment,
                     "work_dir": settings.work_dir,
                     "max_dimension": backend.max_dimension,
                     "max_bytes": backend.max_upload_bytes,
+                    "shared": shared,
                 },
             )
             first_frame = settings.first_frame if segment.index == 0 else None
@@ -569,6 +585,7 @@ def _run_segments(
                         "segment": segment,
                         "size": size,
                         "work_dir": settings.work_dir,
+                        "shared": shared,
                     },
                 )
             modified = runner.submit(
@@ -586,7 +603,7 @@ def _run_segments(
                 conform_modified_segment,
                 parameters={
                     "modified": modified, "info": info, "segment": segment, "work_dir": settings.work_dir,
-                    "final": segment.index in ready_to_join,
+                    "final": segment.index in ready_to_join, "shared": shared,
                 },
             )
             final_futures[final] = (segment, extracted, modified)
@@ -596,8 +613,8 @@ def _run_segments(
             segment, extracted, modified = final_futures[future]
             try:
                 result: ModifiedSegment = modified.result()
-                conformed[segment.index] = str(future.result())
-                extracted_clips[segment.index] = str(extracted.result())
+                conformed[segment.index] = str(local_file(future.result(), settings.work_dir))
+                extracted_clips[segment.index] = str(local_file(extracted.result(), settings.work_dir))
                 rows[segment.index] = {**result.model_dump(), "state": "done"}
                 progress.record(paid=result.paid)
                 emit_segment_event(
@@ -616,6 +633,8 @@ def _run_segments(
                 )
             update_run_progress(progress_id, progress.percent, progress.describe())
             get_run_logger().info("progress: %s", progress.describe(), extra={PROGRESS_RECORD_KEY: progress})
+        if shared:
+            remove_shared_folder(shared)
     failures.sort()
     if any("InsufficientCreditsError" in line for line in failures):
         failures.insert(0, "the account ran out of credits: add credits, then re-run the same parameters")

@@ -56,6 +56,7 @@ from prefect_modify_video.errors import (
 from prefect_modify_video.blocks.credentials import build_backend
 from prefect_modify_video.claims import Claim, RunBilling, SharedBudget, acquire_claim, drop_unknown_claim
 from prefect_modify_video.tasks.account import AccountLimits
+from prefect_modify_video.tasks.work_files import local_file
 from prefect_modify_video.media.extract import EXTRACT_VERSION, write_frame_image
 from prefect_modify_video.parameters import BackendSpec, ModifyVideoParameters
 from prefect_modify_video.media.answers import covered_frames, join_answers, last_frame_image, remainder_clip
@@ -709,7 +710,13 @@ async def modify_video_segment(
         ProviderError: a subclass; retryable ones are retried by Prefect.
     """
     started = time.monotonic()
-    clip = Path(clip)
+    # Files from the run's shared work folder when the segment tasks run on other machines (``tasks.work_files``).
+    clip = local_file(clip, settings.work_dir)
+    first_frame = local_file(first_frame, settings.work_dir) if first_frame else None
+    settings = settings.model_copy(update={
+        name: str(local_file(value, settings.work_dir))
+        for name in ("first_frame", "reference_frame") if (value := getattr(settings, name))
+    })
     store = ResultStore(settings.store_dir)
     logger = get_run_logger()
     free = backend_class(settings.backend_name).is_free

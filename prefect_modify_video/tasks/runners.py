@@ -29,8 +29,14 @@ def segment_task_runner(concurrency: int) -> AbstractContextManager[TaskRunner]:
     """
     from prefect.context import FlowRunContext
 
-    context = FlowRunContext.get()
-    runner = getattr(context, "task_runner", None)
-    if runner is not None and not isinstance(runner, ThreadPoolTaskRunner):
-        return nullcontext(runner)
+    if runs_elsewhere():
+        return nullcontext(FlowRunContext.get().task_runner)
     return ThreadPoolTaskRunner(max_workers=concurrency + (os.cpu_count() or 2))
+
+
+def runs_elsewhere() -> bool:
+    """Whether the current flow's task runner sends tasks to other processes or machines (not a thread pool)."""
+    from prefect.context import FlowRunContext
+
+    runner = getattr(FlowRunContext.get(), "task_runner", None)
+    return runner is not None and not isinstance(runner, ThreadPoolTaskRunner)
