@@ -88,7 +88,7 @@ def extract_video_segment(
     destination = Path(work_dir) / "extract" / f"{segment.name}.mp4"
     clip = extract_segment(local_info(info, work_dir), segment, destination, max_dimension=max_dimension,
                            max_bytes=max_bytes)
-    return share_file(clip, shared, f"extract/{segment.name}.mp4")
+    return share_file(clip, shared, f"extract/{segment.name}.mp4", move=True)
 
 
 @task(
@@ -120,7 +120,7 @@ def conform_modified_segment(
     destination = Path(work_dir) / "conform" / f"{segment.name}.mp4"
     encode = CONFORM_ENCODE if final else INTERMEDIATE_ENCODE
     clip = conform_clip(modified.local_clip(), info, segment, destination, encode=encode)
-    return share_file(clip, shared, f"conform/{segment.name}.mp4")
+    return share_file(clip, shared, f"conform/{segment.name}.mp4", move=True)
 
 
 @task(
@@ -150,7 +150,7 @@ def neighbour_first_frame(
     index = min(segment.sent_first_frame - previous.sent_first_frame, previous.sent_frames - 1)
     destination = Path(work_dir) / "first-frames" / f"{segment.name}.png"
     image = write_frame_image(local_file(previous_conformed, work_dir), index, destination, size)
-    return share_file(image, shared, f"first-frames/{segment.name}.png")
+    return share_file(image, shared, f"first-frames/{segment.name}.png", move=True)
 
 
 @task(

@@ -30,12 +30,18 @@ def shared_work_location(store_dir: str, run_key: str) -> str | None:
     return None
 
 
-def share_file(path: Path | str, shared: str | None, name: str) -> str:
-    """``path`` put at ``<shared>/<name>`` (its reference), or ``path`` itself when nothing is shared."""
+def share_file(path: Path | str, shared: str | None, name: str, *, move: bool = False) -> str:
+    """``path`` put at ``<shared>/<name>`` (its reference), or ``path`` itself when nothing is shared.
+
+    Args:
+        move: Delete the local file once it is shared (a task's own output: the worker keeps no clip).
+    """
     if shared is None:
         return str(path)
     reference = f"{shared}/{name}"
     deliver_output(Path(path), reference)  # (it returns a location for people, not the reference)
+    if move:
+        Path(path).unlink(missing_ok=True)
     return reference
 
 
