@@ -43,7 +43,7 @@ from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any, Awaitable, Callable, Iterable, Iterator
 
 from prefect_modify_video.errors import BudgetExceededError, ClaimLostError, InvalidInputError
 from prefect_modify_video.storage.locations import BlockReference
@@ -523,3 +523,42 @@ class SharedBudget:
         """What is committed or spent now."""
         current = self.files.read(self.file)
         return round(sum(json.loads(current[0])["calls"].values()), 6) if current else 0.0
+
+
+class RunBilling:
+    """What each segment of one run was billed, kept in the store so that every process of the run adds to it.
+
+    ``billing/<run>/<segment>.json`` maps each billed call's id to its cost; a call is added once
+    (compare and swap), so a segment task re-run on another process or machine (a Dask worker that
+    died, a retry) books nothing twice, and the run's report adds up what all its processes booked.
+
+    Example:
+        >>> import tempfile
+        >>> billing = RunBilling(LocalConditionalFiles(tempfile.mkdtemp()))
+        >>> billing.book(0, "job-1", 0.5); billing.book(0, "job-1", 0.5); billing.book(2, "job-2", 0.25)
+        >>> billing.billed([0, 1, 2])
+        [(0, 'job-1', 0.5), (2, 'job-2', 0.25)]
+    """
+
+    def __init__(self, files: ConditionalFiles):
+        self.files = files
+
+    def book(self, segment: int, call_id: str, cost_usd: float) -> None:
+        """Adds a billed call of ``segment`` (again: nothing changes)."""
+        name = f"{segment:05d}.json"
+        while True:
+            current = self.files.read(name)
+            calls = json.loads(current[0]) if current else {}
+            if call_id in calls:
+                return
+            data = _encode({**calls, call_id: cost_usd})
+            if (self.files.create(name, data) if current is None else self.files.replace(name, data, current[1])):
+                return
+
+    def billed(self, segments: Iterable[int]) -> list[tuple[int, str, float]]:
+        """``(segment, call id, cost)`` of every call booked for ``segments``, by segment."""
+        found = []
+        for segment in segments:
+            current = self.files.read(f"{segment:05d}.json")
+            found.extend((segment, call, cost) for call, cost in (json.loads(current[0]) if current else {}).items())
+        return found

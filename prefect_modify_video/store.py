@@ -10,6 +10,8 @@ Layout under the root folder::
                          resumed try or run polls or downloads it instead of paying again
     claims/<key>.json    held by the one run paying for the key, on whatever machine (``claims``)
     budgets/<name>.json  a budget several runs share (``claims.SharedBudget``)
+    billing/<run>/<segment>.json  the calls billed for a segment in one run, by whichever process or
+                         machine paid (``claims.RunBilling``): the run's report adds them up
 
 The key is logical (``tasks.modify.segment_key``): the source's content hash, the sent frame
 range and the normalised settings, never the bytes of an encode; it holds no path, run id or

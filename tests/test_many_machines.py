@@ -44,37 +44,60 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+class PrefectServer:
+    """``prefect server start`` on 127.0.0.1 with its own PREFECT_HOME (its database) and leases on disk
+    (they survive a restart); it can be stopped and started again on the same port and database."""
+
+    def __init__(self, home: Path, port: int | None = None):
+        self.home, self.port = home, port or _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/api"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {
+            **os.environ, "PREFECT_HOME": str(self.home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "false",
+            "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem",
+        }
+        env.pop("PREFECT_API_URL", None)
+        self.process = subprocess.Popen(
+            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        os.killpg(self.process.pid, signal.SIGKILL)
+        pytest.fail("prefect server start did not answer within 120 s")
+
+    def stop(self) -> None:
+        """SIGTERM, then waits until the process is gone and the port is closed."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(60)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) != 0:
+                    return
+            time.sleep(0.1)
+        pytest.fail(f"port {self.port} still open 30 s after the server stopped")
+
+
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory):
     """A real Prefect server on a free port, leases on disk (they survive a restart)."""
-    home = tmp_path_factory.mktemp("server-home")
-    port = _free_port()
-    env = {
-        **os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
-        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem",
-    }
-    env.pop("PREFECT_API_URL", None)
-    server = subprocess.Popen(
-        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    else:
-        os.killpg(server.pid, signal.SIGKILL)
-        pytest.fail("prefect server start did not answer within 120 s")
+    server = PrefectServer(tmp_path_factory.mktemp("server-home"))
+    server.start()
     try:
-        yield url
+        yield server.url
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(30)
+        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -272,3 +295,90 @@ def test_one_video_on_two_machines_and_a_machine_that_dies(prefect_api, shared, 
     finally:
         for machine in machines:
             machine.stop()
+
+
+RUN_FLOW = """
+import inspect, json, sys
+from prefect_modify_video.flows.modify_video import modify_video
+from prefect_modify_video.parameters import ModifyVideoParameters
+
+params = json.loads(sys.argv[1])
+named = inspect.signature(modify_video.fn).parameters
+result = modify_video(params=ModifyVideoParameters.model_validate(params)) if "params" in named else modify_video(**params)
+print("RESULT " + result.model_dump_json())
+"""
+
+
+def run_flow_process(api_url: str, params: dict, folder: Path, **env: str) -> subprocess.Popen:
+    """The modify-video flow run by a Python process of its own (its own PREFECT_HOME), output in ``folder/run.log``."""
+    (folder / "home").mkdir(parents=True, exist_ok=True)
+    log = open(folder / "run.log", "w")
+    return subprocess.Popen(
+        [sys.executable, "-c", RUN_FLOW, json.dumps(params)], cwd=folder, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "PREFECT_API_URL": api_url, "PREFECT_HOME": str(folder / "home"),
+             "LUMAAI_API_KEY": "sk-machines-0123456789", "PREFECT_MODIFY_VIDEO_GENERATION_LEASE_SECONDS": "60",
+             **env},
+        start_new_session=True,
+    )
+
+
+def flow_process_result(process: subprocess.Popen, folder: Path, timeout: float) -> dict:
+    """The result the run printed, once its process ended (its log on failure)."""
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail(f"the run did not end in {timeout:.0f} s:\n{(folder / 'run.log').read_text()[-4000:]}")
+    log = (folder / "run.log").read_text()
+    lines = [line for line in log.splitlines() if line.startswith("RESULT ")]
+    assert process.returncode == 0 and lines, log[-6000:]
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+@pytest.mark.timeout(600)
+def test_a_prefect_server_stopped_mid_run_sends_no_create_until_it_is_back(tmp_path):
+    """The account's limits live on the Prefect server: while it is down no create is sent; the run goes on after."""
+    server = PrefectServer(tmp_path / "server-home")
+    server.start()
+    video = make_sample_video(tmp_path / "film.mp4", seconds=8, width=320, height=180, fps=30, scenes=4)
+    segments, frames = 4, probe_video(video).frames
+    with FakeModifyServer(seconds_to_complete=2.0, polls_to_complete=10_000) as fake:
+        params = {
+            "source": str(video), "prompt": "charcoal sketch", "mode": "flex_1",
+            "output": str(tmp_path / "out.mp4"), "store_dir": str(tmp_path / "store"),
+            "max_segment_seconds": 2.5, "concurrency": 4,
+            "backend": {"name": "luma", "base_url": fake.base_url, "upload_url": fake.base_url,
+                        "poll_interval_seconds": 0.2, "account": "outage", "account_concurrency": 1},
+        }
+        run = run_flow_process(server.url, params, tmp_path / "run")
+        try:
+            deadline = time.monotonic() + 180
+            while fake.stats("luma").calls < 1 and run.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert fake.stats("luma").calls >= 1, (tmp_path / "run" / "run.log").read_text()[-4000:]
+            server.stop()
+            down_at = time.monotonic()
+            at_stop = fake.stats("luma")
+            assert at_stop.calls < segments, "creates were still waiting for a slot when the server stopped"
+            # Down longer than the job in flight (its slot would be free if anything could take it) and than
+            # Prefect's own client retries (about a minute), until the run says it waits for the server.
+            time.sleep(20)
+            deadline = time.monotonic() + 150
+            while "the Prefect server does not answer" not in (tmp_path / "run" / "run.log").read_text():
+                assert time.monotonic() < deadline and run.poll() is None, (tmp_path / "run" / "run.log").read_text()[-4000:]
+                time.sleep(1)
+            during = [start for start, _ in fake.create_spans("luma") if down_at < start]
+            assert not during, f"{len(during)} create(s) sent while the Prefect server was down"
+            assert run.poll() is None, "the run waits for the server instead of failing"
+            server.start()  # the same port and database
+            result = flow_process_result(run, tmp_path / "run", timeout=300)
+        finally:
+            if run.poll() is None:
+                os.killpg(run.pid, signal.SIGKILL)
+            server.stop()
+        fake.wait_idle(30)
+        stats = fake.stats("luma")
+    assert stats.billed == segments, f"{stats.billed} billed for {segments} segments"
+    assert result["billed_calls"] == stats.billed
+    assert stats.peak_in_flight <= 1
+    assert probe_video(tmp_path / "out.mp4").frames == frames

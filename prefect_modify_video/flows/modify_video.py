@@ -10,11 +10,10 @@ import time
 from pathlib import Path
 
 from prefect import flow
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.artifacts import create_progress_artifact
 from prefect.futures import as_completed
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
-from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, Field
 
@@ -53,7 +52,15 @@ from prefect_modify_video.tasks import (
     probe_source_video,
     report_modify_video_run,
 )
-from prefect_modify_video.tasks.modify import ModifiedSegment, ModifySettings, ledger, segment_key
+from prefect_modify_video.tasks.modify import ModifiedSegment, ModifySettings, billed_calls, segment_key
+from prefect_modify_video.tasks.runners import segment_task_runner
+from prefect_modify_video.tasks.work_files import (
+    local_file,
+    remove_shared_folder,
+    share_file,
+    shared_source,
+    shared_work_location,
+)
 from prefect_modify_video.stopping import StopRequested
 
 USER_ERRORS: tuple[type[BaseException], ...] = (InvalidInputError, BudgetExceededError, StopRequested)
@@ -80,6 +87,7 @@ def _log_input_errors_as_one_line() -> None:
 _log_input_errors_as_one_line()
 from prefect_modify_video.tasks.report import (
     RunSummary,
+    update_run_progress,
     emit_run_event,
     emit_segment_event,
     image_data_uri,
@@ -460,7 +468,7 @@ def _modify_fetched_video(
             finished_in_conform(plan, seams),
             output=destination,
         )
-        billed = ledger.billed(settings.run_key)
+        billed = billed_calls(settings, range(len(plan.segments)))
         summary = RunSummary(
             source=source, backend=backend.name, free=backend.is_free, mode=params.mode, prompt=params.prompt, segments=len(plan.segments),
             paid=len(billed), reused=sum(1 for r in rows if r.get("paid") is False),
@@ -546,18 +554,27 @@ def _run_segments(
         if sequential and segment.index > 0 and not segment.cut_before:
             first_frame_key = keys[segment.index - 1]
         keys[segment.index] = segment_key(settings, segment, first_frame_key)
-    with ThreadPoolTaskRunner(max_workers=settings.concurrency + (os.cpu_count() or 2)) as runner:
+    with segment_task_runner(settings.concurrency) as runner:
+        # On a cluster with a block store, the segment tasks exchange files through it (tasks.work_files).
+        shared = shared_work_location(settings.store_dir, settings.run_key)
+        task_info = shared_source(info, shared)
+        if shared:
+            settings = settings.model_copy(update={
+                name: share_file(value, shared, f"run/{Path(value).name}")
+                for name in ("first_frame", "reference_frame") if (value := getattr(settings, name))
+            })
         final_futures = {}
         previous_final = None
         for segment in plan.segments:
             extracted = runner.submit(
                 extract_video_segment,
                 parameters={
-                    "info": info,
+                    "info": task_info,
                     "segment": segment,
                     "work_dir": settings.work_dir,
                     "max_dimension": backend.max_dimension,
                     "max_bytes": backend.max_upload_bytes,
+                    "shared": shared,
                 },
             )
             first_frame = settings.first_frame if segment.index == 0 else None
@@ -570,6 +587,7 @@ def _run_segments(
                         "segment": segment,
                         "size": size,
                         "work_dir": settings.work_dir,
+                        "shared": shared,
                     },
                 )
             modified = runner.submit(
@@ -587,7 +605,7 @@ def _run_segments(
                 conform_modified_segment,
                 parameters={
                     "modified": modified, "info": info, "segment": segment, "work_dir": settings.work_dir,
-                    "final": segment.index in ready_to_join,
+                    "final": segment.index in ready_to_join, "shared": shared,
                 },
             )
             final_futures[final] = (segment, extracted, modified)
@@ -597,8 +615,8 @@ def _run_segments(
             segment, extracted, modified = final_futures[future]
             try:
                 result: ModifiedSegment = modified.result()
-                conformed[segment.index] = str(future.result())
-                extracted_clips[segment.index] = str(extracted.result())
+                conformed[segment.index] = str(local_file(future.result(), settings.work_dir))
+                extracted_clips[segment.index] = str(local_file(extracted.result(), settings.work_dir))
                 rows[segment.index] = {**result.model_dump(), "state": "done"}
                 progress.record(paid=result.paid)
                 emit_segment_event(
@@ -615,8 +633,10 @@ def _run_segments(
                     "failed", index=segment.index, output=output, backend=backend.name, mode=settings.mode,
                     error=_first_line(error),
                 )
-            update_progress_artifact(progress_id, progress=progress.percent, description=progress.describe())
+            update_run_progress(progress_id, progress.percent, progress.describe())
             get_run_logger().info("progress: %s", progress.describe(), extra={PROGRESS_RECORD_KEY: progress})
+        if shared:
+            remove_shared_folder(shared)
     failures.sort()
     if any("InsufficientCreditsError" in line for line in failures):
         failures.insert(0, "the account ran out of credits: add credits, then re-run the same parameters")

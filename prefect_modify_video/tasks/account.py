@@ -41,6 +41,8 @@ GENERATION_LEASE_SECONDS = max(60.0, float(os.environ.get("PREFECT_MODIFY_VIDEO_
 ``PREFECT_MODIFY_VIDEO_GENERATION_LEASE_SECONDS`` changes it."""
 SERVER_WAIT_SECONDS = 600.0
 """How long a slot is waited for while the Prefect server does not answer, before the try fails."""
+SERVER_RETRY_SECONDS = 5.0
+"""Pause between two tries to reach a Prefect server that does not answer."""
 T = TypeVar("T")
 _ensured: set[tuple[str, int, float | None]] = set()
 
@@ -120,12 +122,18 @@ class AccountLimits:
             await slot.__aenter__()
             return slot
 
-        await self.ensure()
-        slot = await _retrying(self.generations, enter)
+        slot = await _retrying(self.generations, self.ensure, enter)
         try:
             yield
         finally:
-            await slot.__aexit__(None, None, None)
+            try:
+                await slot.__aexit__(None, None, None)
+            except Exception as error:  # noqa: BLE001 - the job is over: its answer matters more than the slot
+                # Its renewal has stopped, so the server frees the slot when the lease ends.
+                _run_logger().warning(
+                    "could not give back a slot of %s (%s: %s): the Prefect server frees it within %.0f s",
+                    self.generations, type(error).__name__, error, GENERATION_LEASE_SECONDS,
+                )
 
     async def before_create(self) -> None:
         """Takes a slot of the account's create rate (returns when a create may be sent)."""
@@ -133,21 +141,45 @@ class AccountLimits:
             return
         from prefect.concurrency.asyncio import rate_limit
 
-        await self.ensure()
-        await _retrying(self.creates, lambda: rate_limit(self.creates, occupy=1, strict=True))
+        await _retrying(self.creates, self.ensure, lambda: rate_limit(self.creates, occupy=1, strict=True))
 
 
-async def _retrying(name: str, acquire: Callable[[], Awaitable[T]]) -> T:
-    """``acquire()``, tried again while the Prefect server does not answer (nothing is sent meanwhile)."""
+async def _retrying(name: str, ensure: Callable[[], Awaitable[None]], acquire: Callable[[], Awaitable[T]]) -> T:
+    """``ensure()`` then ``acquire()``, tried again while the Prefect server does not answer (nothing is sent
+    meanwhile), for up to ``SERVER_WAIT_SECONDS``; a missing limit or another refusal raises at once."""
+    import httpx
     from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
 
-    deadline = time.monotonic() + SERVER_WAIT_SECONDS
+    deadline = None  # counted from the first try the server did not answer (waiting for a free slot is not)
+    warned_at = None
     while True:
         try:
+            await ensure()
             return await acquire()
-        except ConcurrencySlotAcquisitionError as error:
-            if "must be created" in str(error) or time.monotonic() > deadline:
+        except (ConcurrencySlotAcquisitionError, httpx.TransportError, httpx.HTTPStatusError) as error:
+            unanswered = (
+                isinstance(error, httpx.TransportError)
+                or (isinstance(error, httpx.HTTPStatusError) and error.response.status_code >= 500)
+                or (isinstance(error, ConcurrencySlotAcquisitionError) and "must be created" not in str(error))
+            )
+            deadline = deadline or time.monotonic() + SERVER_WAIT_SECONDS
+            if not unanswered or time.monotonic() > deadline:
                 raise
-            logger.warning("the Prefect server does not answer for the limit %s: nothing is sent; waiting (%s)",
-                           name, error)
-            await asyncio.sleep(5)
+            if warned_at is None or time.monotonic() - warned_at >= 60:  # said once a minute, not every try
+                warned_at = time.monotonic()
+                _run_logger().warning(
+                    "the Prefect server does not answer for the limit %s: nothing is sent; waiting up to %.0f s (%s: %s)",
+                    name, deadline - time.monotonic(), type(error).__name__, error,
+                )
+            await asyncio.sleep(SERVER_RETRY_SECONDS)
+
+
+def _run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The run's logger (seen in the UI and the worker's output), else this module's."""
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logger

@@ -18,6 +18,7 @@ from prefect_modify_video.media.join import join_segments
 from prefect_modify_video.media.plan import Segment, SegmentPlan, plan_video
 from prefect_modify_video.media.probe import VideoInfo, probe_video
 from prefect_modify_video.tasks.modify import ModifiedSegment
+from prefect_modify_video.tasks.work_files import local_file, local_info, share_file
 
 
 @task(name="probe-video", description="Reads a video's streams with ffprobe.", cache_policy=NO_CACHE)
@@ -72,15 +73,22 @@ def plan_video_segments(info: VideoInfo, max_segment_seconds: float, overlap_fra
     cache_policy=NO_CACHE,
 )
 def extract_video_segment(
-    info: VideoInfo, segment: Segment, work_dir: str, max_dimension: int | None, max_bytes: int | None = None
-) -> Path:
+    info: VideoInfo, segment: Segment, work_dir: str, max_dimension: int | None, max_bytes: int | None = None,
+    shared: str | None = None,
+) -> Path | str:
     """Extracts one segment to ``<work_dir>/extract/<name>.mp4``, within the service's size caps.
 
+    Args:
+        shared: The run's shared work folder in the store's block (``tasks.work_files``), if the
+            segment tasks run on other machines: the source is read from it and the clip put there.
+
     Returns:
-        The path of the extracted clip.
+        The path of the extracted clip (its ``block://`` reference when shared).
     """
     destination = Path(work_dir) / "extract" / f"{segment.name}.mp4"
-    return extract_segment(info, segment, destination, max_dimension=max_dimension, max_bytes=max_bytes)
+    clip = extract_segment(local_info(info, work_dir), segment, destination, max_dimension=max_dimension,
+                           max_bytes=max_bytes)
+    return share_file(clip, shared, f"extract/{segment.name}.mp4", move=True)
 
 
 @task(
@@ -90,8 +98,9 @@ def extract_video_segment(
     cache_policy=NO_CACHE,
 )
 def conform_modified_segment(
-    modified: ModifiedSegment, info: VideoInfo, segment: Segment, work_dir: str, final: bool = False
-) -> Path:
+    modified: ModifiedSegment, info: VideoInfo, segment: Segment, work_dir: str, final: bool = False,
+    shared: str | None = None,
+) -> Path | str:
     """Conforms one returned clip to ``<work_dir>/conform/<name>.mp4``.
 
     Args:
@@ -103,12 +112,15 @@ def conform_modified_segment(
             (``tasks.seams.finished_in_conform``). Otherwise it is a lossless intermediate that the
             finish step gives its one final encode.
 
+        shared: The run's shared work folder, if any (``extract_video_segment``).
+
     Returns:
-        The path of the conformed clip.
+        The path of the conformed clip (its ``block://`` reference when shared).
     """
     destination = Path(work_dir) / "conform" / f"{segment.name}.mp4"
     encode = CONFORM_ENCODE if final else INTERMEDIATE_ENCODE
-    return conform_clip(Path(modified.clip), info, segment, destination, encode=encode)
+    clip = conform_clip(modified.local_clip(), info, segment, destination, encode=encode)
+    return share_file(clip, shared, f"conform/{segment.name}.mp4", move=True)
 
 
 @task(
@@ -118,8 +130,9 @@ def conform_modified_segment(
     cache_policy=NO_CACHE,
 )
 def neighbour_first_frame(
-    previous_conformed: Path, previous: Segment, segment: Segment, size: tuple[int, int], work_dir: str
-) -> Path:
+    previous_conformed: Path, previous: Segment, segment: Segment, size: tuple[int, int], work_dir: str,
+    shared: str | None = None,
+) -> Path | str:
     """The restyled frame of the previous segment that shows this segment's first sent frame (sequential mode).
 
     With an overlap it is the very source frame this segment starts on; without, the frame before.
@@ -136,7 +149,8 @@ def neighbour_first_frame(
     """
     index = min(segment.sent_first_frame - previous.sent_first_frame, previous.sent_frames - 1)
     destination = Path(work_dir) / "first-frames" / f"{segment.name}.png"
-    return write_frame_image(Path(previous_conformed), index, destination, size)
+    image = write_frame_image(local_file(previous_conformed, work_dir), index, destination, size)
+    return share_file(image, shared, f"first-frames/{segment.name}.png", move=True)
 
 
 @task(

@@ -54,8 +54,9 @@ from prefect_modify_video.errors import (
     SubmitOutcomeUnknownError,
 )
 from prefect_modify_video.blocks.credentials import build_backend
-from prefect_modify_video.claims import Claim, SharedBudget, acquire_claim, drop_unknown_claim
+from prefect_modify_video.claims import Claim, RunBilling, SharedBudget, acquire_claim, drop_unknown_claim
 from prefect_modify_video.tasks.account import AccountLimits
+from prefect_modify_video.tasks.work_files import local_file
 from prefect_modify_video.media.extract import EXTRACT_VERSION, write_frame_image
 from prefect_modify_video.parameters import BackendSpec, ModifyVideoParameters
 from prefect_modify_video.media.answers import covered_frames, join_answers, last_frame_image, remainder_clip
@@ -169,6 +170,32 @@ ledger = RunLedger()
 """The process's ledger; the flow reads a run's billed calls from it."""
 
 
+def book_billed_call(settings: ModifySettings, store: ResultStore, call: BilledCall) -> None:
+    """Books a billed job in this process's ledger and in the run's billing records in the store
+    (``claims.RunBilling``), which the run reads whatever process or machine its segment tasks ran on."""
+    ledger.book(settings.run_key, call)
+    try:
+        RunBilling(store.conditional_files(f"billing/{settings.run_key}")).book(call.segment, call.job_id, call.cost_usd)
+    except Exception as error:  # noqa: BLE001 - the job is billed and its answer saved: the report is what suffers
+        get_run_logger().warning(
+            "segment %05d: job %s is billed but could not be booked in the store %s (%s); the run's reported cost "
+            "counts it only if the segment ran in the flow's own process", call.segment, call.job_id, store.location, error,
+        )
+
+
+def billed_calls(settings: ModifySettings, segments: list[int] | range) -> list[BilledCall]:
+    """Every job billed in the run for ``segments``: booked in this process or, by any process of the run
+    (a Dask worker, a retry elsewhere), in the store; each job once."""
+    found = {call.job_id: call for call in ledger.billed(settings.run_key) if call.segment in set(segments)}
+    try:
+        booked = RunBilling(ResultStore(settings.store_dir).conditional_files(f"billing/{settings.run_key}"))
+        for segment, job_id, cost in booked.billed(segments):
+            found.setdefault(job_id, BilledCall(segment, job_id, cost))
+    except Exception as error:  # noqa: BLE001 - the process's own ledger is still reported
+        get_run_logger().warning("the run's billing records in %s cannot be read (%s)", settings.store_dir, error)
+    return sorted(found.values(), key=lambda call: call.segment)
+
+
 class ModifySettings(BaseModel):
     """Everything about a paid call that is the same for every segment of a run."""
 
@@ -243,6 +270,15 @@ class ModifiedSegment(BaseModel):
     remaining_credits: float | None = None
     job_id: str | None = None
     seconds: float = Field(description="Wall time of this step.")
+    key: str | None = Field(default=None, description="The segment's key in the store.")
+    store_dir: str | None = Field(default=None, description="The store holding the clip.")
+
+    def local_clip(self) -> Path:
+        """The clip on this machine: where the modify task left it, else fetched from the store (a task on
+        another machine of a Dask cluster gets it from the store block)."""
+        if Path(self.clip).is_file() or self.key is None:
+            return Path(self.clip)
+        return ResultStore(self.store_dir).get(self.key) or Path(self.clip)
 
 
 def segment_key(settings: ModifySettings, segment: Segment, first_frame_key: str | None) -> str:
@@ -443,7 +479,7 @@ class _SegmentPayer:
 
     def _book(self, key: str, job: ModifyJob) -> None:
         cost = job.cost_usd if job.cost_usd is not None else self.estimate_usd
-        ledger.book(self.settings.run_key, BilledCall(self.segment.index, self._call_id(key, job), cost))
+        book_billed_call(self.settings, self.store, BilledCall(self.segment.index, self._call_id(key, job), cost))
 
     async def _pay(self, key: str, clip: Path, first_frame: Path | None) -> tuple[Path, ModifyJob]:
         """Submits the piece, or follows the job an earlier try saved, and downloads its answer."""
@@ -497,7 +533,7 @@ class _SegmentPayer:
                     if isinstance(error, ContentModerationError) and backend.bills_moderated_jobs and not billed_before:
                         # Billed like a finished job (Runway): booked, never used, and kept committed.
                         self._settle(key, self.estimate_usd)
-                        ledger.book(settings.run_key, BilledCall(
+                        book_billed_call(settings, self.store, BilledCall(
                             self.segment.index, error.job_id or f"{settings.backend_name}:{key}", self.estimate_usd))
                     # Kept committed: a job still saved (it may yet finish) and an unanswered create.
                     elif self.store.load_job(key) is None and not isinstance(error, SubmitOutcomeUnknownError):
@@ -679,7 +715,13 @@ async def modify_video_segment(
         ProviderError: a subclass; retryable ones are retried by Prefect.
     """
     started = time.monotonic()
-    clip = Path(clip)
+    # Files from the run's shared work folder when the segment tasks run on other machines (``tasks.work_files``).
+    clip = local_file(clip, settings.work_dir)
+    first_frame = local_file(first_frame, settings.work_dir) if first_frame else None
+    settings = settings.model_copy(update={
+        name: str(local_file(value, settings.work_dir))
+        for name in ("first_frame", "reference_frame") if (value := getattr(settings, name))
+    })
     store = ResultStore(settings.store_dir)
     logger = get_run_logger()
     free = backend_class(settings.backend_name).is_free
@@ -696,7 +738,7 @@ async def modify_video_segment(
                     "not restyled again" if free else "not paid again")
         return ModifiedSegment(
             index=segment.index, clip=str(path), paid=False, job_id=store.record(key).get("job_id"),
-            seconds=time.monotonic() - started,
+            seconds=time.monotonic() - started, key=key, store_dir=settings.store_dir,
         )
 
     if hit := complete_hit():
@@ -725,7 +767,7 @@ async def modify_video_segment(
         # its request, so that even a damaged job record can be settled through the service's list of jobs.
         piece = (claim.data.get("marker") or {}).get("key")
         claim.release(keep_as="submitted" if piece and store.has_saved_job(piece) else None)
-    calls = ledger.billed(settings.run_key, segment.index)
+    calls = billed_calls(settings, [segment.index])
     logger.info(
         "segment %s: done with %d %s (%s)", segment.name, len(calls),
         "restyling call(s), free" if free else "billed call(s)", ", ".join(c.job_id for c in calls) or "reused pieces",
@@ -739,4 +781,6 @@ async def modify_video_segment(
         remaining_credits=payer.remaining_credits,
         job_id=calls[-1].job_id if calls else None,
         seconds=time.monotonic() - started,
+        key=key,
+        store_dir=settings.store_dir,
     )

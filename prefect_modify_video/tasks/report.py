@@ -9,6 +9,7 @@ from pathlib import Path
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
 from pydantic import BaseModel, Field
 
 from prefect_modify_video.media.ffmpeg import run_ffmpeg
@@ -230,3 +231,14 @@ def report_modify_video_run(plan: SegmentPlan, rows: list[dict], summary: RunSum
     ]
     create_table_artifact(table=table, key="modify-video-segments", description="Segments of the run.")
     create_markdown_artifact(markdown=summary.markdown(failures), key="modify-video-summary", description="Run summary.")
+
+
+def update_run_progress(progress_id, progress: float, description: str) -> None:
+    """Updates the run's progress artifact; a Prefect server that does not answer (after the client's own
+    retries) skips this update with a warning instead of failing the run: the next update carries it."""
+    from prefect.artifacts import update_progress_artifact
+
+    try:
+        update_progress_artifact(progress_id, progress=progress, description=description)
+    except Exception as error:  # noqa: BLE001 - progress is for people; the run's work goes on
+        get_run_logger().warning("the progress artifact was not updated (%s: %s)", type(error).__name__, error)

@@ -1,0 +1,42 @@
+"""Where the segment tasks run: the flow's own threads, or the processes and machines of its task runner."""
+
+from __future__ import annotations
+
+import os
+from contextlib import AbstractContextManager, nullcontext
+
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+
+def segment_task_runner(concurrency: int) -> AbstractContextManager[TaskRunner]:
+    """The task runner the segment tasks (extract → modify → conform) are submitted to.
+
+    A flow given a task runner that spreads tasks over other processes or machines, e.g.
+    prefect-dask's ``DaskTaskRunner``, sends them there (the runner is already started by the
+    flow). Otherwise they run in a pool of the flow's threads with room for ``concurrency`` paid
+    calls in flight plus the media work of one per core.
+
+    Args:
+        concurrency: The run's paid calls in flight at once.
+
+    Example:
+        ```python
+        from prefect_dask import DaskTaskRunner
+        from prefect_modify_video.flows import modify_video
+
+        on_cluster = modify_video.with_options(task_runner=DaskTaskRunner(address="tcp://scheduler:8786"))
+        ```
+    """
+    from prefect.context import FlowRunContext
+
+    if runs_elsewhere():
+        return nullcontext(FlowRunContext.get().task_runner)
+    return ThreadPoolTaskRunner(max_workers=concurrency + (os.cpu_count() or 2))
+
+
+def runs_elsewhere() -> bool:
+    """Whether the current flow's task runner sends tasks to other processes or machines (not a thread pool)."""
+    from prefect.context import FlowRunContext
+
+    runner = getattr(FlowRunContext.get(), "task_runner", None)
+    return runner is not None and not isinstance(runner, ThreadPoolTaskRunner)
