@@ -30,7 +30,7 @@ def test_a_dask_worker_killed_with_a_create_in_flight_pays_nothing_twice(
     sample_video, s3_bucket_block, s3_server, tmp_path, monkeypatch
 ):
     from prefect_modify_video.flows.modify_video import modify_video
-    from prefect_modify_video.parameters import ModifyVideoParameters
+    from prefect_modify_video.parameters import ModifyVideoParameters, flow_arguments
 
     block, bucket = s3_bucket_block
     s3 = s3_server[1]
@@ -75,7 +75,7 @@ def test_a_dask_worker_killed_with_a_create_in_flight_pays_nothing_twice(
 
         killer = threading.Thread(target=kill_a_holder, daemon=True)
         killer.start()
-        result = on_cluster(params)
+        result = on_cluster(**flow_arguments(params))
         killer.join(5)
         fake.wait_idle(30)
         stats = fake.stats("luma")

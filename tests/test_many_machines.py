@@ -298,13 +298,11 @@ def test_one_video_on_two_machines_and_a_machine_that_dies(prefect_api, shared, 
 
 
 RUN_FLOW = """
-import inspect, json, sys
+import json, sys
 from prefect_modify_video.flows.modify_video import modify_video
-from prefect_modify_video.parameters import ModifyVideoParameters
+from prefect_modify_video.parameters import ModifyVideoParameters, flow_arguments
 
-params = json.loads(sys.argv[1])
-named = inspect.signature(modify_video.fn).parameters
-result = modify_video(params=ModifyVideoParameters.model_validate(params)) if "params" in named else modify_video(**params)
+result = modify_video(**flow_arguments(ModifyVideoParameters.model_validate(json.loads(sys.argv[1]))))
 print("RESULT " + result.model_dump_json())
 """
 
