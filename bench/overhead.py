@@ -73,15 +73,17 @@ class Clock:
 
     def __init__(self) -> None:
         self.stages: dict[str, float] = {}
+        self.stage_cpu: dict[str, float] = {}
         self._last = time.perf_counter()
-        self._cpu_start = cpu_seconds()
+        self._cpu_start = self._cpu_last = cpu_seconds()
         self.cpu = 0.0
 
     def lap(self, stage: str) -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), cpu_seconds()
         self.stages[stage] = self.stages.get(stage, 0.0) + now - self._last
-        self._last = now
-        self.cpu = cpu_seconds() - self._cpu_start
+        self.stage_cpu[stage] = self.stage_cpu.get(stage, 0.0) + cpu - self._cpu_last
+        self._last, self._cpu_last = now, cpu
+        self.cpu = cpu - self._cpu_start
 
     @property
     def total(self) -> float:
@@ -160,8 +162,10 @@ def main() -> None:
         print(f"plain libx264 transcode ({CONFORM_ENCODE['preset']}, crf {CONFORM_ENCODE['crf']}): "
               f"{plain.total:.2f} s, {plain.cpu:.2f} s of CPU")  # fmt: skip
         for name, clock in (("service run", service), ("local run", local)):
-            stages = ", ".join(f"{stage} {seconds:.2f}" for stage, seconds in clock.stages.items())
-            print(f"{name} media work: {clock.total:.2f} s, {clock.cpu:.2f} s of CPU ({stages})")
+            stages = ", ".join(
+                f"{stage} {seconds:.2f}/{clock.stage_cpu[stage]:.2f}" for stage, seconds in clock.stages.items()
+            )
+            print(f"{name} media work: {clock.total:.2f} s, {clock.cpu:.2f} s of CPU (stage wall/CPU s: {stages})")
         print(f"service path ratio (media work / plain transcode): {service.total / plain.total:.2f} "
               f"(CPU: {service.cpu / plain.cpu:.2f})")
         print(f"local backend ratio (whole run / plain transcode): {local.total / plain.total:.2f} "
