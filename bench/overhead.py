@@ -33,7 +33,7 @@ from prefect_modify_video.media.ffmpeg import run_ffmpeg, write_with_ffmpeg  # n
 from prefect_modify_video.media.plan import DEFAULT_OVERLAP_FRAMES  # noqa: E402
 from prefect_modify_video.media.probe import probe_video  # noqa: E402
 from prefect_modify_video.media.sample import sample_scene_sources  # noqa: E402
-from prefect_modify_video.media.seams import measure_seams, write_seam_sheet  # noqa: E402
+from prefect_modify_video.media.seams import measure_seams_and_sheet  # noqa: E402
 from prefect_modify_video.parameters import SeamOptions  # noqa: E402
 from prefect_modify_video.providers.base import ModifyRequest  # noqa: E402
 from prefect_modify_video.providers.local import LocalBackend  # noqa: E402
@@ -135,11 +135,10 @@ def media_path(source: Path, work: Path, segment_seconds: float, *, local: bool)
     output = media_tasks.join_video_segments.fn(finished, info, str(work / "output.mp4"))
     clock.lap("join")
     later = plan.segments[1:]
-    measure_seams(
+    measure_seams_and_sheet(
         source, output, [s.first_frame for s in later], on_cut=[s.cut_before for s in later],
-        overlaps=[s.overlap_frames for s in later],
+        overlaps=[s.overlap_frames for s in later], sheet_png=work / "seams.png",
     )
-    write_seam_sheet(source, output, [s.first_frame for s in later], work / "seams.png")
     clock.lap("seam report")
     result = probe_video(output)
     if result.frames != info.frames:
