@@ -11,7 +11,9 @@ than the 20 s cap, so split in its middle with an overlap), it times, in one pro
   answer. The tasks' own functions run (``.fn``), without a Prefect server;
 - the local backend's whole run the same way, its restyle included (prompt "warm vintage film").
 
-It prints each stage's seconds, then on its last two lines each path against the plain transcode.
+It prints each stage's wall and CPU seconds (CPU: this process and the programs it ran, which on a
+shared machine varies far less than wall time), then on its last two lines each path against the
+plain transcode. Probes kept by ``probe_video`` are forgotten before each path.
 
     python bench/overhead.py [--seconds 60] [--segment-seconds 20]
 """
@@ -31,7 +33,7 @@ from prefect_modify_video.media.answers import covered_frames  # noqa: E402
 from prefect_modify_video.media.conform import CONFORM_ENCODE  # noqa: E402
 from prefect_modify_video.media.ffmpeg import run_ffmpeg, write_with_ffmpeg  # noqa: E402
 from prefect_modify_video.media.plan import DEFAULT_OVERLAP_FRAMES  # noqa: E402
-from prefect_modify_video.media.probe import probe_video  # noqa: E402
+from prefect_modify_video.media.probe import forget_probes, probe_video  # noqa: E402
 from prefect_modify_video.media.sample import sample_scene_sources  # noqa: E402
 from prefect_modify_video.media.seams import measure_seams_and_sheet  # noqa: E402
 from prefect_modify_video.parameters import SeamOptions  # noqa: E402
@@ -102,6 +104,7 @@ def plain_transcode(source: Path, work: Path) -> Clock:
 def media_path(source: Path, work: Path, segment_seconds: float, *, local: bool) -> Clock:
     """One run's media work, as the flow does it, the service a stand-in (or the local backend)."""
     work.mkdir(parents=True, exist_ok=True)
+    forget_probes()  # each path probes what it needs, as a run of its own would
     clock = Clock()
     info = media_tasks.probe_source_video.fn(str(source))
     seams = SeamOptions().resolved_for(LocalBackend) if local else SeamOptions(anchor_colours=True,
