@@ -46,7 +46,7 @@ from prefect_modify_video.media.extract import extract_segment  # noqa: E402
 from prefect_modify_video.media.plan import SegmentPlan  # noqa: E402
 from prefect_modify_video.media.probe import VideoInfo, probe_video  # noqa: E402
 from prefect_modify_video.media.sample import make_sample_video  # noqa: E402
-from prefect_modify_video.media.seams import measure_seams, write_seam_sheet  # noqa: E402
+from prefect_modify_video.media.seams import measure_seams_and_sheet  # noqa: E402
 from prefect_modify_video.parameters import SeamOptions, flow_arguments  # noqa: E402
 from prefect_modify_video.providers.registry import backend_class  # noqa: E402
 from prefect_modify_video.testing import FakeModifyServer, Fault  # noqa: E402
@@ -77,9 +77,8 @@ def media_alone(source: Path, work: Path, segment_seconds: float) -> tuple[float
     finished = finish_segment_clips.fn(plan, info, extracted, conformed, str(work), seams=seams)
     output = join_video_segments.fn(finished, info, str(work / "output.mp4"))
     later = plan.segments[1:]
-    measure_seams(source, output, [s.first_frame for s in later], on_cut=[s.cut_before for s in later],
-                  overlaps=[s.overlap_frames for s in later])  # fmt: skip
-    write_seam_sheet(source, output, [s.first_frame for s in later], work / "seams.png")
+    measure_seams_and_sheet(source, output, [s.first_frame for s in later], on_cut=[s.cut_before for s in later],
+                            overlaps=[s.overlap_frames for s in later], sheet_png=work / "seams.png")  # fmt: skip
     return time.perf_counter() - started, len(plan.segments)
 
 

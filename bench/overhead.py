@@ -11,7 +11,9 @@ than the 20 s cap, so split in its middle with an overlap), it times, in one pro
   answer. The tasks' own functions run (``.fn``), without a Prefect server;
 - the local backend's whole run the same way, its restyle included (prompt "warm vintage film").
 
-It prints each stage's seconds, then on its last two lines each path against the plain transcode.
+It prints each stage's wall and CPU seconds (CPU: this process and the programs it ran, which on a
+shared machine varies far less than wall time), then on its last two lines each path against the
+plain transcode. Probes kept by ``probe_video`` are forgotten before each path.
 
     python bench/overhead.py [--seconds 60] [--segment-seconds 20]
 """
@@ -31,9 +33,9 @@ from prefect_modify_video.media.answers import covered_frames  # noqa: E402
 from prefect_modify_video.media.conform import CONFORM_ENCODE  # noqa: E402
 from prefect_modify_video.media.ffmpeg import run_ffmpeg, write_with_ffmpeg  # noqa: E402
 from prefect_modify_video.media.plan import DEFAULT_OVERLAP_FRAMES  # noqa: E402
-from prefect_modify_video.media.probe import probe_video  # noqa: E402
+from prefect_modify_video.media.probe import forget_probes, probe_video  # noqa: E402
 from prefect_modify_video.media.sample import sample_scene_sources  # noqa: E402
-from prefect_modify_video.media.seams import measure_seams, write_seam_sheet  # noqa: E402
+from prefect_modify_video.media.seams import measure_seams_and_sheet  # noqa: E402
 from prefect_modify_video.parameters import SeamOptions  # noqa: E402
 from prefect_modify_video.providers.base import ModifyRequest  # noqa: E402
 from prefect_modify_video.providers.local import LocalBackend  # noqa: E402
@@ -73,15 +75,17 @@ class Clock:
 
     def __init__(self) -> None:
         self.stages: dict[str, float] = {}
+        self.stage_cpu: dict[str, float] = {}
         self._last = time.perf_counter()
-        self._cpu_start = cpu_seconds()
+        self._cpu_start = self._cpu_last = cpu_seconds()
         self.cpu = 0.0
 
     def lap(self, stage: str) -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), cpu_seconds()
         self.stages[stage] = self.stages.get(stage, 0.0) + now - self._last
-        self._last = now
-        self.cpu = cpu_seconds() - self._cpu_start
+        self.stage_cpu[stage] = self.stage_cpu.get(stage, 0.0) + cpu - self._cpu_last
+        self._last, self._cpu_last = now, cpu
+        self.cpu = cpu - self._cpu_start
 
     @property
     def total(self) -> float:
@@ -100,6 +104,7 @@ def plain_transcode(source: Path, work: Path) -> Clock:
 def media_path(source: Path, work: Path, segment_seconds: float, *, local: bool) -> Clock:
     """One run's media work, as the flow does it, the service a stand-in (or the local backend)."""
     work.mkdir(parents=True, exist_ok=True)
+    forget_probes()  # each path probes what it needs, as a run of its own would
     clock = Clock()
     info = media_tasks.probe_source_video.fn(str(source))
     seams = SeamOptions().resolved_for(LocalBackend) if local else SeamOptions(anchor_colours=True,
@@ -133,11 +138,10 @@ def media_path(source: Path, work: Path, segment_seconds: float, *, local: bool)
     output = media_tasks.join_video_segments.fn(finished, info, str(work / "output.mp4"))
     clock.lap("join")
     later = plan.segments[1:]
-    measure_seams(
+    measure_seams_and_sheet(
         source, output, [s.first_frame for s in later], on_cut=[s.cut_before for s in later],
-        overlaps=[s.overlap_frames for s in later],
+        overlaps=[s.overlap_frames for s in later], sheet_png=work / "seams.png",
     )
-    write_seam_sheet(source, output, [s.first_frame for s in later], work / "seams.png")
     clock.lap("seam report")
     result = probe_video(output)
     if result.frames != info.frames:
@@ -160,8 +164,10 @@ def main() -> None:
         print(f"plain libx264 transcode ({CONFORM_ENCODE['preset']}, crf {CONFORM_ENCODE['crf']}): "
               f"{plain.total:.2f} s, {plain.cpu:.2f} s of CPU")  # fmt: skip
         for name, clock in (("service run", service), ("local run", local)):
-            stages = ", ".join(f"{stage} {seconds:.2f}" for stage, seconds in clock.stages.items())
-            print(f"{name} media work: {clock.total:.2f} s, {clock.cpu:.2f} s of CPU ({stages})")
+            stages = ", ".join(
+                f"{stage} {seconds:.2f}/{clock.stage_cpu[stage]:.2f}" for stage, seconds in clock.stages.items()
+            )
+            print(f"{name} media work: {clock.total:.2f} s, {clock.cpu:.2f} s of CPU (stage wall/CPU s: {stages})")
         print(f"service path ratio (media work / plain transcode): {service.total / plain.total:.2f} "
               f"(CPU: {service.cpu / plain.cpu:.2f})")
         print(f"local backend ratio (whole run / plain transcode): {local.total / plain.total:.2f} "

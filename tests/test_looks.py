@@ -123,3 +123,28 @@ def test_grain_costs_at_most_three_times_the_bitrate_without_it(sample_video, tm
         assert ratio <= 3, f"{mode}: grain costs {ratio:.1f}x the bitrate"
         full = dict(width=320, height=180)
         assert np.abs(read_frames(grain, **full) - read_frames(plain, **full)).mean() > 1, f"{mode}: no grain seen"
+
+
+def test_the_local_answer_is_encoded_once_and_conform_copies_it(sample_video, tmp_path):
+    """Issue 15: the look is applied inside the one final encode; conform copies the answer for the join."""
+    from plans import plan_segments
+    from prefect_modify_video.media.conform import CONFORM_ENCODE, INTERMEDIATE_ENCODE, conform_clip
+    from prefect_modify_video.media.extract import extract_segment
+
+    info = probe_video(sample_video)
+    segment = plan_segments(info.frames, info.frame_rate, 2.0).segments[1]
+    clip = extract_segment(info, segment, tmp_path / "clip.mp4")
+    answer = LocalBackend().restyle(ModifyRequest(clip=clip, prompt="warm", mode="flex_1"), tmp_path / "answer.mp4")
+    final = conform_clip(answer, info, segment, tmp_path / "final.mp4", encode=CONFORM_ENCODE)
+    assert final.read_bytes() == answer.read_bytes()
+    conformed = probe_video(final)
+    assert (conformed.frames, conformed.frame_rate, conformed.width, conformed.height) == (
+        segment.sent_frames, info.frame_rate, info.width, info.height
+    )
+    # Asked for another codec setup (the finish step's lossless intermediate), it is encoded as before.
+    intermediate = conform_clip(answer, info, segment, tmp_path / "intermediate.mp4", encode=INTERMEDIATE_ENCODE)
+    assert intermediate.read_bytes() != answer.read_bytes()
+    assert probe_video(intermediate).frames == segment.sent_frames
+    # The pixels are restyled (warmer than the source clip).
+    warm, source = read_frames(final), read_frames(clip)
+    assert (warm[..., 0] - warm[..., 2]).mean() > (source[..., 0] - source[..., 2]).mean() + 3

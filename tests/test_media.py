@@ -14,7 +14,7 @@ from prefect_modify_video.media.answers import covered_frames
 from prefect_modify_video.media.conform import conform_clip
 from prefect_modify_video.media.extract import extract_segment
 from prefect_modify_video.media.join import check_output_path, join_segments
-from prefect_modify_video.media.ffmpeg import run_ffmpeg
+from prefect_modify_video.media.ffmpeg import run_ffmpeg, write_with_ffmpeg
 from prefect_modify_video.media.probe import check_image, probe_video
 from prefect_modify_video.media.sample import make_sample_video
 
@@ -249,3 +249,22 @@ def test_streams_the_output_does_not_carry_are_named(tmp_path):
     ])  # fmt: skip
     info = probe_video(source)
     assert info.dropped_streams == ["subtitle:subrip"] and len(info.audio_streams) == 1
+
+
+def test_a_probe_is_reused_until_the_file_is_written_again(tmp_path, monkeypatch):
+    """Issue 15: a run probes the same clip in several steps; ffprobe runs once per file version."""
+    import prefect_modify_video.media.probe as probe_module
+
+    calls = []
+    original = probe_module._probe
+    monkeypatch.setattr(probe_module, "_probe", lambda path: calls.append(path) or original(path))
+    clip = tmp_path / "clip.mp4"
+    make = lambda frames: write_with_ffmpeg(  # noqa: E731
+        ["-f", "lavfi", "-i", f"testsrc2=size=64x64:rate=10,trim=end_frame={frames}", "-c:v", "libx264"], clip
+    )
+    make(10)
+    assert probe_video(clip).frames == probe_video(clip).frames == 10
+    assert len(calls) == 1
+    make(7)  # written again (a new file renamed over it): probed again
+    assert probe_video(clip).frames == 7
+    assert len(calls) == 2

@@ -32,7 +32,13 @@ from prefect_modify_video.media.finish import (
 )
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.media.frames import read_frames
-from prefect_modify_video.media.seams import contact_sheet_size, measure_seams, plane_means, write_seam_sheet
+from prefect_modify_video.media.seams import (
+    contact_sheet_size,
+    measure_seams,
+    measure_seams_and_sheet,
+    plane_means,
+    write_seam_sheet,
+)
 
 # What the "service" does to every segment (its style), and the casts two answers came back with.
 STYLE = "colorchannelmixer=rr=1:gg=0.9:bb=0.8"
@@ -147,6 +153,22 @@ def test_contact_sheet_has_the_documented_size_and_marks_each_seam(sample_video,
 
     two = write_seam_sheet(drifted["info"].path, drifted["joined"], [60], tmp_path / "two.png", frames_each_side=2)
     assert png_size(two) == contact_sheet_size(1, frames_each_side=2, thumb_size=(160, 90)) == (646, 184)
+
+
+def test_metrics_and_sheet_from_one_read_match_the_separate_ones(drifted, tmp_path):
+    """Issue 15: the seam report reads each video once around a seam; its metrics and sheet are the same."""
+    source, joined = drifted["info"].path, drifted["joined"]
+    apart = measure_seams(source, joined, [60], overlaps=[4])
+    together, sheet = measure_seams_and_sheet(source, joined, [60], overlaps=[4], sheet_png=tmp_path / "one.png")
+    assert together == apart
+    alone = write_seam_sheet(source, joined, [60], tmp_path / "two.png")
+    assert png_size(sheet) == png_size(alone) == contact_sheet_size(1, thumb_size=(160, 90))
+
+    def pixels(path):
+        return np.frombuffer(run_ffmpeg(["-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]), dtype=np.uint8)
+
+    # Scaled in numpy rather than by ffmpeg: the same pictures within a few levels.
+    assert np.abs(pixels(sheet).astype(int) - pixels(alone)).mean() < 5
 
 
 def test_contact_sheet_of_no_seams_writes_nothing(sample_video, tmp_path):

@@ -3,11 +3,15 @@
 Clips meant for the join all share one codec setup (``CONFORM_ENCODE``), so they join by stream
 copy. A run conforms to ``INTERMEDIATE_ENCODE`` instead (lossless and fast) where the finish step
 changes the frames anyway, so that every output frame goes through the slow final encode once.
+A clip already written as this step would write it (the ``local`` backend's answers: ``conformed_output_args``)
+is copied, not encoded again.
 Every function here writes its output atomically (``media.files.atomic_write``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from fractions import Fraction
 from pathlib import Path
@@ -15,11 +19,10 @@ from pathlib import Path
 import ffmpeg
 
 from prefect_modify_video.media.ffmpeg import write_with_ffmpeg
+from prefect_modify_video.media.files import atomic_copy
 from prefect_modify_video.media.plan import Segment
 from prefect_modify_video.media.probe import VideoInfo, probe_video
 
-# What the local backend writes: like a service's answer, it is conformed afterwards, so speed first.
-LOCAL_ENCODE = {"vcodec": "libx264", "preset": "ultrafast", "crf": 14, "pix_fmt": "yuv420p"}
 # Conformed clips are what the user gets: x264's default speed, a quality close to the source's.
 CONFORM_ENCODE = {"vcodec": "libx264", "preset": "medium", "crf": 18, "pix_fmt": "yuv420p"}
 # Conformed clips the finish step encodes again: lossless (nothing lost twice), at x264's fastest.
@@ -29,6 +32,39 @@ INTERMEDIATE_ENCODE = {"vcodec": "libx264", "preset": "ultrafast", "qp": 0, "pix
 def track_timescale(frame_rate: Fraction) -> int:
     """An MP4 timescale in which every frame lasts a whole number of ticks (at least 10 000)."""
     return frame_rate.numerator * math.ceil(10_000 / frame_rate.numerator)
+
+
+def conformed_mark(
+    frame_rate: str | Fraction, width: int, height: int, sample_aspect_ratio: str, frames: int, encode: dict
+) -> str:
+    """The comment tag of a clip written already as ``conform_clip`` would write it: rate, size, frames, codec setup.
+
+    A backend that renders on this machine (``local``) encodes its answer this way, with this tag
+    (``conformed_output_args``), and ``conform_clip`` then copies it instead of encoding it again.
+    """
+    rate = Fraction(frame_rate)
+    text = json.dumps(
+        [f"{rate.numerator}/{rate.denominator}", width, height, sample_aspect_ratio, frames,
+         track_timescale(rate), sorted((key, str(value)) for key, value in encode.items())]
+    )  # fmt: skip
+    return "conformed " + hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def conformed_output_args(clip: VideoInfo, encode: dict | None = None) -> list[str]:
+    """ffmpeg output options that write ``clip``'s frames, unchanged in rate, size and number, as a conformed clip.
+
+    The codec setup is ``encode`` (default ``CONFORM_ENCODE``), the MP4 timescale ``conform_clip``'s,
+    and the comment ``conformed_mark``: ``conform_clip`` copies such a clip when it is what it would write.
+    """
+    settings = encode or CONFORM_ENCODE
+    rate = Fraction(clip.frame_rate)
+    mark = conformed_mark(
+        rate, clip.output_width, clip.output_height, clip.sample_aspect_ratio, clip.frames, settings
+    )
+    return [
+        *[item for key, value in settings.items() for item in (f"-{key}", str(value))],
+        "-video_track_timescale", str(track_timescale(rate)), "-metadata", f"comment={mark}",
+    ]  # fmt: skip
 
 
 def conform_clip(
@@ -55,6 +91,13 @@ def conform_clip(
     """
     rate = Fraction(info.frame_rate)
     returned = probe_video(clip)
+    settings = encode or CONFORM_ENCODE
+    wanted = conformed_mark(
+        rate, info.output_width, info.output_height, info.sample_aspect_ratio, segment.sent_frames, settings
+    )
+    if returned.comment == wanted and returned.frames == segment.sent_frames:
+        # Rendered on this machine as this step would write it (``conformed_output_args``): nothing to redo.
+        return atomic_copy(clip, destination)
     returned_seconds = returned.frames / Fraction(returned.frame_rate)
     # What was sent lasts clip_frames at the sent rate (one source frame in frame_step, then any padding): the answer
     # is timed onto that, so its frame k shows source frame k * frame_step, and cut to the segment's sent frames.
@@ -74,6 +117,6 @@ def conform_clip(
         r=info.frame_rate,
         video_track_timescale=track_timescale(rate),
         **{"frames:v": segment.sent_frames},
-        **(encode or CONFORM_ENCODE),
+        **settings,
     ).get_args()
     return write_with_ffmpeg(args[:-1], destination)

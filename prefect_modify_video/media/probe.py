@@ -6,6 +6,8 @@ import json
 import logging
 import subprocess
 import tempfile
+import threading
+from collections import OrderedDict
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, NamedTuple
@@ -210,8 +212,23 @@ def _header_disagrees(frames: int, duration: float, packets: PacketTiming) -> st
     return None
 
 
+# Probes of unchanged files, by (path, device, inode, size, modification time): a run probes the same clip
+# in several steps (extract, the answer's check, conform, finish, the seam report), and each ffprobe
+# costs about 0.1 s of CPU to start. Media files are written by rename (``atomic_write``), so a file
+# written again is a new inode with a new time. Bounded: the oldest entries are dropped.
+_PROBES: OrderedDict[tuple, VideoInfo] = OrderedDict()
+_PROBES_LOCK = threading.Lock()
+_PROBES_KEPT = 512
+
+
+def forget_probes() -> None:
+    """Empties the probes kept by ``probe_video`` (a benchmark times each path from scratch)."""
+    with _PROBES_LOCK:
+        _PROBES.clear()
+
+
 def probe_video(path: str | Path) -> VideoInfo:
-    """Probes a video file.
+    """Probes a video file (a file probed before and unchanged since is not probed again).
 
     Args:
         path: A local video file.
@@ -228,8 +245,25 @@ def probe_video(path: str | Path) -> VideoInfo:
         raise InvalidInputError(f"{path}: no such file; check the path")
     if not path.is_file():
         raise InvalidInputError(f"{path}: is not a file (a directory?); give a video file")
-    if path.stat().st_size == 0:
+    stat = path.stat()
+    if stat.st_size == 0:
         raise InvalidInputError(f"{path}: the file is empty (0 bytes); give a video file")
+    key = (str(path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    with _PROBES_LOCK:
+        known = _PROBES.get(key)
+        if known is not None:
+            _PROBES.move_to_end(key)
+            return known.model_copy(deep=True)
+    info = _probe(path)
+    with _PROBES_LOCK:
+        _PROBES[key] = info.model_copy(deep=True)
+        while len(_PROBES) > _PROBES_KEPT:
+            _PROBES.popitem(last=False)
+    return info
+
+
+def _probe(path: Path) -> VideoInfo:
+    """Probes a video file with ffprobe: its streams, then its packets (``probe_video``)."""
     try:
         output = run_ffmpeg(
             ["-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)],

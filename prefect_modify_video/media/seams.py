@@ -96,6 +96,7 @@ def measure_seams(
     seam cross-blended over ``overlap`` frames spreads its change over the jumps into frames
     ``k - overlap`` to ``k``: it is judged by their mean against the mean of what each may be.
     About ``2 * neighbours + overlap + 2`` frames are decoded around each seam, in each video.
+    ``measure_seams_and_sheet`` also draws the contact sheet from the same frames.
 
     Args:
         source: The source video.
@@ -113,17 +114,66 @@ def measure_seams(
     Raises:
         InvalidInputError: a seam outside 1..frames-1, or ``on_cut`` or ``overlaps`` of another length.
     """
+    metrics, _ = measure_seams_and_sheet(
+        source, output, seams, on_cut=on_cut, overlaps=overlaps, threshold=threshold, neighbours=neighbours,
+        min_jump=min_jump,
+    )
+    return metrics
+
+
+def measure_seams_and_sheet(
+    source: str | Path,
+    output: str | Path,
+    seams: Sequence[int],
+    *,
+    on_cut: Sequence[bool] | None = None,
+    overlaps: Sequence[int] | None = None,
+    threshold: float = SEAM_THRESHOLD,
+    neighbours: int = NEIGHBOUR_FRAMES,
+    min_jump: float = MIN_VISIBLE_JUMP,
+    sheet_png: str | Path | None = None,
+    frames_each_side: int = 1,
+    thumb_width: int = 160,
+) -> tuple[list[SeamMetric], Path | None]:
+    """``measure_seams``, and the contact sheet of ``write_seam_sheet`` drawn from the same decoded frames.
+
+    Each video is read once around each seam (a seek and a few frames, at the measuring size);
+    the sheet's thumbnails are scaled from those frames in numpy instead of being decoded again.
+
+    Args:
+        source: See ``measure_seams``.
+        output: See ``measure_seams``.
+        seams: See ``measure_seams``.
+        on_cut: See ``measure_seams``.
+        overlaps: See ``measure_seams``.
+        threshold: See ``measure_seams``.
+        neighbours: See ``measure_seams``.
+        min_jump: See ``measure_seams``.
+        sheet_png: Where the contact sheet goes; ``None``: no sheet.
+        frames_each_side: See ``write_seam_sheet``.
+        thumb_width: See ``write_seam_sheet``.
+
+    Returns:
+        The metrics, and ``sheet_png`` (``None`` when not asked for or when there are no seams).
+
+    Raises:
+        InvalidInputError: see ``measure_seams``.
+    """
     on_cut = list(on_cut) if on_cut is not None else [False] * len(seams)
     overlaps = list(overlaps) if overlaps is not None else [0] * len(seams)
     if len(on_cut) != len(seams) or len(overlaps) != len(seams):
         raise InvalidInputError("measure_seams: on_cut and overlaps must have one value per seam")
     if not seams:
-        return []
+        return [], None
+    if sheet_png is not None and (frames_each_side < 1 or thumb_width < 2):
+        raise InvalidInputError("write_seam_sheet: frames_each_side must be >= 1 and thumb_width >= 2")
     source_info = probe_video(source)
     output_info = probe_video(output)
     total = min(source_info.frames, output_info.frames)
     size = measure_size(output_info)
+    thumb = thumbnail_size(output_info, thumb_width)
     metrics = []
+    thumbnails: list[tuple[int, list[np.ndarray]]] = []
     for seam, cut, overlap in zip(seams, on_cut, overlaps):
         if not 0 < seam < total:
             raise InvalidInputError(f"measure_seams: seam frame {seam} is not inside 1..{total - 1}")
@@ -132,12 +182,24 @@ def measure_seams(
         span = max(neighbours, overlap)
         first = max(0, blend_start - 1 - span)
         count = min(total, seam + span + 1) - first
-        means = {}
+        shown_first = max(0, seam - frames_each_side)
+        if sheet_png is not None:
+            # The sheet's frames are read in the same pass: widen the window to hold them.
+            read_first = min(first, shown_first)
+            read_count = max(first + count, min(total, seam + frames_each_side)) - read_first
+        else:
+            read_first, read_count = first, count
+        means, rows = {}, []
         for name, path, info in (("source", source, source_info), ("output", output, output_info)):
             frames = read_frames(
-                path, first, count, frame_rate=info.frame_rate, size=size, start_offset_s=info.start_offset_s
+                path, read_first, read_count, frame_rate=info.frame_rate, size=size,
+                start_offset_s=info.start_offset_s,
             )
-            means[name] = plane_means(frames, size)
+            means[name] = plane_means(frames[first - read_first : first - read_first + count], size)
+            if sheet_png is not None:
+                shown = frames[shown_first - read_first : seam + frames_each_side - read_first]
+                rows.append(yuv420p_to_rgb_thumbnails(shown, size, thumb))
+        thumbnails.append((seam - shown_first, rows))
         # jumps[j] is the jump into frame first + j + 1; the seam's are those into blend_start..seam.
         measured = min(len(means["output"]), len(means["source"]))
         output_jumps = np.abs(np.diff(means["output"][:measured], axis=0))
@@ -161,7 +223,38 @@ def measure_seams(
                 passed=ratio <= threshold,
             )
         )
-    return metrics
+    if sheet_png is None:
+        return metrics, None
+    return metrics, _draw_sheet(thumbnails, Path(sheet_png), frames_each_side=frames_each_side, thumb_size=thumb)
+
+
+def _area_matrix(source: int, target: int) -> np.ndarray:
+    """(target, source) weights of an area-average resize of one axis (each row sums to 1)."""
+    edges = np.arange(target + 1) * (source / target)
+    low, high = edges[:-1, None], edges[1:, None]
+    pixels = np.arange(source)[None, :]
+    covered = np.clip(np.minimum(high, pixels + 1) - np.maximum(low, pixels), 0, None)
+    return covered / covered.sum(axis=1, keepdims=True)
+
+
+def yuv420p_to_rgb_thumbnails(frames: np.ndarray, size: tuple[int, int], thumb: tuple[int, int]) -> np.ndarray:
+    """Raw yuv420p frames of ``size`` as RGB thumbnails of ``thumb`` (BT.601, limited range, area average).
+
+    Returns:
+        ``uint8`` array (frames, thumb height, thumb width, 3).
+    """
+    width, height = size
+    luma, u, v = (plane.astype(np.float32) for plane in yuv420p_planes(frames, size))
+    luma = luma.reshape(-1, height, width) - 16.0
+    cw, ch = width // 2, height // 2
+    u = u.reshape(-1, ch, cw).repeat(2, axis=1).repeat(2, axis=2)[:, :height, :width] - 128.0
+    v = v.reshape(-1, ch, cw).repeat(2, axis=1).repeat(2, axis=2)[:, :height, :width] - 128.0
+    rgb = np.stack(
+        [1.164 * luma + 1.596 * v, 1.164 * luma - 0.392 * u - 0.813 * v, 1.164 * luma + 2.017 * u], axis=-1
+    )
+    rows, columns = _area_matrix(height, thumb[1]).astype(np.float32), _area_matrix(width, thumb[0]).astype(np.float32)
+    scaled = np.einsum("th,fhwc,sw->ftsc", rows, rgb, columns, optimize=True)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
 def contact_sheet_size(seams: int, *, frames_each_side: int = 1, thumb_size: tuple[int, int]) -> tuple[int, int]:
@@ -217,27 +310,52 @@ def write_seam_sheet(
     source_info = probe_video(source)
     output_info = probe_video(output)
     thumb_width, thumb_height = thumbnail_size(output_info, thumb_width)
-    width, height = contact_sheet_size(
-        len(seams), frames_each_side=frames_each_side, thumb_size=(thumb_width, thumb_height)
-    )
+    thumbnails: list[tuple[int, list[np.ndarray]]] = []
+    shown = 2 * frames_each_side
+    for seam in seams:
+        first = max(0, seam - frames_each_side)
+        rows = [
+            read_frames(
+                path, first, shown, frame_rate=info.frame_rate, size=(thumb_width, thumb_height), pix_fmt="rgb24",
+                start_offset_s=info.start_offset_s,
+            ).reshape(-1, thumb_height, thumb_width, 3)
+            for path, info in ((source, source_info), (output, output_info))
+        ]
+        thumbnails.append((seam - first, rows))
+    return _draw_sheet(thumbnails, destination, frames_each_side=frames_each_side, thumb_size=(thumb_width, thumb_height))
+
+
+def _draw_sheet(
+    thumbnails: list[tuple[int, list[np.ndarray]]],
+    destination: Path,
+    *,
+    frames_each_side: int,
+    thumb_size: tuple[int, int],
+) -> Path:
+    """Lays out the thumbnails of each seam (frames before it, source and output rows) and writes the PNG.
+
+    Args:
+        thumbnails: Per seam, how many of its frames come before the seam, and the source's and
+            the output's RGB thumbnails (frames, height, width, 3) from the first frame shown.
+        destination: The PNG (written atomically).
+        frames_each_side: Frames shown on each side of a seam.
+        thumb_size: Width and height of a thumbnail.
+    """
+    thumb_width, thumb_height = thumb_size
+    width, height = contact_sheet_size(len(thumbnails), frames_each_side=frames_each_side, thumb_size=thumb_size)
     sheet = np.empty((height, width, 3), dtype=np.uint8)
     sheet[:] = BACKGROUND
     per_frame = thumb_width + FRAME_GAP
     per_seam = 2 * frames_each_side * thumb_width + (2 * frames_each_side - 1) * FRAME_GAP + SEAM_GAP
     shown = 2 * frames_each_side
-    for column, seam in enumerate(seams):
-        first = max(0, seam - frames_each_side)
+    for column, (before, rows) in enumerate(thumbnails):
         left = column * per_seam
         mark = left + frames_each_side * per_frame - FRAME_GAP
         sheet[:, mark : mark + FRAME_GAP] = SEAM_MARK
-        for row, (path, info) in enumerate(((source, source_info), (output, output_info))):
-            frames = read_frames(
-                path, first, shown, frame_rate=info.frame_rate, size=(thumb_width, thumb_height), pix_fmt="rgb24",
-                start_offset_s=info.start_offset_s,
-            ).reshape(-1, thumb_height, thumb_width, 3)
+        for row, frames in enumerate(rows):
             top = row * (thumb_height + ROW_GAP)
             # A seam near the start shows fewer frames before it; keep frame k under the mark.
-            offset = frames_each_side - (seam - first)
+            offset = frames_each_side - before
             for index, frame in enumerate(frames[: shown - offset]):
                 x = left + (index + offset) * per_frame
                 sheet[top : top + thumb_height, x : x + thumb_width] = frame

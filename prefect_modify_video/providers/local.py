@@ -9,9 +9,10 @@ import threading
 from pathlib import Path
 from typing import ClassVar
 
-from prefect_modify_video.media.conform import LOCAL_ENCODE
+from prefect_modify_video.media.conform import conformed_output_args
 from prefect_modify_video.media.files import atomic_copy
 from prefect_modify_video.media.ffmpeg import write_with_ffmpeg
+from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.media.looks import (
     LOOKS,
     MODE_STRENGTH,
@@ -90,9 +91,10 @@ class LocalBackend(ModifyBackend):
         choice = choose_looks(request.prompt)
         strength = MODE_STRENGTH[request.mode]
         chain = build_look_filter(choice.looks, strength, self.colour_transfer())
-        args = ["-i", str(request.clip), "-map", "0:v:0", "-vf", chain, "-an"]
-        for key, value in LOCAL_ENCODE.items():
-            args += [f"-{key}", str(value)]
+        # Encoded once, as the conform step would encode it for the join (which then copies it): the
+        # look is applied inside the one final encode instead of in an encode of its own.
+        args = ["-i", str(request.clip), "-map", "0:v:0", "-vf", chain, "-an", "-map_metadata", "-1",
+                *conformed_output_args(probe_video(request.clip))]  # fmt: skip
         return write_with_ffmpeg(args, destination)
 
     async def submit(self, request: ModifyRequest, workdir: Path) -> ModifyJob:

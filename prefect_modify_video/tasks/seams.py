@@ -15,7 +15,7 @@ from prefect_modify_video.media.colour import IDENTITY, ColourTransfer
 from prefect_modify_video.media.finish import finish_clip, read_head
 from prefect_modify_video.media.plan import SegmentPlan
 from prefect_modify_video.media.probe import VideoInfo
-from prefect_modify_video.media.seams import SeamMetric, measure_seams, write_seam_sheet
+from prefect_modify_video.media.seams import SeamMetric, measure_seams_and_sheet
 from prefect_modify_video.parameters import SeamOptions
 
 SEAM_WINDOW_FRAMES = 2
@@ -156,9 +156,10 @@ def report_video_seams(
         The seam metrics and the contact sheet's path (``None`` for a single segment).
     """
     seams = plan.segments[1:]
-    metrics = measure_seams(
+    # One read of each video around each seam serves the metrics and the contact sheet.
+    metrics, sheet = measure_seams_and_sheet(
         Path(source), Path(output), [s.first_frame for s in seams], on_cut=[s.cut_before for s in seams],
-        overlaps=[s.overlap_frames for s in seams], threshold=threshold,
+        overlaps=[s.overlap_frames for s in seams], threshold=threshold, sheet_png=Path(contact_sheet),
     )
     if not metrics:
         return [], None
@@ -178,5 +179,4 @@ def report_video_seams(
         key="modify-video-seams",
         description=SEAM_TABLE_DESCRIPTION.format(threshold=threshold),
     )
-    sheet = write_seam_sheet(Path(source), Path(output), [s.first_frame for s in seams], Path(contact_sheet))
     return metrics, str(sheet) if sheet else None
