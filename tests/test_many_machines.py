@@ -256,15 +256,19 @@ def test_one_video_on_two_machines_and_a_machine_that_dies(prefect_api, shared, 
         Machine("machine-b", prefect_api, tmp_path / "b", fake, threads=2),
     ]
     try:
-        # One video started on both machines at once: each segment is bought once in all.
+        # One video started on both machines at once, and a second one (another restyle: other segments)
+        # beside them: each segment is bought once in all, the account's limit kept across the machines.
+        other = _parameters(block, fake, "out/first-2.mp4")
+        other["prompt"] = "watercolour painting"
         runs = [_start(prefect_api, _parameters(block, fake, f"out/first-{i}.mp4")) for i in range(2)]
+        runs.append(_start(prefect_api, other))
         states = _wait(prefect_api, [run.id for run in runs])
         assert all(state.is_completed() for state in states), [s.message for s in states]
         fake.wait_idle(30)
         stats = fake.stats("luma")
-        assert stats.billed == segments, f"{stats.billed} billed for {segments} segments"
+        assert stats.billed == 2 * segments, f"{stats.billed} billed for {2 * segments} segments"
         assert stats.peak_in_flight <= ACCOUNT_LIMIT
-        for i in range(2):
+        for i in range(3):
             s3.download_file(bucket, f"out/first-{i}.mp4", str(tmp_path / f"first-{i}.mp4"))
             assert probe_video(tmp_path / f"first-{i}.mp4").frames == frames
         assert not _keys(s3, bucket, "store/claims/"), "no claim left behind"
