@@ -217,5 +217,6 @@ def test_each_video_gets_its_own_block_output_and_the_shared_settings():
     )
     children = child_parameters(params, params.sources, output_names(params.sources))
     assert [c["output"] for c in children] == [f"{root}/out/a.modified.mp4", f"{root}/out/a-2.modified.mp4"]
-    assert children[0] == {"source": f"{root}/in/a.mp4", "output": f"{root}/out/a.modified.mp4", "preset": None,
-                           "prompt": "pastel", "seams": {"anchor_strength": 0.5}, "store_dir": f"{root}/store/"}
+    # The flow's flat arguments; what the batch leaves unset (the preset here) keeps the deployment's value.
+    assert children[0] == {"source": f"{root}/in/a.mp4", "output": f"{root}/out/a.modified.mp4", "prompt": "pastel",
+                           "store": {"store_dir": f"{root}/store/"}, "seams": {"anchor_strength": 0.5}}
