@@ -77,7 +77,7 @@ def test_rate_limited_polls_never_submit_again(rate_limited_polls, one_segment, 
     "fault, timeout_seconds",
     [
         (Fault.SERVER_500, None),
-        (Fault.SERVER_502, None),
+        pytest.param(Fault.SERVER_502, None, marks=pytest.mark.slow),  # the same path as 500: with the slow tests
         pytest.param(Fault.timeout(2.5), 1, marks=pytest.mark.slow),
         (Fault.dropped_connection(), None),
     ],

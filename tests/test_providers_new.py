@@ -211,6 +211,7 @@ def sixty_fps(tmp_path_factory):
     return make_sample_video(folder / "sixty.mp4", seconds=3, width=320, height=180, fps=60, scenes=1)
 
 
+@pytest.mark.slow  # two flow runs; the clip's frames at the divided rate are checked by a fast test
 def test_a_source_over_runway_s_frame_rate_cap_is_sent_divided_and_comes_back_whole(sixty_fps, tmp_path, server):
     # Aleph 2 takes at most 30 fps (the fake fails a faster clip's task as ASSET.INVALID, as Runway does): the 60 fps
     # source goes at 30 fps, every second source frame; the 24 fps answers come back as all 180 frames at 60 fps.
