@@ -757,7 +757,8 @@ def test_segmind_wrong_content_type_is_406(server, client):
     assert server.stats("segmind").billed == 0
 
 
-def test_run_fake_server_serves_until_interrupted():
+@pytest.mark.parametrize("stop_signal", ["SIGINT", "SIGTERM"])
+def test_run_fake_server_serves_until_interrupted(stop_signal):
     import signal
     import sys
 
@@ -765,14 +766,16 @@ def test_run_fake_server_serves_until_interrupted():
         [sys.executable, "-c",
          "from prefect_modify_video.testing import run_fake_server; run_fake_server(0)"],
         stdout=subprocess.PIPE, text=True,
+        # Started with SIGINT ignored, as a shell's background job is: Ctrl-C must stop it all the same.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )  # fmt: skip
     try:
         line = process.stdout.readline()
         url = line.split(" on ")[1].split()[0]
         assert httpx.get(f"{url}/health", timeout=5).json() == {"ok": True}
     finally:
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=10) == 0
+        process.send_signal(getattr(signal, stop_signal))
+        assert process.wait(timeout=30) == 0
 
 
 # ----------------------------------------------------------------- dialects

@@ -46,6 +46,7 @@ import hashlib
 import logging
 import math
 import re
+import signal
 import socket
 import threading
 import time
@@ -1035,11 +1036,16 @@ class _Handler(BaseHTTPRequestHandler):
 def run_fake_server(port: int, host: str = "127.0.0.1", **options: Any) -> None:
     """Serves the fake modify-video services until interrupted (for the CLI).
 
+    Ctrl-C (SIGINT) and SIGTERM stop it, also when it was started with SIGINT ignored (a
+    background job of a shell, a test runner's worker), which Python would otherwise keep.
+
     Args:
         port: Port to listen on (0 picks a free one).
         host: Interface to bind.
         **options: Keyword options of ``FakeModifyServer`` (``polls_to_complete``...).
     """
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, signal.default_int_handler)
     server = FakeModifyServer(host=host, port=port, **options)
     try:
         server.serve_forever(announce=True)
