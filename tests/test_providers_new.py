@@ -302,24 +302,22 @@ def paid_calls_reported(error: pytest.ExceptionInfo) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("code", ["INTERNAL.BAD_OUTPUT.CODE01", "INTERNAL"])
-def test_runway_s_internal_failures_are_sent_again_and_only_finished_tasks_billed(code, one_shot, tmp_path, server):
-    # Runway: INTERNAL and INTERNAL.BAD_OUTPUT.* failures are worth retrying; a failed task is not billed.
-    server.dialects["runway"].failure_code = code
-    server.script("runway", [Fault.JOB_FAILED])
-    result = run(one_shot, tmp_path, server, "runway")
-    assert server.stats("runway").calls == 3 and server.stats("runway").billed == 2 == result.billed_calls
-    assert_same_shape_and_sound(result.output, one_shot)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("code", ["output_not_found", "rate_limited"])
-def test_luma_agents_failures_that_pass_are_retried(code, one_shot, tmp_path, server):
-    # Luma says to retry output_not_found (like generation_failed); rate_limited passes with time.
-    server.dialects["luma-agents"].failure_code = code
-    server.script("luma-agents", [Fault.JOB_FAILED])
-    result = run(one_shot, tmp_path, server, "luma-agents")
-    assert server.stats("luma-agents").calls == 3 and server.stats("luma-agents").billed == 2 == result.billed_calls
+@pytest.mark.parametrize(
+    "service, code",
+    [
+        # Runway: INTERNAL and INTERNAL.BAD_OUTPUT.* failures are worth retrying.
+        ("runway", "INTERNAL.BAD_OUTPUT.CODE01"),
+        ("runway", "INTERNAL"),
+        # Luma says to retry output_not_found (like generation_failed); rate_limited passes with time.
+        ("luma-agents", "output_not_found"),
+        ("luma-agents", "rate_limited"),
+    ],
+)
+def test_failures_that_pass_are_sent_again_and_only_finished_jobs_billed(service, code, one_shot, tmp_path, server):
+    server.dialects[service].failure_code = code
+    server.script(service, [Fault.JOB_FAILED])
+    result = run(one_shot, tmp_path, server, service)
+    assert server.stats(service).calls == 3 and server.stats(service).billed == 2 == result.billed_calls
     assert_same_shape_and_sound(result.output, one_shot)
 
 
