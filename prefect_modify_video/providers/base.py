@@ -116,6 +116,10 @@ class MediaUploader(Protocol):
         ...
 
 
+
+FIND_JOB_LOOKBACK_SECONDS = 600.0
+"""How far before a lost create was sent ``find_job`` looks through the service's list of jobs (newest first)."""
+
 class ModifyBackend(ABC):
     """A modify-video service behind submit, poll and download.
 

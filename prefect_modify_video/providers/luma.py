@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from prefect_modify_video.errors import InvalidInputError, ProviderServerError
-from prefect_modify_video.providers.base import JobState, ModifyJob, ModifyRequest
+from prefect_modify_video.providers.base import FIND_JOB_LOOKBACK_SECONDS, JobState, ModifyJob, ModifyRequest
 from prefect_modify_video.providers.http_client import HttpModifyBackend
 from prefect_modify_video.providers.http_errors import describe_body, failure_error, request_id_of
 
@@ -178,7 +178,7 @@ class LumaBackend(HttpModifyBackend):
                     job = ModifyJob(provider=self.name, state=JobState.QUEUED, job_id=str(generation["id"]))
                     return self._from_generation(job, generation)
             oldest = epoch_seconds(generations[-1].get("created_at"))
-            if not data.get("has_more") or (oldest is not None and oldest < sent_at - 600):
+            if not data.get("has_more") or (oldest is not None and oldest < sent_at - FIND_JOB_LOOKBACK_SECONDS):
                 return None
             offset += len(generations)
 

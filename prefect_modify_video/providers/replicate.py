@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from prefect_modify_video.providers.base import JobState, ModifyJob, ModifyRequest
+from prefect_modify_video.providers.base import FIND_JOB_LOOKBACK_SECONDS, JobState, ModifyJob, ModifyRequest
 from prefect_modify_video.providers.http_client import HttpModifyBackend
 from prefect_modify_video.providers.http_errors import failure_error, request_id_of
 from prefect_modify_video.providers.luma import LUMA_PRICE_PER_MEGAPIXEL_USD, epoch_seconds, scaled_to
@@ -128,7 +128,7 @@ class ReplicateBackend(HttpModifyBackend):
 
     async def find_job(self, marker: dict, sent_at: float) -> ModifyJob | None:
         """Looks through ``GET /v1/predictions`` (newest first, following ``next``) for this model's prediction
-        whose ``input.video`` is the marker's URL, back to ten minutes before ``sent_at``."""
+        whose ``input.video`` is the marker's URL, back to ``FIND_JOB_LOOKBACK_SECONDS`` before ``sent_at``."""
         if not marker.get("video_url"):
             return None
         url: str | None = "/v1/predictions"
@@ -147,7 +147,7 @@ class ReplicateBackend(HttpModifyBackend):
                     job = ModifyJob(provider=self.name, state=JobState.QUEUED, job_id=str(prediction["id"]))
                     return self._from_prediction(job, prediction)
             oldest = epoch_seconds(predictions[-1].get("created_at"))
-            if oldest is not None and oldest < sent_at - 600:
+            if oldest is not None and oldest < sent_at - FIND_JOB_LOOKBACK_SECONDS:
                 return None
             url = data.get("next") if isinstance(data.get("next"), str) else None
         return None
