@@ -68,28 +68,34 @@ def segmind_answer(server: FakeModifyServer, clip: bytes) -> bytes:
 
 def test_no_drift_by_default():
     assert FakeModifyServer().drift == 0.0
-    assert drift_filter(b"any clip", 0.0) is None
-    assert drift_filter(b"any clip", -1.0) is None
+    assert drift_filter(0.0, cast=3) is None
+    assert drift_filter(-1.0, cast=3) is None
 
 
-def test_each_clip_gets_its_own_cast_the_same_every_time():
-    casts = {drift_filter(bytes([k]) * 100, 1.0) for k in range(20)}
-    assert len(casts) == 20
-    assert drift_filter(b"clip", 1.0, seed=3) == drift_filter(b"clip", 1.0, seed=3)
-    assert drift_filter(b"clip", 1.0, seed=3) != drift_filter(b"clip", 1.0, seed=4)
-    for cast in casts:
-        numbers = [float(v) for v in re.findall(r"=(-?[0-9.]+)", cast)]
-        gains, brightness = numbers[:3], numbers[3]
+def cast_numbers(cast: str) -> tuple[list[float], float]:
+    numbers = [float(v) for v in re.findall(r"=(-?[0-9.]+)", cast)]
+    return numbers[:3], numbers[3]
+
+
+def test_any_two_of_four_consecutive_casts_move_two_channels_opposite_ways():
+    casts = [drift_filter(1.0, cast=k) for k in range(20)]
+    assert len(set(casts)) == 20
+    assert drift_filter(1.0, cast=3) == casts[3]
+    for k, cast in enumerate(casts):
+        gains, brightness = cast_numbers(cast)
         assert all(0.5 * DRIFT_CHANNEL_GAIN <= abs(g - 1) <= DRIFT_CHANNEL_GAIN + 1e-4 for g in gains)
         assert 0.5 * DRIFT_BRIGHTNESS <= abs(brightness) <= DRIFT_BRIGHTNESS + 1e-4
-    half = drift_filter(b"clip", 0.5)
-    gains = [float(v) for v in re.findall(r"=(-?[0-9.]+)", half)][:3]
-    assert all(abs(g - 1) <= 0.5 * DRIFT_CHANNEL_GAIN + 1e-4 for g in gains)
+        assert (brightness > 0) == (gains[1] > 1)
+        for other in casts[k + 1 : k + 4]:
+            other_gains, _ = cast_numbers(other)
+            assert sum((g > 1) != (o > 1) for g, o in zip(gains, other_gains)) == 2, (cast, other)
+    half_gains, _ = cast_numbers(drift_filter(0.5, cast=1))
+    assert all(abs(g - 1) <= 0.5 * DRIFT_CHANNEL_GAIN + 1e-4 for g in half_gains)
 
 
 def test_zero_drift_renders_exactly_as_before(segments):
     clip = segments["clips"][0].read_bytes()
-    assert render_modified_clip(clip, drift=0.0, drift_seed=7) == render_modified_clip(clip)
+    assert render_modified_clip(clip, drift=0.0, cast=7) == render_modified_clip(clip)
 
 
 def test_the_server_answers_each_segment_with_its_own_cast(segments, tmp_path):
@@ -111,7 +117,7 @@ def test_drifting_answers_make_a_seam_that_anchoring_removes(segments, tmp_path)
     conformed = []
     for segment, clip in zip(plan.segments, segments["clips"]):
         answer = tmp_path / f"a{segment.name}.mp4"
-        answer.write_bytes(render_modified_clip(clip.read_bytes(), drift=1.0, drift_seed=1))
+        answer.write_bytes(render_modified_clip(clip.read_bytes(), drift=1.0, cast=segment.index))
         conformed.append(conform_clip(answer, info, segment, tmp_path / f"c{segment.name}.mp4"))
     seams = [s.first_frame for s in plan.segments[1:]]
     naive = join_segments(conformed, info, tmp_path / "naive.mp4")

@@ -8,7 +8,6 @@ correct.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import subprocess
@@ -22,6 +21,8 @@ DRIFT_CHANNEL_GAIN = 0.08
 """At ``drift=1`` each channel's gain is 1 ± 0.04..0.08 (sign and size random per answer)."""
 DRIFT_BRIGHTNESS = 0.04
 """At ``drift=1`` the brightness moves by ± 0.02..0.04 of the full range (about 5-10 levels)."""
+CAST_SIGNS = ((-1, -1, -1), (-1, 1, 1), (1, -1, 1), (1, 1, -1))
+"""Directions of the (red, green, blue) gains of casts 0-3, then again: any two differ in two."""
 
 _FFMPEG = os.environ.get("PREFECT_MODIFY_VIDEO_FFMPEG", "ffmpeg")
 _FFPROBE = os.environ.get("PREFECT_MODIFY_VIDEO_FFPROBE", "ffprobe")
@@ -31,32 +32,30 @@ class RenderError(RuntimeError):
     """Raised when ffmpeg cannot make a clip from the uploaded bytes."""
 
 
-def drift_filter(video: bytes, drift: float, seed: int = 0) -> str | None:
-    """The colour cast one answer gets: an ffmpeg filter, or ``None`` when ``drift`` is 0.
+def drift_filter(drift: float, cast: int = 0) -> str | None:
+    """The colour cast number ``cast`` at size ``drift``: an ffmpeg filter, or ``None`` when ``drift`` is 0.
 
-    Each channel's gain moves by ``drift * DRIFT_CHANNEL_GAIN`` times a random sign and a
-    random size in 0.5..1, and the brightness by ``drift * DRIFT_BRIGHTNESS`` the same way,
-    so every answer drifts visibly but each its own way. The draw depends only on ``seed``
-    and the uploaded bytes: the same segment gets the same cast again, whatever the order in
-    which concurrent calls arrive.
+    Each channel's gain moves by ``drift * DRIFT_CHANNEL_GAIN`` times a size in 0.5..1 drawn
+    from ``cast``, with the signs of ``CAST_SIGNS[cast % 4]``, and the brightness by
+    ``drift * DRIFT_BRIGHTNESS`` the way green moves. So any two of four consecutive casts
+    differ in the direction of two channels: neighbouring segments always show a seam, on
+    every machine (a draw from the clip's bytes would depend on the x264 build and threads).
 
     Args:
-        video: The uploaded clip.
         drift: Size of the drift; 0 gives none, 1 is a clearly visible cast.
-        seed: Seed combined with the clip's content.
+        cast: Which cast; the fake server numbers the distinct clips it is sent.
+
+    Example:
+        >>> drift_filter(1.0, cast=1).startswith("colorchannelmixer=rr=0.9")
+        True
+        >>> drift_filter(0.0, cast=1) is None
+        True
     """
     if drift <= 0:
         return None
-    digest = hashlib.sha256(f"{seed}:".encode() + hashlib.sha256(video).digest()).digest()
-    draw = random.Random(digest)
-
-    def amount(scale: float, sign: float | None = None) -> float:
-        sign = draw.choice((-1.0, 1.0)) if sign is None else sign
-        return sign * draw.uniform(0.5, 1.0) * scale * drift
-
-    red, green, blue = (1 + amount(DRIFT_CHANNEL_GAIN) for _ in range(3))
-    # The brightness moves the way green (most of the luma) does, so the casts never cancel out.
-    brightness = amount(DRIFT_BRIGHTNESS, 1.0 if green > 1 else -1.0)
+    draw = random.Random(cast)
+    red, green, blue = (1 + sign * draw.uniform(0.5, 1.0) * DRIFT_CHANNEL_GAIN * drift for sign in CAST_SIGNS[cast % 4])
+    brightness = (1.0 if green > 1 else -1.0) * draw.uniform(0.5, 1.0) * DRIFT_BRIGHTNESS * drift
     return f"colorchannelmixer=rr={red:.4f}:gg={green:.4f}:bb={blue:.4f},eq=brightness={brightness:.4f}"
 
 
@@ -66,7 +65,7 @@ def render_modified_clip(
     output_size: tuple[int, int] | None = None,
     length_factor: float = 1.0,
     drift: float = 0.0,
-    drift_seed: int = 0,
+    cast: int = 0,
     fps: float = 24.0,
 ) -> bytes:
     """Makes the fake service's answer: a colour-changed silent H.264 MP4 at ``fps`` (24 by default).
@@ -78,7 +77,7 @@ def render_modified_clip(
             answer is the *first* ``length_factor`` of the input (an output ``-t``), so
             its frames line up with the start of the sent clip.
         drift: Size of this answer's own colour cast (``drift_filter``); 0 adds none.
-        drift_seed: Seed of the cast.
+        cast: Which cast (``drift_filter``).
         fps: The service's own frame rate (Lucy answers at 22).
 
     Returns:
@@ -92,9 +91,9 @@ def render_modified_clip(
         target = Path(tmp) / "out.mp4"
         source.write_bytes(video)
         filters = [f"fps={fps:g}", VIDEO_FILTER]
-        cast = drift_filter(video, drift, drift_seed)
-        if cast is not None:
-            filters.append(cast)
+        cast_filter = drift_filter(drift, cast)
+        if cast_filter is not None:
+            filters.append(cast_filter)
         if output_size is not None:
             filters.append(f"scale={int(output_size[0])}:{int(output_size[1])},setsar=1")
         args = [_FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", str(source)]

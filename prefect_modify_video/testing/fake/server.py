@@ -177,7 +177,8 @@ class FakeModifyServer:
         costs: Cost of a billed call per provider (missing ones use ``DEFAULT_COSTS``).
         drift: Size of each answer's own colour cast and brightness (``drift_filter``); 0
             (the default) answers every clip with the same look.
-        drift_seed: Seed of the casts; with the same seed a segment gets the same cast.
+        drift_seed: Number of the first cast; the n-th distinct clip sent gets cast
+            ``drift_seed + n`` and keeps it, so neighbouring segments differ (``drift_filter``).
         upload_answer: How ``PUT /uploads/{name}`` answers the stored file's URL:
             ``"json"`` (``{"url": ...}``, the default) or ``"text"`` (a ``text/plain``
             body that is just the URL), the two forms an HTTP PUT store may use.
@@ -413,6 +414,13 @@ class FakeModifyServer:
         self._jobs: dict[str, Job] = {}
         self._files: dict[str, _StoredFile] = {}
         self._workers: list[threading.Thread] = []
+        self._casts: dict[bytes, int] = {}
+
+    def _cast_of(self, video: bytes) -> int:
+        """The colour cast of a clip: the n-th distinct clip sent gets cast ``drift_seed + n``."""
+        digest = hashlib.sha256(video).digest()
+        with self._lock:
+            return self._casts.setdefault(digest, self.drift_seed + len(self._casts))
 
     @staticmethod
     def _check_provider(provider: str) -> None:
@@ -488,7 +496,7 @@ class FakeModifyServer:
             output_size=self.output_size,
             length_factor=factor,
             drift=self.drift,
-            drift_seed=self.drift_seed,
+            cast=self._cast_of(video) if self.drift > 0 else 0,
         )
 
     def _load_media(self, value: Any, field_name: str) -> tuple[bytes, str]:
