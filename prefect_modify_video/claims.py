@@ -378,7 +378,8 @@ async def acquire_claim(
         check_seconds: How often a held claim is looked at (default a quarter of the lease).
 
     Returns:
-        The held claim, or ``None`` when the result appeared while waiting.
+        The held claim, or ``None`` when the result is in the store (looked at again once the claim
+        is held: a holder stores its result, then releases its claim, possibly just before ours).
     """
     name = f"{key}.json"
     check_seconds = check_seconds or lease_seconds / 4
@@ -386,14 +387,21 @@ async def acquire_claim(
     mine = {"holder": uuid.uuid4().hex, "host": me.host, "pid": me.pid, "owner": asdict(me), **holder,
             "state": "claimed", "beat": 0, "since": time.time()}
     seen_token, seen_at, waited = None, 0.0, False
+
+    def held(claim: Claim) -> Claim | None:
+        # The result may have been stored (and its claim released) between the look and the claim.
+        if is_done():
+            claim.release()
+            return None
+        claim.start_heartbeat()
+        return claim
+
     while True:
         if is_done():
             return None
         token = files.create(name, _encode(mine))
         if token is not None:
-            claim = Claim(files, name, mine, token, lease_seconds)
-            claim.start_heartbeat()
-            return claim
+            return held(Claim(files, name, mine, token, lease_seconds))
         current = files.read(name)
         if current is None:
             continue  # released between the two calls
@@ -411,10 +419,10 @@ async def acquire_claim(
         if stale:
             taken = files.replace(name, _encode(mine), token)
             if taken is not None:
-                claim = Claim(files, name, mine, taken, lease_seconds, taken_over=other.get("state", "claimed"),
-                              previous=other)
-                claim.start_heartbeat()
-                logger.warning("took over the stale claim %s/%s (it was %s)", files.where, name, claim.taken_over)
+                claim = held(Claim(files, name, mine, taken, lease_seconds, taken_over=other.get("state", "claimed"),
+                                   previous=other))
+                if claim is not None:
+                    logger.warning("took over the stale claim %s/%s (it was %s)", files.where, name, claim.taken_over)
                 return claim
             continue
         if not waited and on_wait is not None:

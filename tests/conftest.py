@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Retried polls, downloads and uploads wait 0.05 s, then 0.1 s... instead of 1 s, 2 s...: the
+# paths are the same, the waits are not what the tests measure (workers started by tests inherit it).
+os.environ.setdefault("PREFECT_MODIFY_VIDEO_RETRY_BACKOFF_SECONDS", "0.05")
 
 from pathlib import Path  # noqa: E402
 

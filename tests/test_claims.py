@@ -116,6 +116,15 @@ def test_a_claim_whose_holder_died_on_this_host_is_taken_over_at_once(tmp_path):
     assert files.read("k.json") is None
 
 
+def test_a_result_stored_just_before_the_claim_is_not_paid_again(tmp_path):
+    # The holder stores its result and releases its claim between our look at the store and our claim.
+    files = LocalConditionalFiles(tmp_path)
+    looks = iter([False, True])
+    claim = asyncio.run(acquire_claim(files, "k", is_done=lambda: next(looks), holder={}, lease_seconds=1))
+    assert claim is None, "the segment is done: nothing to pay"
+    assert files.read("k.json") is None, "and no claim is left behind"
+
+
 def test_a_quiet_claim_is_taken_over_by_exactly_one_successor(tmp_path):
     files = LocalConditionalFiles(tmp_path)
     elsewhere = {"host": "another-machine", "pid": 1}
@@ -125,7 +134,7 @@ def test_a_quiet_claim_is_taken_over_by_exactly_one_successor(tmp_path):
 
     def successor() -> None:
         claim = asyncio.run(
-            acquire_claim(files, "k", is_done=done.is_set, holder={}, lease_seconds=0.3, check_seconds=0.05)
+            acquire_claim(files, "k", is_done=done.is_set, holder={}, lease_seconds=1.0, check_seconds=0.05)
         )
         if claim is not None:
             winners.append(claim)
@@ -135,7 +144,9 @@ def test_a_quiet_claim_is_taken_over_by_exactly_one_successor(tmp_path):
         thread.start()
     while not winners:
         threading.Event().wait(0.05)
-    threading.Event().wait(1.0)  # the others keep watching a claim that is now alive (its heartbeat)
+    # The others keep watching a claim that is now alive (its heartbeat), past two leases. (A lease of
+    # 1 s, not less: on a loaded machine a starved heartbeat thread would let another take it over.)
+    threading.Event().wait(2.5)
     assert len(winners) == 1 and winners[0].taken_over == "claimed"
     assert json.loads(files.read("k.json")[0])["beat"] >= 1, "the winner's heartbeat rewrites the claim"
     done.set()

@@ -25,6 +25,7 @@ import base64
 import importlib.metadata
 import logging
 import mimetypes
+import os
 import re
 from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime, timezone
@@ -83,6 +84,10 @@ USER_AGENT = f"prefect-modify-video/{_package_version()}"
 
 MAX_RETRY_WAIT_SECONDS = 60.0
 """Longest a client-side retry waits for a rate limit to reset; longer waits surface."""
+
+RETRY_BACKOFF_SECONDS = float(os.environ.get("PREFECT_MODIFY_VIDEO_RETRY_BACKOFF_SECONDS", "1"))
+"""First wait before a failed poll, download or upload is tried again; it doubles on each retry.
+``PREFECT_MODIFY_VIDEO_RETRY_BACKOFF_SECONDS`` sets it for a process (the tests use 0.05)."""
 
 RESULT_BYTES_PER_SENT_BYTE = 4
 """An answer is at most this many times the clip sent (the same frames, re-encoded)..."""
@@ -239,7 +244,7 @@ class HttpModifyBackend(ModifyBackend):
         model: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         max_retries: int = 3,
-        retry_backoff_seconds: float = 1.0,
+        retry_backoff_seconds: float = RETRY_BACKOFF_SECONDS,
     ):
         """Creates the backend; no request is made yet.
 

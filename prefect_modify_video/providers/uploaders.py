@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import httpx
 
-from prefect_modify_video.providers.http_client import USER_AGENT, guess_mime, retry_idempotent
+from prefect_modify_video.providers.http_client import RETRY_BACKOFF_SECONDS, USER_AGENT, guess_mime, retry_idempotent
 from prefect_modify_video.providers.http_errors import raise_for_status, translate_transport_errors
 
 
@@ -61,7 +61,7 @@ class HttpPutUploader:
         timeout_seconds: float = 300.0,
         transport: httpx.AsyncBaseTransport | None = None,
         max_retries: int = 3,
-        retry_backoff_seconds: float = 1.0,
+        retry_backoff_seconds: float = RETRY_BACKOFF_SECONDS,
     ):
         """Creates the uploader.
 
