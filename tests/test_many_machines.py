@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from prefect_modify_video.flows.batch import BatchParameters, modify_video_batch
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.media.sample import make_sample_video
 from prefect_modify_video.testing import FakeModifyServer
@@ -245,6 +246,42 @@ def _keys(s3, bucket: str, prefix: str) -> list[str]:
     return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
 
 
+def _plan_usd(video: Path, fake: FakeModifyServer) -> dict[int, float]:
+    """Each segment's price for ``video`` under the module's settings, as the flow plans it."""
+    from prefect_modify_video.parameters import ModifyVideoParameters
+    from prefect_modify_video.run_plan import plan_run
+
+    settings = _parameters("unused", fake, "unused")
+    params = ModifyVideoParameters(source=str(video), prompt="-", mode=settings["mode"],
+                                   max_segment_seconds=2.5, backend=settings["backend"])
+    return plan_run(params, probe_video(video), estimate_only=True).estimates_usd
+
+
+def _batch_on(api_url: str, params):
+    """Runs the modify-video-batch flow in this process against the real server; its final state."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        return modify_video_batch(params, return_state=True)
+
+
+def _batch_table(api_url: str, batch_run_id) -> list[dict]:
+    """The rows of a batch run's video table artifact (its report of each video)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[batch_run_id]),
+                key=ArtifactFilterKey(any_=["modify-video-batch"])))
+
+    artifacts = _on(api_url, read)
+    assert len(artifacts) == 1, artifacts
+    data = artifacts[0].data
+    return json.loads(data) if isinstance(data, str) else data
+
+
 @pytest.mark.timeout(900)
 def test_one_video_on_two_machines_and_a_machine_that_dies(prefect_api, shared, fake, s3_server, tmp_path):
     block, bucket, video = shared
@@ -271,6 +308,44 @@ def test_one_video_on_two_machines_and_a_machine_that_dies(prefect_api, shared, 
         for i in range(3):
             s3.download_file(bucket, f"out/first-{i}.mp4", str(tmp_path / f"first-{i}.mp4"))
             assert probe_video(tmp_path / f"first-{i}.mp4").frames == frames
+        assert not _keys(s3, bucket, "store/claims/"), "no claim left behind"
+
+        # A batch whose budget is below its plan, its videos fanned out over both machines: one budget in the
+        # store for all of them; the refused segments are never sent, the spend stays within the budget, and
+        # the batch reports what the service billed.
+        fake.reset()
+        other = make_sample_video(tmp_path / "other.mp4", seconds=8, width=320, height=180, fps=30, scenes=2,
+                                  tone_hz=660)
+        s3.upload_file(str(other), bucket, "videos/other.mp4")
+        prices = [*_plan_usd(video, fake).values(), *_plan_usd(other, fake).values()]
+        cap = round(0.6 * sum(prices), 4)  # about half of the two videos' segments
+        backend = _parameters(block, fake, "unused")["backend"]
+        state = _batch_on(prefect_api, BatchParameters(
+            sources=[f"block://remote-file-system/{block}/videos/{name}" for name in ("film.mp4", "other.mp4")],
+            output_folder=f"block://remote-file-system/{block}/out/budget/",
+            deployment="modify-video/machines", max_concurrent_videos=2, poll_seconds=1.0, max_resubmits=0,
+            settings={"prompt": "ink wash", "mode": "flex_1", "max_segment_seconds": 2.5, "concurrency": 4,
+                      "store_dir": f"block://remote-file-system/{block}/store", "max_cost_usd": cap,
+                      "backend": backend},
+        ))
+        assert state.is_failed(), "segments past the budget fail their videos"
+        fake.wait_idle(30)
+        stats = fake.stats("luma")
+        budget = json.loads(s3.get_object(
+            Bucket=bucket, Key=f"store/budgets/batch-{state.state_details.flow_run_id}.json")["Body"].read())
+        spent = sum(budget["calls"].values())
+        assert 0 < stats.billed < len(prices), f"{stats.billed} of {len(prices)} segments billed"
+        assert stats.calls == stats.billed == len(budget["calls"]), "a refused segment was never sent"
+        assert budget["cap_usd"] == cap and spent <= cap + 1e-9, f"${spent:.4f} spent of a ${cap:.4f} budget"
+        assert all(min(abs(cost - price) for price in prices) < 1e-6 for cost in budget["calls"].values()), \
+            "each billed segment settled at its price"
+        assert spent + max(prices) > cap - 1e-9, "segments were refused only once the budget could not take them"
+        assert stats.peak_in_flight <= ACCOUNT_LIMIT
+        table = _batch_table(prefect_api, state.state_details.flow_run_id)
+        assert sum(row["billed_calls"] or 0 for row in table) == stats.billed, table
+        assert abs(sum(row["cost_usd"] or 0.0 for row in table) - spent) < 1e-3, table
+        logs = [(tmp_path / m / "worker.log").read_text() for m in ("a", "b")]
+        assert all(any(row["flow_run_id"] in log for row in table) for log in logs), "both machines took a video"
         assert not _keys(s3, bucket, "store/claims/"), "no claim left behind"
 
         # A machine dies holding unanswered creates: the other finishes the video, paying nothing twice.

@@ -462,7 +462,8 @@ def _first_line(text: str | None) -> str:
 
 
 def _child_result(client, child: _Child, run) -> BatchVideoResult:
-    """What a finished flow run of a video did, from its state and its segment table artifact."""
+    """What a finished flow run of a video did, from its state and its segment table artifact (a failed run's
+    table too: the segments it paid for before failing were billed)."""
     common = dict(
         source=child.source,
         state=run.state.name,
@@ -470,8 +471,7 @@ def _child_result(client, child: _Child, run) -> BatchVideoResult:
         submissions=child.submissions,
         seconds=time.monotonic() - (child.started or time.monotonic()),
     )
-    if not run.state.is_completed():
-        return BatchVideoResult(**common, error=f"{run.state.name}: {_first_line(run.state.message)}")
+    completed = run.state.is_completed()
     artifacts = client.read_artifacts(
         artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]), key=ArtifactFilterKey(any_=["modify-video-segments"])
@@ -481,10 +481,12 @@ def _child_result(client, child: _Child, run) -> BatchVideoResult:
     paid = [row for row in rows if row.get("paid") is True]
     return BatchVideoResult(
         **common,
-        output=child.params.get("output"),
+        output=child.params.get("output") if completed else None,
+        error=None if completed else f"{run.state.name}: {_first_line(run.state.message)}",
         segments=len(rows) if artifacts else None,
         billed_calls=len(paid) if artifacts else None,
-        reused_segments=sum(1 for row in rows if row.get("paid") is False) if artifacts else None,
+        reused_segments=sum(1 for row in rows if row.get("paid") is False and row.get("state") == "done")
+        if artifacts else None,
         cost_usd=sum(row.get("cost_usd") or 0.0 for row in paid) if artifacts else None,
     )
 
@@ -646,9 +648,9 @@ def _report(results: list[BatchVideoResult]) -> None:
         "# Modify video batch",
         "",
         f"- **Videos**: {len(results)} ({len(done)} done, {len(results) - len(done)} failed)",
-        f"- **Paid calls**: {sum(r.billed_calls or 0 for r in done if not r.free)}",
+        f"- **Paid calls**: {sum(r.billed_calls or 0 for r in results if not r.free)}",
         *([f"- **Restyled free**: {sum(r.billed_calls or 0 for r in done if r.free)}"] if any(r.free for r in done) else []),
-        f"- **Cost**: ${sum(r.cost_usd or 0.0 for r in done):.2f}",
+        f"- **Cost**: ${sum(r.cost_usd or 0.0 for r in results):.2f}",
     ]
     failed = [r for r in results if r.state != "Completed"]
     if failed:
