@@ -302,9 +302,10 @@ def test_a_batch_budget_is_one_budget_for_all_its_videos(two_segments, tmp_path,
                   "store_dir": str(tmp_path / "store"), "retry_delay_seconds": 0.05,
                   "backend": {"name": "segmind", "base_url": server.base_url}},
     )
-    with pytest.raises(BatchFailedError, match="failed"):
+    with pytest.raises(BatchFailedError, match="failed") as failed:
         modify_video_batch(params)
     assert server.stats("segmind").calls == server.stats("segmind").billed == 3, "the refused segment was not sent"
+    assert "3 paid calls in all" in str(failed.value), "what the failed videos paid is reported"
     budgets = list((tmp_path / "store" / "budgets").glob("batch-*.json"))
     assert len(budgets) == 1
     spent = json.loads(budgets[0].read_text())

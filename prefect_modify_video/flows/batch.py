@@ -607,7 +607,11 @@ def modify_video_batch(params: BatchParameters) -> BatchResult:
                     results.append(future.result())
                 except Exception as error:  # noqa: BLE001 - one video's failure is reported, not raised
                     logger.error("%s: failed: %s", source, _error_line(error))
-                    results.append(BatchVideoResult(source=source, state="Failed", error=_error_line(error)))
+                    # What it paid before failing was billed: it counts in the batch's paid calls and cost.
+                    results.append(BatchVideoResult(
+                        source=source, state="Failed", error=_error_line(error),
+                        billed_calls=getattr(error, "billed_calls", None), cost_usd=getattr(error, "cost_usd", None),
+                    ))
     finally:
         shutil.rmtree(work_root, ignore_errors=True)
     return _finish(results)
@@ -620,7 +624,8 @@ def _finish(results: list[BatchVideoResult]) -> BatchResult:
     if failed:
         raise BatchFailedError(
             f"{len(failed)} of {len(results)} videos failed (the others are done; a re-run pays only for "
-            "what is not stored):\n" + "\n".join(f"{r.source}: {r.error}" for r in failed)
+            f"what is not stored; {sum(r.billed_calls or 0 for r in results if not r.free)} paid calls in all, "
+            f"${sum(r.cost_usd or 0.0 for r in results):.2f}):\n" + "\n".join(f"{r.source}: {r.error}" for r in failed)
         )
     return BatchResult(videos=results)
 

@@ -147,7 +147,19 @@ class ModifyVideoResult(BaseModel):
 
 
 class SegmentsFailedError(ModifyVideoError):
-    """Raised when some segments failed for good; the others are stored and a re-run sends only these."""
+    """Raised when some segments failed for good; the others are stored and a re-run sends only these.
+
+    Attributes:
+        billed_calls: The paid calls the run made before it failed (they were billed all the same).
+        cost_usd: Their cost.
+    """
+
+    def __init__(self, message: str, billed_calls: int = 0, cost_usd: float = 0.0):
+        super().__init__(message, billed_calls, cost_usd)
+        self.billed_calls, self.cost_usd = billed_calls, cost_usd
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 def check_paths(info: VideoInfo, output: Path, first_frame: Path | None) -> None:
@@ -488,7 +500,9 @@ def _modify_fetched_video(
                 f"{len(failures)} of {len(plan.segments)} segments failed ({summary.paid} paid calls, "
                 f"${summary.cost_usd:.2f}); the other "
                 f"{len(plan.segments) - len(failures)} are stored and a re-run sends only these:\n"
-                + "\n".join(failures)
+                + "\n".join(failures),
+                summary.paid,
+                summary.cost_usd,
             )
         finished = finish_segment_clips(plan, info, extracted, conformed, str(work_dir), seams=seams)
         join_video_segments(finished, info, str(output))
