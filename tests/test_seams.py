@@ -428,3 +428,20 @@ def test_only_seams_inside_a_shot_are_judged_and_flagged():
                          frame_rate="30/1", duration_s=6.0, billed_s=6.0, seams=4, seams_on_cuts=2,
                          seams_flagged=flagged_seams(metrics))
     assert "2 inside shots (**1 above the threshold** at frames [90]), 2 on cuts" in summary.markdown()
+
+
+def test_with_anchoring_the_first_segment_is_encoded_for_the_join_by_conform_when_a_cut_follows():
+    """Issue 15: segment 0 is the anchor, left as it is; with a cut after it the finish step has nothing to do to it."""
+    from prefect_modify_video.media.plan import plan_segments_on_cuts
+    from prefect_modify_video.parameters import SeamOptions
+    from prefect_modify_video.tasks.seams import finished_in_conform
+
+    anchored = SeamOptions(anchor_colours=True)
+    on_cut = plan_segments_on_cuts(180, "30/1", 2.5, cuts=[60], overlap_frames=6)
+    assert [(s.cut_before, s.overlap_frames) for s in on_cut.segments] == [(False, 0), (True, 0), (False, 6)]
+    assert finished_in_conform(on_cut, anchored) == {0}
+    in_shot = plan_segments_on_cuts(180, "30/1", 2.5, cuts=[])
+    assert finished_in_conform(in_shot, anchored) == set(), "the in-shot seam after it matches segment 1 to it"
+    outputs = [clip(stats([100, 128, 128], [30, 5, 5]), stats([100 + k, 128, 128], [30, 5, 5])) for k in range(3)]
+    steps = plan_anchors(outputs, [s.cut_before for s in on_cut.segments], outputs)
+    assert steps[0].is_identity and steps[0].reason == "anchor"
