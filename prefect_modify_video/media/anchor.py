@@ -315,7 +315,8 @@ def load_frame_sums(clip: str | Path) -> FrameSums | None:
 
 def decode_frame_sums(clip: str | Path) -> FrameSums:
     """The sums of every frame of a clip, from one decode."""
-    return FrameSums.joined([FrameSums.of_frames(batch) for batch in iter_raw_frames(_decode_args(clip), _frame_bytes())])
+    batches = iter_raw_frames(_decode_args(clip), _frame_bytes())
+    return FrameSums.joined([FrameSums.of_frames(batch) for batch in batches])
 
 
 def write_with_frame_sums(stream, destination: Path, **output) -> Path:

@@ -84,10 +84,12 @@ class _Layout:
 _BYTE_PAIRS = np.arange(1 << 16, dtype=np.uint16).view(np.uint8)
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=4)
 def _lookup_tables(transfer: ColourTransfer, weight: float) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each plane's table for ``transfer`` at ``weight``, for single bytes and for pairs of bytes (kept: a
-    segment's frames share a few weights)."""
+    """Each plane's table for ``transfer`` at ``weight``, for single bytes and for pairs of bytes.
+
+    The last few are kept (a segment's frames away from its seams share one weight), a few hundred KB each.
+    """
     return [(table, table[_BYTE_PAIRS].view(np.uint16)) for table in transfer.lookup_tables(weight)]
 
 
@@ -95,7 +97,8 @@ def _transferred(frame: np.ndarray, layout: _Layout, transfer: ColourTransfer, w
     if transfer == IDENTITY or weight == 0:
         return frame
     result = np.empty_like(frame)
-    for (table, pairs), plane, out in zip(_lookup_tables(transfer, weight), layout.planes(frame), layout.planes(result)):
+    tables = _lookup_tables(transfer, weight)
+    for (table, pairs), plane, out in zip(tables, layout.planes(frame), layout.planes(result)):
         # Two bytes a lookup where the plane allows: half the time of one byte a lookup.
         if len(plane) % 2:
             np.take(table, plane, out=out)
