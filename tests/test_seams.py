@@ -12,15 +12,20 @@ from plans import plan_segments
 from prefect_modify_video.errors import InvalidInputError
 from prefect_modify_video.media.anchor import (
     ClipStatistics,
+    FrameSums,
     anchor_weights,
     clip_statistics,
+    decode_frame_sums,
     fit_anchor,
+    load_frame_sums,
     plan_anchors,
+    save_frame_sums,
     segment_statistics,
     transfer_statistics,
 )
 from prefect_modify_video.media.colour import IDENTITY, ColourTransfer, YuvStatistics
-from prefect_modify_video.media.conform import conform_clip
+from prefect_modify_video.media.conform import INTERMEDIATE_ENCODE, conform_clip
+from prefect_modify_video.media.files import atomic_copy
 from prefect_modify_video.media.extract import extract_segment
 from prefect_modify_video.media.join import join_segments
 from prefect_modify_video.media.ffmpeg import FFPROBE, run_ffmpeg
@@ -279,6 +284,40 @@ def test_clip_statistics_of_an_image_and_of_clip_ends(first_frame_image, drifted
         clip_statistics(joined, which="middle")
 
 
+def same_statistics(one: ClipStatistics, other: ClipStatistics, tolerance: float = 0.0) -> bool:
+    """Whether two clips' statistics agree (exactly, or within ``tolerance`` levels)."""
+    parts = [(getattr(one, part), getattr(other, part)) for part in ("first", "last", "whole")]
+    return one.frames == other.frames and all(
+        np.allclose(a.mean, b.mean, rtol=0, atol=tolerance) and np.allclose(a.std, b.std, rtol=0, atol=tolerance)
+        for a, b in parts
+    )
+
+
+def test_statistics_kept_while_writing_are_those_of_the_written_clip(shot, tmp_path):
+    """Issue 15: extract and conform keep the frame sums of what they write, so finish decodes no clip for them."""
+    info = probe_video(shot)
+    segment = plan_segments(info.frames, info.frame_rate, 2.5).segments[1]
+    extracted = extract_segment(info, segment, tmp_path / "x.mp4", max_dimension=256)
+    answer = tmp_path / "a.mp4"
+    run_ffmpeg(["-i", str(extracted), "-vf", f"fps=24,{STYLE}", "-c:v", "libx264", "-preset", "ultrafast",
+                "-y", str(answer)])  # fmt: skip
+    conformed = conform_clip(answer, info, segment, tmp_path / "c.mp4", encode=INTERMEDIATE_ENCODE)
+    # The lossless intermediate: the very numbers a decode gives; the extract (lossy): within its rounding.
+    for clip, tolerance in ((conformed, 0.0), (extracted, 0.15)):
+        kept, decoded = load_frame_sums(clip), decode_frame_sums(clip)
+        assert kept is not None and len(kept.sums) == len(decoded.sums) == probe_video(clip).frames == 60
+        for window in (2, 12, 100):  # any window the finish step may ask for, up to the whole clip
+            assert same_statistics(kept.statistics(window), decoded.statistics(window), tolerance), (clip, window)
+    # segment_statistics reads the kept sums (here doctored: every pixel 100)...
+    doctored = FrameSums(np.tile([1_440_000, 360_000, 360_000, 144_000_000, 36_000_000, 36_000_000], (60, 1)))
+    save_frame_sums(conformed, doctored)
+    assert np.allclose(segment_statistics(conformed).whole.mean, 100) and segment_statistics(conformed).frames == 60
+    # ...unless the clip was written again since: then it decodes it.
+    atomic_copy(extracted, conformed)
+    assert load_frame_sums(conformed) is None
+    assert same_statistics(segment_statistics(conformed, window=4), decode_frame_sums(extracted).statistics(4))
+
+
 @pytest.mark.parametrize("with_sources", [False, True])
 def test_anchoring_removes_the_seam_of_a_drifted_answer(shot, drifted, tmp_path, with_sources):
     info, plan = drifted["info"], drifted["plan"]
@@ -389,3 +428,20 @@ def test_only_seams_inside_a_shot_are_judged_and_flagged():
                          frame_rate="30/1", duration_s=6.0, billed_s=6.0, seams=4, seams_on_cuts=2,
                          seams_flagged=flagged_seams(metrics))
     assert "2 inside shots (**1 above the threshold** at frames [90]), 2 on cuts" in summary.markdown()
+
+
+def test_with_anchoring_the_first_segment_is_encoded_for_the_join_by_conform_when_a_cut_follows():
+    """Issue 15: segment 0 is the anchor, left as it is; with a cut after it the finish step has nothing to do to it."""
+    from prefect_modify_video.media.plan import plan_segments_on_cuts
+    from prefect_modify_video.parameters import SeamOptions
+    from prefect_modify_video.tasks.seams import finished_in_conform
+
+    anchored = SeamOptions(anchor_colours=True)
+    on_cut = plan_segments_on_cuts(180, "30/1", 2.5, cuts=[60], overlap_frames=6)
+    assert [(s.cut_before, s.overlap_frames) for s in on_cut.segments] == [(False, 0), (True, 0), (False, 6)]
+    assert finished_in_conform(on_cut, anchored) == {0}
+    in_shot = plan_segments_on_cuts(180, "30/1", 2.5, cuts=[])
+    assert finished_in_conform(in_shot, anchored) == set(), "the in-shot seam after it matches segment 1 to it"
+    outputs = [clip(stats([100, 128, 128], [30, 5, 5]), stats([100 + k, 128, 128], [30, 5, 5])) for k in range(3)]
+    steps = plan_anchors(outputs, [s.cut_before for s in on_cut.segments], outputs)
+    assert steps[0].is_identity and steps[0].reason == "anchor"

@@ -37,21 +37,26 @@ with the same settings costs (10 s of 1080p on 2 cores: 25.5 s against 27.5 s); 
 
 One transfer per segment, never re-estimated per frame (that would flicker). Statistics are
 read at a small size (``STATISTICS_SIZE``): means do not depend on it, and every comparison
-uses the same size. ``finish.finish_clip`` applies each step (``AnchorStep.weights`` per frame),
+uses the same size. The extract and conform steps take them while they write their clips
+(``write_with_frame_sums``: per-frame sums kept beside the clip, from which any window follows), so
+the finish step decodes no clip for them. ``finish.finish_clip`` applies each step (``AnchorStep.weights`` per frame),
 drops a segment's overlap and blends the next one in, in the same single re-encode.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
 
+import ffmpeg
 import numpy as np
 
 from prefect_modify_video.errors import InvalidInputError
 from prefect_modify_video.media.colour import IDENTITY, ColourTransfer, YuvStatistics
 from prefect_modify_video.media.ffmpeg import iter_raw_frames, run_ffmpeg
+from prefect_modify_video.media.files import atomic_write
 from prefect_modify_video.media.frames import read_frames, yuv420p_planes
 from prefect_modify_video.media.probe import probe_video
 
@@ -210,7 +215,10 @@ def clip_statistics(
 
 
 def segment_statistics(path: str | Path, *, window: int = WINDOW_FRAMES) -> ClipStatistics:
-    """First-window, last-window and whole-clip statistics of a clip, from one decode.
+    """First-window, last-window and whole-clip statistics of a clip.
+
+    Read from the frame sums kept beside the clip when it was written (``write_with_frame_sums``);
+    a clip without them (or with stale ones) is decoded once.
 
     Args:
         path: A conformed clip (or an extracted source segment).
@@ -219,25 +227,126 @@ def segment_statistics(path: str | Path, *, window: int = WINDOW_FRAMES) -> Clip
     Returns:
         The clip's statistics.
     """
-    accumulator = _Accumulator()
-    first: np.ndarray | None = None
-    tail = np.zeros((0, _frame_bytes()), dtype=np.uint8)
-    count = 0
-    for batch in iter_raw_frames(_decode_args(path), _frame_bytes()):
-        accumulator.add(batch)
-        if first is None or len(first) < window:
-            first = batch[:window] if first is None else np.concatenate([first, batch[: window - len(first)]])
-        tail = np.concatenate([tail, batch])[-window:]
-        count += len(batch)
-    if count == 0 or first is None:
+    sums = load_frame_sums(path) or decode_frame_sums(path)
+    if not len(sums.sums):
         raise InvalidInputError(f"{path}: no frames to take statistics of")
-    return ClipStatistics(
-        first=frames_statistics(first),
-        last=frames_statistics(tail),
-        whole=accumulator.statistics(),
-        frames=count,
-        window=window,
+    return sums.statistics(window)
+
+
+# ----------------------------------------------------------------- statistics kept beside a clip
+
+FRAME_SUMS_SUFFIX = ".sums.json"
+"""The file beside a clip (``<clip>.sums.json``) that keeps its ``FrameSums``."""
+
+
+@dataclass(frozen=True)
+class FrameSums:
+    """Each frame's sums of Y, U and V values and of their squares, at ``STATISTICS_SIZE``.
+
+    Any window's statistics follow from them, and exactly as ``_Accumulator`` gives them from the
+    frames (sums of whole numbers are exact in float64).
+
+    Attributes:
+        sums: ``int64`` array (frames, 6): the sums of Y, U and V, then of their squares.
+    """
+
+    sums: np.ndarray
+
+    @classmethod
+    def of_frames(cls, frames: np.ndarray) -> FrameSums:
+        """The sums of raw yuv420p frames of ``STATISTICS_SIZE`` (array (frames, bytes))."""
+        planes = [plane.astype(np.int64) for plane in yuv420p_planes(frames, STATISTICS_SIZE)]
+        columns = [plane.sum(axis=1) for plane in planes] + [np.square(plane).sum(axis=1) for plane in planes]
+        return cls(np.stack(columns, axis=1).reshape(-1, 6))
+
+    @classmethod
+    def joined(cls, parts: Sequence[FrameSums]) -> FrameSums:
+        """The sums of consecutive parts of one clip, in order."""
+        return cls(np.concatenate([part.sums for part in parts]) if parts else np.zeros((0, 6), dtype=np.int64))
+
+    def _window(self, rows: np.ndarray) -> YuvStatistics:
+        width, height = STATISTICS_SIZE
+        accumulator = _Accumulator()
+        totals = rows.sum(axis=0).astype(np.float64)
+        accumulator.sums, accumulator.squares = totals[:3], totals[3:]
+        accumulator.pixels = np.array([width * height, width * height / 4, width * height / 4]) * len(rows)
+        return accumulator.statistics()
+
+    def statistics(self, window: int) -> ClipStatistics:
+        """First ``window`` frames', last ``window`` frames' and all frames' statistics."""
+        return ClipStatistics(
+            first=self._window(self.sums[:window]),
+            last=self._window(self.sums[-window:]),
+            whole=self._window(self.sums),
+            frames=len(self.sums),
+            window=window,
+        )
+
+
+def _frame_sums_path(clip: str | Path) -> Path:
+    return Path(f"{clip}{FRAME_SUMS_SUFFIX}")
+
+
+def _clip_stamp(clip: str | Path) -> list[int]:
+    """What ties kept sums to one writing of the clip: its size and modification time."""
+    status = Path(clip).stat()
+    return [status.st_size, status.st_mtime_ns]
+
+
+def save_frame_sums(clip: str | Path, sums: FrameSums) -> Path:
+    """Keeps ``sums`` beside ``clip`` (written atomically), tied to the clip as it is now."""
+    width, height = STATISTICS_SIZE
+    record = {"clip": _clip_stamp(clip), "size": [width, height], "sums": sums.sums.tolist()}
+    with atomic_write(_frame_sums_path(clip)) as partial:
+        partial.write_text(json.dumps(record, separators=(",", ":")))
+    return _frame_sums_path(clip)
+
+
+def load_frame_sums(clip: str | Path) -> FrameSums | None:
+    """The sums kept beside ``clip``, or ``None`` when there are none or the clip was written again since."""
+    try:
+        record = json.loads(_frame_sums_path(clip).read_text())
+        if record["clip"] != _clip_stamp(clip) or record["size"] != list(STATISTICS_SIZE):
+            return None
+        return FrameSums(np.asarray(record["sums"], dtype=np.int64).reshape(-1, 6))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def decode_frame_sums(clip: str | Path) -> FrameSums:
+    """The sums of every frame of a clip, from one decode."""
+    batches = iter_raw_frames(_decode_args(clip), _frame_bytes())
+    return FrameSums.joined([FrameSums.of_frames(batch) for batch in batches])
+
+
+def write_with_frame_sums(stream, destination: Path, **output) -> Path:
+    """Writes an ffmpeg-python video ``stream`` to ``destination`` and keeps its ``FrameSums`` beside it.
+
+    The same ffmpeg command writes the clip and, through ``split``, its frames at
+    ``STATISTICS_SIZE`` to a pipe that is read while it runs, so the clip is not decoded again for
+    its statistics (``segment_statistics``). Both outputs take the frames after conversion to
+    ``output["pix_fmt"]``, and the same ``r`` and ``frames:v``.
+
+    Args:
+        stream: The video stream to write (an ffmpeg-python node).
+        destination: The clip (written atomically, then its sums).
+        **output: ffmpeg-python output options of the clip (codec settings among them).
+
+    Returns:
+        ``destination``.
+    """
+    width, height = STATISTICS_SIZE
+    split = stream.filter("format", output.get("pix_fmt", "yuv420p")).split()
+    clip, tap = split[0], split[1]
+    timing = {key: output[key] for key in ("r", "frames:v") if key in output}
+    pipe = tap.filter("scale", width, height, flags="area").filter("format", "yuv420p").output(
+        "pipe:", format="rawvideo", pix_fmt="yuv420p", **timing
     )
+    with atomic_write(destination) as partial:
+        args = ["-y", *ffmpeg.merge_outputs(clip.output(str(partial), **output), pipe).get_args()]
+        sums = FrameSums.joined([FrameSums.of_frames(batch) for batch in iter_raw_frames(args, _frame_bytes())])
+    save_frame_sums(destination, sums)
+    return destination
 
 
 # ----------------------------------------------------------------- transfers

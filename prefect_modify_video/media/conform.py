@@ -18,7 +18,7 @@ from pathlib import Path
 
 import ffmpeg
 
-from prefect_modify_video.media.ffmpeg import write_with_ffmpeg
+from prefect_modify_video.media.anchor import write_with_frame_sums
 from prefect_modify_video.media.files import atomic_copy
 from prefect_modify_video.media.plan import Segment
 from prefect_modify_video.media.probe import VideoInfo, probe_video
@@ -111,12 +111,13 @@ def conform_clip(
         .filter("setsar", info.sample_aspect_ratio.replace(":", "/"))
         .filter("tpad", stop_mode="clone", stop=segment.sent_frames)
     )
-    args = stream.output(
-        "out.mp4",
+    # The statistics the finish step anchors colours with are taken on the way (``anchor.segment_statistics``).
+    return write_with_frame_sums(
+        stream,
+        destination,
         an=None,
         r=info.frame_rate,
         video_track_timescale=track_timescale(rate),
         **{"frames:v": segment.sent_frames},
         **settings,
-    ).get_args()
-    return write_with_ffmpeg(args[:-1], destination)
+    )

@@ -12,6 +12,7 @@ from pathlib import Path
 import ffmpeg
 
 from prefect_modify_video.errors import InvalidInputError
+from prefect_modify_video.media.anchor import write_with_frame_sums
 from prefect_modify_video.media.ffmpeg import encoder_threads, write_with_ffmpeg
 from prefect_modify_video.media.plan import Segment
 from prefect_modify_video.media.probe import VideoInfo, frame_seek_seconds, probe_video
@@ -90,15 +91,16 @@ def _write_segment(
         .filter("setsar", "1")
         .filter("tpad", stop_mode="clone", stop=padding)
     )
-    args = stream.output(
-        "out.mp4",
+    # The source statistics the finish step anchors colours with are taken on the way (``anchor.segment_statistics``).
+    write_with_frame_sums(
+        stream,
+        destination,
         an=None,
         r=f"{sent_rate.numerator}/{sent_rate.denominator}",
         **{"frames:v": segment.clip_frames, "movflags": "+faststart"},
         **{**EXTRACT_ENCODE, "crf": crf},
         **({"threads": encoder_threads()} if encoder_threads() else {}),
-    ).get_args()
-    write_with_ffmpeg(args[:-1], destination)
+    )
 
 
 def extract_segment(

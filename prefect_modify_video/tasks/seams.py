@@ -25,11 +25,14 @@ def finished_in_conform(plan: SegmentPlan, seams: SeamOptions) -> set[int]:
     """Indices of the segments the finish step leaves as they are: their conform step encodes them for the join.
 
     Those are the segments of a run without colour anchoring (or of one segment) that have no
-    overlap and whose next segment has none: nothing blends into them or is dropped from them.
+    overlap and whose next segment has none: nothing blends into them or is dropped from them. With
+    anchoring, segment 0 when a cut follows it: it is the anchor (``plan_anchors`` leaves it as it
+    is, no first-frame image being given here) and nothing blends into it. Its statistics were taken
+    from its frames before that encode (``anchor.write_with_frame_sums``), as from the lossless intermediate.
     """
     segments = plan.segments
     if seams.anchor_colours is not False and len(segments) > 1:
-        return set()
+        return {0} if segments[1].cut_before and not segments[1].overlap_frames else set()
     following = [*segments[1:], None]
     return {
         segment.index
