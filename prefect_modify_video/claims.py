@@ -31,6 +31,7 @@ never paid blind; ``--refresh`` is the user's decision to pay again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -82,6 +83,9 @@ class ConditionalFiles(ABC):
     @abstractmethod
     def delete(self, name: str, token: str) -> bool:
         """Deletes ``name`` if its token is still ``token``; whether it did."""
+
+    def remove_if_empty(self) -> None:
+        """Removes the folder once nothing is left in it (object stores have no folders to remove)."""
 
 
 class LocalConditionalFiles(ConditionalFiles):
@@ -166,6 +170,10 @@ class LocalConditionalFiles(ConditionalFiles):
             (self.root / name).unlink()
         (self.root / f".{name}.cas").unlink(missing_ok=True)
         return True
+
+    def remove_if_empty(self) -> None:
+        with contextlib.suppress(OSError):  # not empty, or already gone
+            self.root.rmdir()
 
 
 def _precondition_failed(error: OSError) -> bool:
@@ -546,6 +554,8 @@ class RunBilling:
         >>> billing.book(0, "job-1", 0.5); billing.book(0, "job-1", 0.5); billing.book(2, "job-2", 0.25)
         >>> billing.billed([0, 1, 2])
         [(0, 'job-1', 0.5), (2, 'job-2', 0.25)]
+        >>> billing.clear([0, 1, 2]); billing.billed([0, 1, 2])
+        []
     """
 
     def __init__(self, files: ConditionalFiles):
@@ -562,6 +572,14 @@ class RunBilling:
             data = _encode({**calls, call_id: cost_usd})
             if (self.files.create(name, data) if current is None else self.files.replace(name, data, current[1])):
                 return
+
+    def clear(self, segments: Iterable[int]) -> None:
+        """Removes the records of ``segments`` (the run has added them up) and the run's folder once empty."""
+        for segment in segments:
+            name = f"{segment:05d}.json"
+            while (current := self.files.read(name)) is not None and not self.files.delete(name, current[1]):
+                pass  # booked again meanwhile: read it again
+        self.files.remove_if_empty()
 
     def billed(self, segments: Iterable[int]) -> list[tuple[int, str, float]]:
         """``(segment, call id, cost)`` of every call booked for ``segments``, by segment."""

@@ -88,3 +88,4 @@ def test_a_dask_worker_killed_with_a_create_in_flight_pays_nothing_twice(
     assert not s3.list_objects_v2(Bucket=bucket, Prefix="store/claims/").get("Contents"), "no claim left behind"
     assert {"extract"} <= shared_seen, f"the clips went through the store's block ({shared_seen})"
     assert not s3.list_objects_v2(Bucket=bucket, Prefix="store/work/").get("Contents"), "the shared work files are removed"
+    assert not s3.list_objects_v2(Bucket=bucket, Prefix="store/billing/").get("Contents"), "the billing records, added up, are removed"

@@ -89,6 +89,8 @@ def test_every_service_end_to_end(backend, short_video, tmp_path, server):
     assert_same_shape_and_sound(result.output, short_video)
     change = abs(read_frames(result.output) - read_frames(short_video)).mean()
     assert change > 10, "the service's restyle must show in the output"
+    booked = tmp_path / "store" / "billing"
+    assert booked.is_dir() and not list(booked.iterdir()), "the run's billing records, added up, are removed"
 
 
 @pytest.mark.parametrize("fps", [24, 25, 60])

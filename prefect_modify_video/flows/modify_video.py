@@ -52,7 +52,13 @@ from prefect_modify_video.tasks import (
     probe_source_video,
     report_modify_video_run,
 )
-from prefect_modify_video.tasks.modify import ModifiedSegment, ModifySettings, billed_calls, segment_key
+from prefect_modify_video.tasks.modify import (
+    ModifiedSegment,
+    ModifySettings,
+    billed_calls,
+    clear_billing_records,
+    segment_key,
+)
 from prefect_modify_video.tasks.runners import segment_task_runner
 from prefect_modify_video.tasks.work_files import (
     local_file,
@@ -481,6 +487,7 @@ def _modify_fetched_video(
             output=destination,
         )
         billed = billed_calls(settings, range(len(plan.segments)))
+        clear_billing_records(settings, range(len(plan.segments)))  # added up: the summary holds them now
         summary = RunSummary(
             source=source, backend=backend.name, free=backend.is_free, mode=params.mode, prompt=params.prompt, segments=len(plan.segments),
             paid=len(billed), reused=sum(1 for r in rows if r.get("paid") is False),

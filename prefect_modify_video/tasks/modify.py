@@ -196,6 +196,14 @@ def billed_calls(settings: ModifySettings, segments: list[int] | range) -> list[
     return sorted(found.values(), key=lambda call: call.segment)
 
 
+def clear_billing_records(settings: ModifySettings, segments: list[int] | range) -> None:
+    """Removes the run's billing records from the store once ``billed_calls`` has added them up."""
+    try:
+        RunBilling(ResultStore(settings.store_dir).conditional_files(f"billing/{settings.run_key}")).clear(segments)
+    except Exception as error:  # noqa: BLE001 - the run's report is made; a record left behind costs nothing
+        get_run_logger().warning("the run's billing records in %s could not be removed (%s)", settings.store_dir, error)
+
+
 class ModifySettings(BaseModel):
     """Everything about a paid call that is the same for every segment of a run."""
 
