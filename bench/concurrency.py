@@ -33,7 +33,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 from prefect import flow, task  # noqa: E402
-from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact  # noqa: E402
+from prefect.artifacts import create_table_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.futures import as_completed  # noqa: E402
 from prefect.logging import get_run_logger  # noqa: E402
@@ -51,7 +51,9 @@ from prefect_modify_video.parameters import SeamOptions, flow_arguments  # noqa:
 from prefect_modify_video.providers.registry import backend_class  # noqa: E402
 from prefect_modify_video.testing import FakeModifyServer, Fault  # noqa: E402
 from prefect_modify_video.testing.fake.render import render_modified_clip  # noqa: E402
+from prefect_modify_video.progress import SegmentProgress  # noqa: E402
 from prefect_modify_video.tasks.media import join_video_segments, plan_video_segments  # noqa: E402
+from prefect_modify_video.tasks.report import RunProgressArtifact  # noqa: E402
 from prefect_modify_video.tasks.seams import finish_segment_clips, finished_in_conform  # noqa: E402
 
 SERVICE = "segmind"
@@ -100,8 +102,8 @@ def _conform(modified: dict, info: VideoInfo, segment, work_dir: str) -> str:
 @flow(name="noop-segments")
 def _noop_segments(info: VideoInfo, plan: SegmentPlan, concurrency: int) -> int:
     """A run's Prefect work per segment with no media work and no service."""
-    progress_id = create_progress_artifact(progress=0.0, key="noop-progress", description="bench")
-    done = 0
+    progress_artifact = RunProgressArtifact(len(plan.segments))  # the run's own, updated as the run does
+    progress = SegmentProgress(total=len(plan.segments))
     with ThreadPoolTaskRunner(max_workers=concurrency + (os.cpu_count() or 2)) as runner:
         finals = []
         for segment in plan.segments:
@@ -114,11 +116,11 @@ def _noop_segments(info: VideoInfo, plan: SegmentPlan, concurrency: int) -> int:
             ))
         for future in as_completed(finals):
             future.result()
-            done += 1
-            update_progress_artifact(progress_id, progress=100 * done / len(finals), description=f"{done} done")
-            get_run_logger().info("progress: %d of %d", done, len(finals))
+            progress.record(paid=True)
+            progress_artifact.show(progress)
+            get_run_logger().info("progress: %s", progress.describe())
     create_table_artifact(table=[{"segment": s.index} for s in plan.segments], key="noop-segments")
-    return done
+    return progress.done
 
 
 def main() -> None:

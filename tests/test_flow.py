@@ -33,6 +33,18 @@ async def _artifact_keys() -> set[str]:
         return {a.key for a in await client.read_artifacts() if a.key}
 
 
+async def _last_progress():
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    async with get_client() as client:
+        (artifact,) = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["modify-video-progress"])),
+            sort=ArtifactSort.UPDATED_DESC, limit=1,
+        )
+        return artifact
+
+
 def test_output_matches_the_source_in_everything_but_the_look(sample_video, tmp_path, store_dir):
     before = sha256_of_file(sample_video)
     result = modify_video(**flow_arguments(params(sample_video, tmp_path, store_dir)))
@@ -50,6 +62,8 @@ def test_output_matches_the_source_in_everything_but_the_look(sample_video, tmp_
     assert {
         "modify-video-segments", "modify-video-summary", "modify-video-progress", "modify-video-seams"
     } <= asyncio.run(_artifact_keys())
+    progress = asyncio.run(_last_progress())  # updated at most every 2 s, and always for the last segment
+    assert progress.data == 100 and progress.description.startswith("4/4 segments"), progress
     sheet = tmp_path / "out.seams.png"
     assert sheet.is_file() and sheet.stat().st_size > 1000  # the seam contact sheet, beside the output
 

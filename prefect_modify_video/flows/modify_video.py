@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 from prefect import flow
-from prefect.artifacts import create_progress_artifact
 from prefect.futures import as_completed
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
@@ -92,8 +91,8 @@ def _log_input_errors_as_one_line() -> None:
 
 _log_input_errors_as_one_line()
 from prefect_modify_video.tasks.report import (
+    RunProgressArtifact,
     RunSummary,
-    update_run_progress,
     emit_run_event,
     emit_segment_event,
     image_data_uri,
@@ -472,9 +471,7 @@ def _modify_fetched_video(
     settings = ModifySettings.for_run(
         params, run, source=source, first_frame=first_frame, store=store, work_dir=work_dir, mode=params.mode
     )
-    progress_id = create_progress_artifact(
-        progress=0.0, key="modify-video-progress", description=f"Segments done of {len(plan.segments)}."
-    )
+    progress_artifact = RunProgressArtifact(len(plan.segments))
     try:
         retries = params.retries
         modify_task = modify_video_segment.with_options(
@@ -482,7 +479,7 @@ def _modify_fetched_video(
             retry_delay_seconds=exponential_backoff(retries.retry_delay_seconds) if retries.retry_delay_seconds else 0,
         )
         rows, extracted, conformed, failures = _run_segments(
-            plan, info, settings, backend, progress_id, modify_task, run.estimates_usd, seams.sequential,
+            plan, info, settings, backend, progress_artifact, modify_task, run.estimates_usd, seams.sequential,
             finished_in_conform(plan, seams),
             output=destination,
         )
@@ -546,7 +543,7 @@ def _run_segments(
     info: VideoInfo,
     settings: ModifySettings,
     backend: ModifyBackend,
-    progress_id,
+    progress_artifact: RunProgressArtifact,
     modify_task,
     estimates: dict[int, float],
     sequential: bool,
@@ -654,7 +651,7 @@ def _run_segments(
                     "failed", index=segment.index, output=output, backend=backend.name, mode=settings.mode,
                     error=_first_line(error),
                 )
-            update_run_progress(progress_id, progress.percent, progress.describe())
+            progress_artifact.show(progress)
             get_run_logger().info("progress: %s", progress.describe(), extra={PROGRESS_RECORD_KEY: progress})
         if shared:
             remove_shared_folder(shared)

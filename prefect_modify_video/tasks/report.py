@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 from pathlib import Path
 
 from prefect import task
@@ -14,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from prefect_modify_video.media.ffmpeg import run_ffmpeg
 from prefect_modify_video.media.plan import SegmentPlan
+from prefect_modify_video.progress import SegmentProgress
 
 THUMBNAIL_WIDTH = 640
 """Widest picture put inline in a summary (a JPEG of a few tens of KB: artifacts are kept in Prefect's database)."""
@@ -233,12 +235,37 @@ def report_modify_video_run(plan: SegmentPlan, rows: list[dict], summary: RunSum
     create_markdown_artifact(markdown=summary.markdown(failures), key="modify-video-summary", description="Run summary.")
 
 
-def update_run_progress(progress_id, progress: float, description: str) -> None:
-    """Updates the run's progress artifact; a Prefect server that does not answer (after the client's own
-    retries) skips this update with a warning instead of failing the run: the next update carries it."""
-    from prefect.artifacts import update_progress_artifact
+PROGRESS_ARTIFACT_SECONDS = 2.0
+"""Shortest time between two updates of a run's progress artifact. Each update is a call to the Prefect server
+that the flow waits for: at one a segment it was most of Prefect's cost per segment (0.10 of 0.16 s, measured
+with ``bench/concurrency.py``'s no-op flow on a loaded machine). The last segment always updates it."""
 
-    try:
-        update_progress_artifact(progress_id, progress=progress, description=description)
-    except Exception as error:  # noqa: BLE001 - progress is for people; the run's work goes on
-        get_run_logger().warning("the progress artifact was not updated (%s: %s)", type(error).__name__, error)
+
+class RunProgressArtifact:
+    """The progress artifact on the run's page: created at 0 %, updated as segments finish.
+
+    Updates come at most every ``PROGRESS_ARTIFACT_SECONDS`` (the flow's log line still says each
+    segment) and always when the last segment is done. A Prefect server that does not answer (after
+    the client's own retries) skips an update with a warning instead of failing the run: the next one
+    carries it.
+    """
+
+    def __init__(self, segments: int):
+        from prefect.artifacts import create_progress_artifact
+
+        self.id = create_progress_artifact(
+            progress=0.0, key="modify-video-progress", description=f"Segments done of {segments}."
+        )
+        self._updated_at = time.monotonic()
+
+    def show(self, progress: SegmentProgress) -> None:
+        """Shows ``progress`` unless the last update is less than ``PROGRESS_ARTIFACT_SECONDS`` old and segments remain."""
+        from prefect.artifacts import update_progress_artifact
+
+        if progress.done < progress.total and time.monotonic() - self._updated_at < PROGRESS_ARTIFACT_SECONDS:
+            return
+        self._updated_at = time.monotonic()
+        try:
+            update_progress_artifact(self.id, progress=progress.percent, description=progress.describe())
+        except Exception as error:  # noqa: BLE001 - progress is for people; the run's work goes on
+            get_run_logger().warning("the progress artifact was not updated (%s: %s)", type(error).__name__, error)
