@@ -63,7 +63,8 @@ def assert_reported_equals_billed(result, server, billed):
     assert result.cost_usd == pytest.approx(billed * FAL_PRICE_PER_SECOND * 2.0, rel=0.05)
 
 
-@pytest.mark.parametrize("rate_limited_polls", [1, 4, 10])
+# 4 is already more than the client's own retries; 10 (a Retry-After of 1 s each) runs with the slow tests.
+@pytest.mark.parametrize("rate_limited_polls", [1, 4, pytest.param(10, marks=pytest.mark.slow)])
 def test_rate_limited_polls_never_submit_again(rate_limited_polls, one_segment, tmp_path, server):
     server.script("fal", [Fault.rate_limited(0.1, retry_after=True)] * rate_limited_polls, on="poll")
     result = run(one_segment, tmp_path, server)
