@@ -11,11 +11,11 @@ demo: setup
 	$(VENV)/bin/prefect-modify-video demo $(INPUT)
 
 test: setup
-	$(VENV)/bin/python -m pytest -q -n 2 -m "not slow"
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadgroup -m "not slow"
 
 test-slow:
 	@SETUP_BROWSER=1 bash scripts/setup.sh
-	$(VENV)/bin/python -m pytest -q -n 2 -m slow
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadgroup -m slow
 
 bench: setup
 	$(VENV)/bin/python bench/overhead.py

@@ -34,6 +34,10 @@ from prefect_modify_video.errors import InvalidInputError
 from prefect_modify_video.flows import ModifyVideoParameters, modify_video
 from prefect_modify_video.parameters import flow_arguments
 
+# One worker runs this module (``--dist loadgroup``): each case's flow run, kept by the ``hostile``
+# fixture, then serves both of its tests instead of running again on the other worker.
+pytestmark = pytest.mark.xdist_group("hostile-inputs")
+
 SECONDS = 3
 VIDEO = f"testsrc2=size=320x180:rate=25:duration={SECONDS}"
 TONE = f"sine=frequency=440:duration={SECONDS}:sample_rate=48000"
