@@ -23,6 +23,7 @@ def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # a CLI run in its own process, about 11 s (the paid-service CLI run stays)
 def test_run_prints_json_on_its_last_line(sample_video, tmp_path):
     out = tmp_path / "out.mp4"
     done = cli(

@@ -66,6 +66,7 @@ print(json.dumps(failed))
 """
 
 
+@pytest.mark.slow  # a child per module, about 17 s: with the slow tests for the default run's 10 minutes
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="forks a child per module")
 def test_every_module_imports_in_a_fresh_interpreter():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}

@@ -110,6 +110,7 @@ def test_black_and_white_is_full_from_flex_1_and_subtle_in_the_adhere_modes(samp
         assert saturation(restyle(sample_video, tmp_path, prompt, mode)) >= 0.5 * source, mode
 
 
+@pytest.mark.slow  # two full-size encodes, about 13 s
 def test_grain_costs_at_most_three_times_the_bitrate_without_it(sample_video, tmp_path):
     """The deployments' default prompt: its grain once made the clip about 22 times as big."""
     backend = LocalBackend()

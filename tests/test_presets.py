@@ -114,6 +114,7 @@ def test_the_four_service_guide_presets():
         assert len(preset.prompt) > 20 and preset.notes
 
 
+@pytest.mark.slow  # saves and loads every preset block, about 12 s
 def test_register_default_presets_saves_loadable_blocks():
     register_default_presets(overwrite=True)
     loaded = load_preset("colour-grading")

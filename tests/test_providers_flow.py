@@ -105,11 +105,11 @@ def test_conform_at_other_frame_rates_and_sizes(fps, tmp_path, server):
     "fault, calls",
     [
         (Fault.SERVER_500, 3),
-        (Fault.SERVER_502, 3),
-        (Fault.SERVER_504, 3),
+        pytest.param(Fault.SERVER_502, 3, marks=pytest.mark.slow),  # the 500 path: with the slow tests
+        pytest.param(Fault.SERVER_504, 3, marks=pytest.mark.slow),
         (Fault.rate_limited(0.5), 3),
         (Fault.HTML_200, 3),
-        (Fault.latency(0.5), 2),
+        pytest.param(Fault.latency(0.5), 2, marks=pytest.mark.slow),
     ],
     ids=["500", "502", "504", "429", "html-200", "latency"],
 )
