@@ -313,10 +313,14 @@ def load_frame_sums(clip: str | Path) -> FrameSums | None:
         return None
 
 
+def _frame_sums_of(args: list[str]) -> FrameSums:
+    """The sums of the ``STATISTICS_SIZE`` frames an ffmpeg command writes to its pipe, read as it runs."""
+    return FrameSums.joined([FrameSums.of_frames(batch) for batch in iter_raw_frames(args, _frame_bytes())])
+
+
 def decode_frame_sums(clip: str | Path) -> FrameSums:
     """The sums of every frame of a clip, from one decode."""
-    batches = iter_raw_frames(_decode_args(clip), _frame_bytes())
-    return FrameSums.joined([FrameSums.of_frames(batch) for batch in batches])
+    return _frame_sums_of(_decode_args(clip))
 
 
 def write_with_frame_sums(stream, destination: Path, **output) -> Path:
@@ -344,7 +348,7 @@ def write_with_frame_sums(stream, destination: Path, **output) -> Path:
     )
     with atomic_write(destination) as partial:
         args = ["-y", *ffmpeg.merge_outputs(clip.output(str(partial), **output), pipe).get_args()]
-        sums = FrameSums.joined([FrameSums.of_frames(batch) for batch in iter_raw_frames(args, _frame_bytes())])
+        sums = _frame_sums_of(args)
     save_frame_sums(destination, sums)
     return destination
 

@@ -170,12 +170,17 @@ ledger = RunLedger()
 """The process's ledger; the flow reads a run's billed calls from it."""
 
 
+def run_billing(settings: ModifySettings, store: ResultStore | None = None) -> RunBilling:
+    """The run's billing records in its store: ``billing/<run key>/`` (``claims.RunBilling``)."""
+    return RunBilling((store or ResultStore(settings.store_dir)).conditional_files(f"billing/{settings.run_key}"))
+
+
 def book_billed_call(settings: ModifySettings, store: ResultStore, call: BilledCall) -> None:
     """Books a billed job in this process's ledger and in the run's billing records in the store
     (``claims.RunBilling``), which the run reads whatever process or machine its segment tasks ran on."""
     ledger.book(settings.run_key, call)
     try:
-        RunBilling(store.conditional_files(f"billing/{settings.run_key}")).book(call.segment, call.job_id, call.cost_usd)
+        run_billing(settings, store).book(call.segment, call.job_id, call.cost_usd)
     except Exception as error:  # noqa: BLE001 - the job is billed and its answer saved: the report is what suffers
         get_run_logger().warning(
             "segment %05d: job %s is billed but could not be booked in the store %s (%s); the run's reported cost "
@@ -188,8 +193,7 @@ def billed_calls(settings: ModifySettings, segments: list[int] | range) -> list[
     (a Dask worker, a retry elsewhere), in the store; each job once."""
     found = {call.job_id: call for call in ledger.billed(settings.run_key) if call.segment in set(segments)}
     try:
-        booked = RunBilling(ResultStore(settings.store_dir).conditional_files(f"billing/{settings.run_key}"))
-        for segment, job_id, cost in booked.billed(segments):
+        for segment, job_id, cost in run_billing(settings).billed(segments):
             found.setdefault(job_id, BilledCall(segment, job_id, cost))
     except Exception as error:  # noqa: BLE001 - the process's own ledger is still reported
         get_run_logger().warning("the run's billing records in %s cannot be read (%s)", settings.store_dir, error)
@@ -199,7 +203,7 @@ def billed_calls(settings: ModifySettings, segments: list[int] | range) -> list[
 def clear_billing_records(settings: ModifySettings, segments: list[int] | range) -> None:
     """Removes the run's billing records from the store once ``billed_calls`` has added them up."""
     try:
-        RunBilling(ResultStore(settings.store_dir).conditional_files(f"billing/{settings.run_key}")).clear(segments)
+        run_billing(settings).clear(segments)
     except Exception as error:  # noqa: BLE001 - the run's report is made; a record left behind costs nothing
         get_run_logger().warning("the run's billing records in %s could not be removed (%s)", settings.store_dir, error)
 
