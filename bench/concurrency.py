@@ -10,9 +10,11 @@ ideal built without that run:
   media functions directly (no Prefect, no HTTP), one after the other.
 
 Prefect's own cost per segment is measured directly too: a flow of no-op tasks shaped like a
-run's (per segment an extract, a modify and a conform task chained through futures with the
-run's own parameters, a progress artifact update and a progress log line as each finishes, and
-a table artifact at the end), its wall time divided by N.
+run's (per segment an extract, a modify and a conform task chained through futures on the run's
+own task runner with the run's own parameters, and as each finishes the run's progress artifact,
+its segment event and its progress log line; a table artifact at the end), its wall time
+divided by N, and its CPU time divided by N: this process's and the Prefect server's (which on a
+shared machine varies far less than wall time).
 
 The last lines: Prefect's seconds per segment (target <= 0.05) and the run against the ideal
 (target <= 1.1), then the second run's billed calls (0: everything is stored).
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +40,6 @@ from prefect.artifacts import create_table_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.futures import as_completed  # noqa: E402
 from prefect.logging import get_run_logger  # noqa: E402
-from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from prefect_modify_video.flows import BackendSpec, ModifyVideoParameters, modify_video  # noqa: E402
@@ -53,7 +55,8 @@ from prefect_modify_video.testing import FakeModifyServer, Fault  # noqa: E402
 from prefect_modify_video.testing.fake.render import render_modified_clip  # noqa: E402
 from prefect_modify_video.progress import SegmentProgress  # noqa: E402
 from prefect_modify_video.tasks.media import join_video_segments, plan_video_segments  # noqa: E402
-from prefect_modify_video.tasks.report import RunProgressArtifact  # noqa: E402
+from prefect_modify_video.tasks.report import RunProgressArtifact, emit_segment_event  # noqa: E402
+from prefect_modify_video.tasks.runners import segment_task_runner  # noqa: E402
 from prefect_modify_video.tasks.seams import finish_segment_clips, finished_in_conform  # noqa: E402
 
 SERVICE = "segmind"
@@ -104,7 +107,7 @@ def _noop_segments(info: VideoInfo, plan: SegmentPlan, concurrency: int) -> int:
     """A run's Prefect work per segment with no media work and no service."""
     progress_artifact = RunProgressArtifact(len(plan.segments))  # the run's own, updated as the run does
     progress = SegmentProgress(total=len(plan.segments))
-    with ThreadPoolTaskRunner(max_workers=concurrency + (os.cpu_count() or 2)) as runner:
+    with segment_task_runner(concurrency) as runner:
         finals = []
         for segment in plan.segments:
             extracted = runner.submit(_extract, parameters={"info": info, "segment": segment, "work_dir": "/w"})
@@ -117,10 +120,57 @@ def _noop_segments(info: VideoInfo, plan: SegmentPlan, concurrency: int) -> int:
         for future in as_completed(finals):
             future.result()
             progress.record(paid=True)
+            emit_segment_event("paid", index=progress.done, output="/w/out.mp4", backend=SERVICE, mode="restyle",
+                               cost_usd=0.1)
             progress_artifact.show(progress)
             get_run_logger().info("progress: %s", progress.describe())
     create_table_artifact(table=[{"segment": s.index} for s in plan.segments], key="noop-segments")
     return progress.done
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """CPU seconds of this process, and of the Prefect server it started (its child processes)."""
+    import psutil  # with distributed and pytest-xdist in the test environment
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    server = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            times = child.cpu_times()
+        except psutil.Error:
+            continue
+        server += times.user + times.system
+    return own.ru_utime + own.ru_stime, server
+
+
+def server_settled(timeout: float = 120.0) -> None:
+    """Waits until the Prefect server has recorded what it was sent (under 5 % of a core for 1 s)."""
+    deadline = time.monotonic() + timeout
+    previous = cpu_seconds()[1]
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = cpu_seconds()[1]
+        if now - previous < 0.05:
+            return
+        previous = now
+
+
+def prefect_cost_per_segment(info: VideoInfo, plan: SegmentPlan, concurrency: int) -> tuple[float, float, float]:
+    """Wall seconds, this process's CPU seconds and the server's CPU seconds per segment of the no-op flow.
+
+    A short run first pays for imports and caches; the server is let settle before and after the
+    measured run, so its CPU is that of recording this run (task runs, states, logs, events).
+    """
+    _noop_segments(info, plan.model_copy(update={"segments": plan.segments[:8]}), concurrency)
+    server_settled()
+    (own, server), started = cpu_seconds(), time.perf_counter()
+    _noop_segments(info, plan, concurrency)
+    wall = time.perf_counter() - started
+    own_after = cpu_seconds()[0]
+    server_settled()
+    server_after = cpu_seconds()[1]
+    count = len(plan.segments)
+    return wall / count, (own_after - own) / count, (server_after - server) / count
 
 
 def main() -> None:
@@ -140,11 +190,9 @@ def main() -> None:
         media_seconds, segments = media_alone(source, work / "alone", cap)
         info = probe_video(source)
         plan = plan_video_segments.fn(info, cap, 0)
-        started = time.perf_counter()
-        _noop_segments(info, plan, args.concurrency)
-        prefect_per_segment = (time.perf_counter() - started) / len(plan.segments)
-        with FakeModifyServer() as server:
-            server.script(SERVICE, [Fault.latency(args.latency)] * args.segments)
+        prefect_wall, prefect_own_cpu, prefect_server_cpu = prefect_cost_per_segment(info, plan, args.concurrency)
+        with FakeModifyServer(credits={SERVICE: 1e9}) as server:  # the default balance ends at ~160 calls
+            server.script(SERVICE, [Fault.latency(args.latency)] * (args.segments * 2))  # cuts make more segments
 
             def run(output: str):
                 params = ModifyVideoParameters(
@@ -170,7 +218,8 @@ def main() -> None:
         print(f"ideal: {calls:.1f} s of calls + {media_seconds:.1f} s of media work = {ideal:.1f} s")
         print(f"run: {first_seconds:.1f} s, {first.billed_calls} billed calls")
         print(f"second run (all stored): {second_seconds:.1f} s, {second.billed_calls} billed calls")
-        print(f"Prefect per segment (no-op tasks, artifacts, progress): {prefect_per_segment:.3f} s")
+        print(f"Prefect per segment (no-op tasks, artifacts, events, progress): {prefect_wall:.3f} s "
+              f"(CPU: {prefect_own_cpu:.3f} s in the flow's process, {prefect_server_cpu:.3f} s in the server)")
         print(f"concurrency ratio (run / ideal): {first_seconds / ideal:.2f}")
 
 
