@@ -130,7 +130,8 @@ def media_path(source: Path, work: Path, segment_seconds: float, *, local: bool)
         clock.lap("answer check")
         modified = media_tasks.ModifiedSegment.model_construct(clip=str(answer))
         conformed[segment.index] = str(media_tasks.conform_modified_segment.fn(
-            modified, info, segment, str(work), final=segment.index in ready_to_join
+            modified, info, segment, str(work), final=segment.index in ready_to_join,
+            pending=segment.index not in ready_to_join,
         ))
         clock.lap("conform")
     finished = finish_segment_clips.fn(plan, info, extracted, conformed, str(work), seams=seams)

@@ -28,6 +28,7 @@ from prefect_modify_video.media.probe import probe_video  # noqa: E402
 from prefect_modify_video.media.sample import make_sample_video  # noqa: E402
 from prefect_modify_video.media.plan import plan_video  # noqa: E402
 from prefect_modify_video.media.seams import measure_seams  # noqa: E402
+from prefect_modify_video.providers.registry import backend_class  # noqa: E402
 from prefect_modify_video.testing import FakeModifyServer  # noqa: E402
 
 
@@ -41,7 +42,7 @@ def main() -> None:
         work = Path(folder)
         source = make_sample_video(work / "shot.mp4", seconds=args.seconds, width=640, height=360, fps=30, scenes=1)
         info = probe_video(source)
-        overlap = ModifyVideoParameters(source=str(source)).resolved_overlap_frames("fal")
+        overlap = ModifyVideoParameters(source=str(source)).resolved_overlap_frames(backend_class("fal"))
         plan = plan_video(info, 5.0, overlap)
         ways = {"plain": (False, 0), "anchored": (True, 0), "anchored+overlap": (True, None)}
         results = {}

@@ -445,3 +445,62 @@ def test_with_anchoring_the_first_segment_is_encoded_for_the_join_by_conform_whe
     outputs = [clip(stats([100, 128, 128], [30, 5, 5]), stats([100 + k, 128, 128], [30, 5, 5])) for k in range(3)]
     steps = plan_anchors(outputs, [s.cut_before for s in on_cut.segments], outputs)
     assert steps[0].is_identity and steps[0].reason == "anchor"
+
+
+def test_a_pending_conform_is_conformed_in_the_finish_encode_as_an_intermediate_would_be(shot, tmp_path):
+    """Issue 15: the conform step writes no frames for the finish step (the answer stream-copied, its recipe in its
+    tag); finish conforms, anchors, drops the overlap and blends in its one encode, frame-exact, the same pixels."""
+    from prefect_modify_video.media.extract import write_frame_image
+    from prefect_modify_video.media.finish import finish_parts
+    from prefect_modify_video.media.pending import conformed_reading
+    from prefect_modify_video.media.plan import plan_segments_on_cuts
+
+    info = probe_video(shot)
+    plan = plan_segments_on_cuts(info.frames, info.frame_rate, 2.5, cuts=[], overlap_frames=6)
+    segment = plan.segments[1]
+    assert segment.overlap_frames == 6 and segment.sent_frames == 66
+    extracted = extract_segment(info, segment, tmp_path / "x.mp4")
+    answer = tmp_path / "a.mp4"  # a service's answer: 24 fps, another length
+    run_ffmpeg(["-i", str(extracted), "-vf", f"fps=24,{STYLE}", "-c:v", "libx264", "-preset", "ultrafast",
+                "-y", str(answer)])  # fmt: skip
+    pending = conform_clip(answer, info, segment, tmp_path / "p.mp4", pending=True)
+    lossless = conform_clip(answer, info, segment, tmp_path / "i.mp4", encode=INTERMEDIATE_ENCODE)
+    assert probe_video(pending).frames == probe_video(answer).frames, "no frames written: a stream copy"
+    reading = conformed_reading(pending)
+    assert (reading.frames, reading.width, reading.height) == (66, 320, 180)
+    # Its statistics are those of the conformed frames (read at the answer's size: within a level's fraction).
+    assert same_statistics(segment_statistics(pending, window=6), segment_statistics(lossless, window=6), 0.3)
+    # The heads for the blend and a neighbour's first frame are read as conformed.
+    assert np.abs(read_head(pending, 6).astype(int) - read_head(lossless, 6).astype(int)).max() <= 1
+    images = [write_frame_image(clip, 40, tmp_path / f"f{clip.stem}.png") for clip in (pending, lossless)]
+    assert run_ffmpeg(["-i", str(images[0]), "-f", "rawvideo", "-"]) == run_ffmpeg(["-i", str(images[1]), "-f", "rawvideo", "-"])
+
+    lift = ColourTransfer(gain=(1.0, 1.0, 1.0), offset=(20.0, 0.0, 0.0))
+    weights = anchor_weights(66, strength=0.0, ramp_frames=20, ramp_start=True)
+    tail = read_head(lossless, 4)
+    outputs = {}
+    for clip in (pending, lossless):
+        parts = finish_parts(clip, tmp_path / "finish" / f"{clip.stem}.mp4", transfer=lift, weights=weights,
+                             drop_frames=6, blend_tail=tail, frame_rate=info.frame_rate)  # fmt: skip
+        assert [probe_video(p).frames for p in parts] == [56, 4]  # 66 - 6 dropped, the last 4 in the blend clip
+        for part in parts:
+            part_info = probe_video(part)
+            assert (part_info.frame_rate, part_info.width, part_info.height) == (info.frame_rate, 320, 180)
+        outputs[clip.stem] = join_segments(parts, info, tmp_path / f"joined-{clip.stem}.mp4")
+        assert run_ffmpeg(["-v", "error", "-i", str(outputs[clip.stem]), "-f", "null", "-"]) == b""
+    size = (160, 90)
+    means = {k: plane_means(read_frames(v, 0, 60, frame_rate=info.frame_rate, size=size), size) for k, v in outputs.items()}
+    assert means["p"].shape == (60, 3) and np.abs(means["p"] - means["i"]).max() < 0.5
+    # Weight 1 where the ramp starts (frame 0 of the clip, dropped with the overlap), 0.7 at frame 6 of it, 0 from 20.
+    plain = plane_means(read_frames(lossless, 6, 60, frame_rate=info.frame_rate, size=size), size)
+    lift_y = means["p"][:, 0] - plain[:, 0]
+    assert lift_y[0] == pytest.approx(14, abs=1.5) and np.abs(lift_y[14:50]).max() < 1.0
+
+
+def test_finish_parts_of_a_clip_whose_kept_frames_are_all_blended(tmp_path):
+    from prefect_modify_video.media.finish import finish_parts
+
+    dark, light = grey_clip(tmp_path / "dark.mp4", 60, 30), grey_clip(tmp_path / "light.mp4", 180, 30)
+    parts = finish_parts(dark, tmp_path / "out.mp4", drop_frames=24, blend_tail=read_head(light, 6))
+    assert parts == [tmp_path / "out.blend.mp4"] and probe_video(parts[0]).frames == 6
+    assert not (tmp_path / "out.mp4").exists() and not list(tmp_path.glob(".*partial*"))

@@ -623,7 +623,7 @@ def _run_segments(
                 conform_modified_segment,
                 parameters={
                     "modified": modified, "info": info, "segment": segment, "work_dir": settings.work_dir,
-                    "final": segment.index in ready_to_join, "shared": shared,
+                    "final": segment.index in ready_to_join, "shared": shared, "pending": segment.index not in ready_to_join,
                 },
             )
             final_futures[final] = (segment, extracted, modified)

@@ -58,6 +58,7 @@ from prefect_modify_video.media.colour import IDENTITY, ColourTransfer, YuvStati
 from prefect_modify_video.media.ffmpeg import iter_raw_frames, run_ffmpeg
 from prefect_modify_video.media.files import atomic_write
 from prefect_modify_video.media.frames import read_frames, yuv420p_planes
+from prefect_modify_video.media.pending import PendingConform
 from prefect_modify_video.media.probe import probe_video
 
 STATISTICS_SIZE = (160, 90)
@@ -163,10 +164,10 @@ def frames_statistics(frames: np.ndarray) -> YuvStatistics:
     return accumulator.statistics()
 
 
-def _decode_args(path: str | Path, *, count: int | None = None) -> list[str]:
+def _decode_args(path: str | Path, *, count: int | None = None, filters: Sequence[str] = ()) -> list[str]:
     width, height = STATISTICS_SIZE
     args = ["-i", str(path), "-map", "0:v:0", "-an", "-sn", "-dn"]
-    args += ["-vf", f"scale={width}:{height}:flags=area,format=yuv420p", "-fps_mode", "passthrough"]
+    args += ["-vf", ",".join([*filters, f"scale={width}:{height}:flags=area,format=yuv420p"]), "-fps_mode", "passthrough"]
     if count is not None:
         args += ["-frames:v", str(count)]
     return [*args, "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"]
@@ -319,8 +320,13 @@ def _frame_sums_of(args: list[str]) -> FrameSums:
 
 
 def decode_frame_sums(clip: str | Path) -> FrameSums:
-    """The sums of every frame of a clip, from one decode."""
-    return _frame_sums_of(_decode_args(clip))
+    """The sums of every frame of a clip, from one decode.
+
+    A pending clip (``media.pending``) is read through its recipe's timing, at its own size (area
+    averages to ``STATISTICS_SIZE`` barely depend on the size they start from).
+    """
+    recipe = PendingConform.from_tag(probe_video(clip).comment)
+    return _frame_sums_of(_decode_args(clip, filters=recipe.filters(full_size=False) if recipe else ()))
 
 
 def write_with_frame_sums(stream, destination: Path, **output) -> Path:

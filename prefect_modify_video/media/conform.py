@@ -1,8 +1,10 @@
 """Bringing a service's answer back to the source's frame rate, size and frame count.
 
 Clips meant for the join all share one codec setup (``CONFORM_ENCODE``), so they join by stream
-copy. A run conforms to ``INTERMEDIATE_ENCODE`` instead (lossless and fast) where the finish step
-changes the frames anyway, so that every output frame goes through the slow final encode once.
+copy. Where the finish step changes the frames anyway, a run writes no frames here: the answer is
+stream-copied with the filters that conform it in its comment tag (``pending=True``, ``media.pending``),
+and the finish step runs them in the one encode it gives the segment. A clip conformed to
+``INTERMEDIATE_ENCODE`` (lossless and fast) serves the same way where frames must be written.
 A clip already written as this step would write it (the ``local`` backend's answers: ``conformed_output_args``)
 is copied, not encoded again.
 Every function here writes its output atomically (``media.files.atomic_write``).
@@ -18,8 +20,11 @@ from pathlib import Path
 
 import ffmpeg
 
-from prefect_modify_video.media.anchor import write_with_frame_sums
+from prefect_modify_video.errors import FfmpegError
+from prefect_modify_video.media.anchor import decode_frame_sums, save_frame_sums, write_with_frame_sums
+from prefect_modify_video.media.ffmpeg import write_with_ffmpeg
 from prefect_modify_video.media.files import atomic_copy
+from prefect_modify_video.media.pending import pending_conform
 from prefect_modify_video.media.plan import Segment
 from prefect_modify_video.media.probe import VideoInfo, probe_video
 
@@ -68,7 +73,8 @@ def conformed_output_args(clip: VideoInfo, encode: dict | None = None) -> list[s
 
 
 def conform_clip(
-    clip: Path, info: VideoInfo, segment: Segment, destination: Path, *, encode: dict | None = None
+    clip: Path, info: VideoInfo, segment: Segment, destination: Path, *, encode: dict | None = None,
+    pending: bool = False,
 ) -> Path:
     """Brings a returned clip back to the source's frame rate, size and the segment's exact sent frame count.
 
@@ -85,6 +91,9 @@ def conform_clip(
         destination: The conformed clip (written atomically).
         encode: Codec settings: ``CONFORM_ENCODE`` (default: ready to join) or ``INTERMEDIATE_ENCODE``
             (for ``finish.finish_clip``, which encodes it once more).
+        pending: Write no frames: ``destination`` is the answer's video stream copied, its comment tag the
+            filters that conform it (``media.pending``), for ``finish.finish_clip`` to run in its one encode.
+            Its ``FrameSums`` are kept beside it all the same.
 
     Returns:
         ``destination``.
@@ -102,6 +111,20 @@ def conform_clip(
     # What was sent lasts clip_frames at the sent rate (one source frame in frame_step, then any padding): the answer
     # is timed onto that, so its frame k shows source frame k * frame_step, and cut to the segment's sent frames.
     stretch = Fraction(segment.clip_frames * segment.frame_step) / rate / returned_seconds
+    if pending:
+        recipe = pending_conform(
+            stretch, info.frame_rate, info.output_width, info.output_height, info.sample_aspect_ratio,
+            segment.sent_frames,
+        )
+        args = ["-i", str(clip), "-map", "0:v:0", "-c", "copy", "-an", "-sn", "-dn", "-map_metadata", "-1",
+                "-metadata", f"comment={recipe.tag()}"]  # fmt: skip
+        try:
+            write_with_ffmpeg(args, destination)
+        except FfmpegError:  # a codec MP4 cannot carry as it is: the lossless intermediate instead
+            return conform_clip(clip, info, segment, destination, encode=INTERMEDIATE_ENCODE)
+        # The statistics from a decode of the answer at its own size (no encode): the conformed frames' timing.
+        save_frame_sums(destination, decode_frame_sums(destination))
+        return destination
     stream = ffmpeg.input(str(clip)).video
     if stretch != 1:
         stream = stream.filter("setpts", f"(PTS-STARTPTS)*{float(stretch):.9f}")

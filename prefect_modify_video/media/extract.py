@@ -14,6 +14,7 @@ import ffmpeg
 from prefect_modify_video.errors import InvalidInputError
 from prefect_modify_video.media.anchor import write_with_frame_sums
 from prefect_modify_video.media.ffmpeg import encoder_threads, write_with_ffmpeg
+from prefect_modify_video.media.pending import conformed_reading
 from prefect_modify_video.media.plan import Segment
 from prefect_modify_video.media.probe import VideoInfo, frame_seek_seconds, probe_video
 
@@ -147,7 +148,7 @@ def extract_segment(
 def write_frame_image(
     video: str | Path, frame_index: int, destination: Path, size: tuple[int, int] | None = None
 ) -> Path:
-    """Writes frame ``frame_index`` (from 0, in decoding order) of a video as a PNG, upright.
+    """Writes frame ``frame_index`` (from 0, in decoding order; a pending clip's: as conformed) of a video as a PNG, upright.
 
     Args:
         video: The video.
@@ -158,7 +159,8 @@ def write_frame_image(
     Returns:
         ``destination``.
     """
-    filters = [f"select=eq(n\\,{int(frame_index)})"]
+    # A pending conformed clip (``media.pending``) is numbered as conformed: through its recipe.
+    filters = [*conformed_reading(video).filters, f"select=eq(n\\,{int(frame_index)})"]
     if size is not None:
         filters.append(f"scale={size[0]}:{size[1]}:flags=bicubic,setsar=1")
     args = ["-i", str(video), "-map", "0:v:0", "-vf", ",".join(filters), "-fps_mode", "passthrough", "-frames:v", "1"]

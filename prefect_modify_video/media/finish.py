@@ -13,12 +13,15 @@ most at the middle), so it greys out; ``blend_keeping_contrast`` rescales each p
 about its mean so its standard deviation is the interpolation of the two pictures' own. Its
 mean is the interpolation of their means either way.
 
-Frames go through numpy as raw yuv420p and are encoded with the conform step's exact settings,
-so finished and conformed clips join by stream copy.
+One ffmpeg command conforms a segment's answer (a pending clip, ``media.pending``), applies its
+colour transfer and drops its overlap while it encodes it with the conform step's exact settings,
+so finished and conformed clips join by stream copy; only the frames to blend go through numpy.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
@@ -38,6 +41,7 @@ from prefect_modify_video.media.ffmpeg import (
     write_with_ffmpeg,
 )
 from prefect_modify_video.media.files import atomic_write
+from prefect_modify_video.media.pending import conformed_reading
 from prefect_modify_video.media.probe import probe_video
 
 
@@ -107,9 +111,11 @@ def _transferred(frame: np.ndarray, layout: _Layout, transfer: ColourTransfer, w
     return result
 
 
-def _decode_args(clip: Path, frames: int | None = None) -> list[str]:
-    """ffmpeg arguments writing a clip's frames (or its first ``frames``) to stdout as raw yuv420p."""
+def _decode_args(clip: Path, frames: int | None = None, filters: list[str] | None = None) -> list[str]:
+    """ffmpeg arguments writing a clip's frames (or its first ``frames``) to stdout as raw yuv420p, through ``filters``."""
     args = ["-i", str(clip), "-map", "0:v:0", "-an", "-sn", "-dn", "-fps_mode", "passthrough"]
+    if filters:
+        args += ["-vf", ",".join(filters)]
     if frames is not None:
         args += ["-frames:v", str(frames)]
     return [*args, "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"]
@@ -127,7 +133,7 @@ def _weights(weights: np.ndarray | None, frames: int) -> np.ndarray:
 def read_head(
     clip: str | Path, frames: int, transfer: ColourTransfer = IDENTITY, weights: np.ndarray | None = None
 ) -> np.ndarray:
-    """The first ``frames`` frames of a clip as raw yuv420p, through ``transfer`` at per-frame ``weights``.
+    """The first ``frames`` frames of a conformed clip (pending or not) as raw yuv420p, through ``transfer`` at ``weights``.
 
     Returns:
         ``uint8`` array of shape (frames, frame bytes), for ``finish_clip(blend_tail=...)``.
@@ -136,9 +142,9 @@ def read_head(
         InvalidInputError: the clip has fewer frames.
     """
     clip = Path(clip)
-    info = probe_video(clip)
-    layout = _Layout(info.display_width, info.display_height)
-    raw = np.frombuffer(run_ffmpeg(_decode_args(clip, frames)), dtype=np.uint8)
+    reading = conformed_reading(clip)
+    layout = _Layout(reading.width, reading.height)
+    raw = np.frombuffer(run_ffmpeg(_decode_args(clip, frames, reading.filters)), dtype=np.uint8)
     if len(raw) < frames * layout.frame_bytes:
         raise InvalidInputError(f"{clip}: has fewer than the {frames} frames to blend")
     head = raw[: frames * layout.frame_bytes].reshape(frames, layout.frame_bytes)
@@ -166,6 +172,50 @@ def _colour_tags(path: Path) -> list[str]:
     return tags
 
 
+def _lut_filter(transfer: ColourTransfer, weight: float, name: str) -> str:
+    """A ``lutyuv`` named ``name`` applying ``transfer`` at ``weight`` (``ColourTransfer.lookup_tables``' tables)."""
+    expressions = _lut_expressions(transfer, weight)
+    return f"lutyuv@{name}=" + ":".join(f"{plane}={expression}" for plane, expression in zip("yuv", expressions))
+
+
+def _lut_expressions(transfer: ColourTransfer, weight: float) -> list[str]:
+    # lutyuv clips to 0..255 itself; round() as np.rint (they differ only on exact halves).
+    return [f"round(val*{gain:.9f}{offset:+.9f})" for gain, offset in zip(*transfer.weighted(weight))]
+
+
+def _weight_commands(transfer: ColourTransfer, weights: np.ndarray, rate: Fraction, name: str) -> str:
+    """``sendcmd`` lines changing the ``lutyuv`` named ``name`` to each frame's weight (frame k at k / rate)."""
+    lines = []
+    for index in range(1, len(weights)):
+        if weights[index] != weights[index - 1]:
+            at = (index - 0.5) / rate
+            changes = ", ".join(
+                f"lutyuv@{name} {plane} {expression}"
+                for plane, expression in zip("yuv", _lut_expressions(transfer, float(weights[index])))
+            )
+            lines.append(f"{float(at):.6f} {changes};")
+    return "\n".join(lines) + "\n"
+
+
+def _concat_clips(parts: list[Path], destination: Path, timescale: int) -> Path:
+    """Joins clips encoded alike into ``destination`` by stream copy (the concat demuxer)."""
+    handle, name = tempfile.mkstemp(prefix="modify-video-finish-", suffix=".concat.txt")
+    os.close(handle)
+    listing = Path(name)
+    try:
+        listing.write_text("".join(f"file '{_escaped(part)}'\n" for part in parts))
+        return write_with_ffmpeg(
+            ["-f", "concat", "-safe", "0", "-i", str(listing), "-map", "0:v:0", "-c", "copy",
+             "-video_track_timescale", str(timescale)], destination,
+        )  # fmt: skip
+    finally:
+        listing.unlink(missing_ok=True)
+
+
+def _escaped(path: Path) -> str:
+    return str(path.resolve()).replace("\\", "\\\\").replace("'", "'\\''")
+
+
 def finish_clip(
     clip: str | Path,
     destination: str | Path,
@@ -179,17 +229,16 @@ def finish_clip(
 ) -> Path:
     """Writes the frames a segment owns in the output, from its conformed clip.
 
-    Each frame goes through ``transfer`` at its weight, as lookup tables; the first
-    ``drop_frames`` (the overlap, blended into the previous segment) are dropped; the last
-    ``len(blend_tail)`` frames are mixed into ``blend_tail`` (the next segment's overlap frames,
-    ``read_head``) by ``blend_keeping_contrast`` at ``blend_weights``. The clip is re-encoded
-    with ``CONFORM_ENCODE``, the same frame rate, MP4 timescale, sample aspect ratio and colour
-    description, so it joins with conformed clips by stream copy. Written atomically. A clip with
-    nothing to change (no transfer, nothing dropped or blended) is only encoded again: that is how a
-    clip conformed to ``conform.INTERMEDIATE_ENCODE`` gets its one final encode.
+    Each frame goes through ``transfer`` at its weight; the first ``drop_frames`` (the overlap,
+    blended into the previous segment) are dropped; the last ``len(blend_tail)`` frames are mixed
+    into ``blend_tail`` (the next segment's overlap frames, ``read_head``) by
+    ``blend_keeping_contrast`` at ``blend_weights``. Encoded with ``CONFORM_ENCODE``, the same frame
+    rate, MP4 timescale, sample aspect ratio and colour description as conformed clips, so they join
+    by stream copy. Written atomically. ``finish_parts`` writes the same frames as two clips (no
+    joining them here); this joins its parts by stream copy.
 
     Args:
-        clip: A conformed clip.
+        clip: A conformed clip: pending (``media.pending``: conformed in this encode), or encoded.
         destination: The finished clip (MP4).
         transfer: The segment's one colour transfer.
         weights: Weight of the transfer on each frame of ``clip`` (default 1 everywhere).
@@ -205,63 +254,138 @@ def finish_clip(
         InvalidInputError: fewer frames than dropped and blended, or a tail of another size.
         FfmpegError: decoding or encoding failed.
     """
+    destination = Path(destination)
+    parts = finish_parts(
+        clip, destination.with_name(f".{destination.stem}.body.mp4"), transfer=transfer, weights=weights,
+        drop_frames=drop_frames, blend_tail=blend_tail, frame_rate=frame_rate, encode=encode,
+    )
+    if len(parts) == 1:
+        os.replace(parts[0], destination)
+        return destination
+    rate = Fraction(frame_rate if frame_rate is not None else probe_video(parts[0]).frame_rate)
+    try:
+        return _concat_clips(parts, destination, track_timescale(rate))
+    finally:
+        for part in parts:
+            part.unlink(missing_ok=True)
+
+
+def finish_parts(
+    clip: str | Path,
+    destination: str | Path,
+    *,
+    transfer: ColourTransfer = IDENTITY,
+    weights: np.ndarray | None = None,
+    drop_frames: int = 0,
+    blend_tail: np.ndarray | None = None,
+    frame_rate: str | Fraction | None = None,
+    encode: dict | None = None,
+) -> list[Path]:
+    """``finish_clip``'s frames as the clips to join: ``destination``, or its body and its blended tail.
+
+    One ffmpeg command decodes the clip (through its conform filters when it is pending), applies
+    the transfer (``lutyuv``, its weight changed frame by frame by ``sendcmd``), drops the overlap
+    and encodes the body to ``destination``; the frames to blend leave the same command through a
+    pipe, are mixed with ``blend_tail`` in numpy and encoded alike as ``<destination stem>.blend.mp4``.
+    No frame goes through numpy but those, and no lossless intermediate is written.
+
+    Returns:
+        The clips, in order (one, or the body and the blend; the body is left out when it would be empty).
+    """
     clip, destination = Path(clip), Path(destination)
-    info = probe_video(clip)
-    layout = _Layout(info.display_width, info.display_height)
+    reading = conformed_reading(clip)
+    layout = _Layout(reading.width, reading.height)
     tail = np.zeros((0, layout.frame_bytes), dtype=np.uint8) if blend_tail is None else blend_tail
     if tail.ndim != 2 or tail.shape[1] != layout.frame_bytes:
         raise InvalidInputError(f"{clip}: the frames to blend in are not {layout.width}x{layout.height} yuv420p")
-    kept = info.frames - drop_frames
+    frames = reading.frames
+    kept = frames - drop_frames
     if drop_frames < 0 or kept < len(tail) or kept < 1:
         raise InvalidInputError(
-            f"{clip}: {info.frames} frames cannot lose {drop_frames} and blend {len(tail)} into the next clip"
+            f"{clip}: {frames} frames cannot lose {drop_frames} and blend {len(tail)} into the next clip"
         )
-    weights = _weights(weights, info.frames)
-    mix = blend_weights(len(tail))
-    blend_from = info.frames - len(tail)
-    rate = Fraction(frame_rate if frame_rate is not None else info.frame_rate)
+    weights = _weights(weights, frames)[:frames]
+    blend_from = frames - len(tail)
+    rate = Fraction(frame_rate if frame_rate is not None else probe_video(clip).frame_rate)
     rate_text = f"{rate.numerator}/{rate.denominator}"
     settings = {**CONFORM_ENCODE, **(encode or {})}
-    output_args = [
-        "-vf", f"setsar={info.sample_aspect_ratio.replace(':', '/')}", "-an",
-        *[item for key, value in settings.items() for item in (f"-{key}", str(value))],
-        *_colour_tags(clip),
-        "-r", rate_text, "-video_track_timescale", str(track_timescale(rate)),
-        "-frames:v", str(kept),
+    sar = (reading.pending.sample_aspect_ratio if reading.pending else probe_video(clip).sample_aspect_ratio)
+    codec = [
+        "-an", *[item for key, value in settings.items() for item in (f"-{key}", str(value))],
+        *_colour_tags(clip), "-r", rate_text, "-video_track_timescale", str(track_timescale(rate)),
     ]  # fmt: skip
-    if transfer == IDENTITY and drop_frames == 0 and not len(tail):
-        # Nothing to change in the frames: ffmpeg encodes them straight from the clip, no pipe through numpy.
-        return write_with_ffmpeg(["-i", str(clip), "-map", "0:v:0", "-fps_mode", "passthrough", *output_args],
-                                 destination)
-    encode_args = [
-        "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{layout.width}x{layout.height}",
-        "-framerate", rate_text, "-i", "-", *output_args,
+    # Frame k at k / rate whatever the clip's own timestamps, so that sendcmd finds it.
+    chain = [*reading.filters, "format=yuv420p", f"settb={rate.denominator}/{rate.numerator}", "setpts=N"]
+    commands = None
+    if transfer != IDENTITY and np.any(weights != 0):
+        if np.any(weights != weights[0]):
+            handle, name = tempfile.mkstemp(prefix="modify-video-finish-", suffix=".cmd")
+            os.close(handle)
+            commands = Path(name)
+            commands.write_text(_weight_commands(transfer, weights, rate, "anchor"))
+            chain.append(f"sendcmd=f={commands}")
+        chain.append(_lut_filter(transfer, float(weights[0]), "anchor"))
+    body_frames = blend_from - drop_frames
+    blend = destination.with_name(f"{destination.stem}.blend.mp4")
+    graph = ",".join(chain)
+    if len(tail):
+        graph += f",split=2[whole][tailing];[tailing]trim=start_frame={blend_from},setpts=PTS-STARTPTS[tail]"
+        graph += f";[whole]trim=start_frame={drop_frames}:end_frame={blend_from}"
+    else:
+        graph += f",trim=start_frame={drop_frames}"
+    graph += f",setpts=PTS-STARTPTS,setsar={sar.replace(':', '/')}[body]"
+    args = ["-i", str(clip), "-filter_complex", graph]
+    tail_out = ["-map", "[tail]", "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"]
+    blend_encode = [
+        "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{layout.width}x{layout.height}", "-framerate", rate_text,
+        "-i", "-", "-vf", f"setsar={sar.replace(':', '/')}", *codec, "-frames:v", str(len(tail)),
     ]  # fmt: skip
-    decoded = 0
+    try:
+        if not body_frames:  # every kept frame is blended: the body's frames go nowhere
+            _write_blend([*args, "-map", "[body]", "-f", "null", "-", *tail_out], tail, layout, blend, blend_encode)
+            return [blend]
+        with atomic_write(destination) as partial:
+            body_out = ["-map", "[body]", *codec, "-frames:v", str(body_frames), "-y", str(partial)]
+            if len(tail):
+                _write_blend([*args, *body_out, *tail_out], tail, layout, blend, blend_encode)
+            else:
+                run_ffmpeg([*args, *body_out])
+            if probe_video(partial).frames != body_frames:
+                raise FfmpegError(ffmpeg_command(args), 0, f"{clip}: fewer than the {frames} frames expected")
+        return [destination, blend] if len(tail) else [destination]
+    finally:
+        if commands is not None:
+            commands.unlink(missing_ok=True)
 
-    def owned_frames() -> Iterator[bytes]:
-        """The clip's frames the output keeps, transferred and blended, counting those decoded."""
-        nonlocal decoded
-        for batch in iter_raw_frames(_decode_args(clip), layout.frame_bytes, batch_frames=1):
-            index = decoded
-            decoded += 1
-            if index < drop_frames or index >= info.frames:
-                continue
-            frame = _transferred(batch[0], layout, transfer, float(weights[index]))
-            if index >= blend_from:
-                k = index - blend_from
-                frame = np.concatenate(
-                    [
-                        blend_keeping_contrast(own, theirs, float(mix[k]))
-                        for own, theirs in zip(layout.planes(frame), layout.planes(tail[k]))
-                    ]
-                )
-            yield frame.tobytes()
 
-    with atomic_write(destination) as partial:
-        encode_raw_frames([*encode_args, "-y", str(partial)], owned_frames())
-        if decoded < info.frames:
-            raise FfmpegError(
-                ffmpeg_command(_decode_args(clip)), 0, f"{clip}: {decoded} frames decoded, {info.frames} expected"
-            )
-    return destination
+def _write_blend(command: list[str], tail: np.ndarray, layout: _Layout, blend: Path, encode: list[str]) -> None:
+    """Runs ``command`` (its last output: the frames to blend, raw), mixes them into ``tail`` and encodes them."""
+    mixed = _Blended(iter_raw_frames(command, layout.frame_bytes, batch_frames=1), tail, layout)
+    with atomic_write(blend) as partial:
+        encode_raw_frames([*encode, "-y", str(partial)], mixed)
+        if mixed.count != len(tail):
+            raise FfmpegError(ffmpeg_command(command), 0, f"{mixed.count} frames to blend, {len(tail)} expected")
+
+
+class _Blended:
+    """The tail frames from a pipe, each mixed into the frame of ``tail`` it meets; counts them."""
+
+    def __init__(self, batches: Iterator[np.ndarray], tail: np.ndarray, layout: _Layout):
+        self.batches, self.tail, self.layout, self.count = batches, tail, layout, 0
+        self.mix = blend_weights(len(tail))
+
+    def __iter__(self) -> Iterator[bytes]:
+        # Read to the pipe's end, so the command is seen through (its status checked) once the last frame is out.
+        try:
+            for batch in self.batches:
+                for frame in batch:
+                    k = self.count
+                    self.count += 1
+                    if k >= len(self.tail):
+                        continue
+                    yield np.concatenate([
+                        blend_keeping_contrast(own, theirs, float(self.mix[k]))
+                        for own, theirs in zip(self.layout.planes(frame), self.layout.planes(self.tail[k]))
+                    ]).tobytes()  # fmt: skip
+        finally:
+            self.batches.close()

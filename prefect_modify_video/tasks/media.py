@@ -99,7 +99,7 @@ def extract_video_segment(
 )
 def conform_modified_segment(
     modified: ModifiedSegment, info: VideoInfo, segment: Segment, work_dir: str, final: bool = False,
-    shared: str | None = None,
+    shared: str | None = None, pending: bool = False,
 ) -> Path | str:
     """Conforms one returned clip to ``<work_dir>/conform/<name>.mp4``.
 
@@ -113,13 +113,15 @@ def conform_modified_segment(
             finish step gives its one final encode.
 
         shared: The run's shared work folder, if any (``extract_video_segment``).
+        pending: (Not with ``final``.) Write no frames: the answer stream-copied with the filters that conform it
+            (``media.pending``), which the finish step runs in its one encode instead of decoding an intermediate.
 
     Returns:
         The path of the conformed clip (its ``block://`` reference when shared).
     """
     destination = Path(work_dir) / "conform" / f"{segment.name}.mp4"
     encode = CONFORM_ENCODE if final else INTERMEDIATE_ENCODE
-    clip = conform_clip(modified.local_clip(), info, segment, destination, encode=encode)
+    clip = conform_clip(modified.local_clip(), info, segment, destination, encode=encode, pending=pending and not final)
     return share_file(clip, shared, f"conform/{segment.name}.mp4", move=True)
 
 

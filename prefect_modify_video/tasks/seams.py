@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from prefect_modify_video.media.anchor import AnchorStep, plan_anchors, segment_statistics
 from prefect_modify_video.media.colour import IDENTITY, ColourTransfer
-from prefect_modify_video.media.finish import finish_clip, read_head
+from prefect_modify_video.media.finish import finish_parts, read_head
 from prefect_modify_video.media.plan import SegmentPlan
 from prefect_modify_video.media.probe import VideoInfo
 from prefect_modify_video.media.seams import SeamMetric, measure_seams_and_sheet
@@ -59,9 +59,9 @@ def finish_segment_clips(
     With ``seams.anchor_colours``, each segment gets one colour transfer (``media.anchor.plan_anchors``, never
     re-estimated per frame), ramped toward in-shot seams. A segment with an overlap has it
     dropped and cross-blended into the previous segment's last frames (``media.finish``).
-    Every other segment gets its one final encode here: its conformed clip is a lossless intermediate
-    (``conform.INTERMEDIATE_ENCODE``); one with nothing to change is encoded straight from it. The
-    segments of ``finished_in_conform`` were encoded for the join by their conform step and are
+    Every other segment gets its one final encode here, from its pending clip (``media.pending``: the
+    answer, conformed in the same ffmpeg command) or a lossless intermediate (``conform.INTERMEDIATE_ENCODE``).
+    The segments of ``finished_in_conform`` were encoded for the join by their conform step and are
     joined as they are.
 
     Args:
@@ -75,7 +75,7 @@ def finish_segment_clips(
             each in-shot segment's correction away from its seams (``anchor_strength``).
 
     Returns:
-        The clips to join, in order.
+        The clips to join, in order (a segment whose tail is blended gives two: ``media.finish.finish_parts``).
     """
     segments = plan.segments
     steps: list[AnchorStep | None] = [None] * len(segments)
@@ -111,7 +111,8 @@ def finish_segment_clips(
         if following and tail_frames:
             tail = read_head(conformed[following.index], tail_frames, *transfer_of(following.index))
         destination = Path(work_dir) / "finish" / f"{segment.name}.mp4"
-        finish_clip(
+        # The body and the blended tail as two clips: the join puts them together by stream copy.
+        parts = finish_parts(
             conformed[index],
             destination,
             transfer=transfer,
@@ -120,7 +121,7 @@ def finish_segment_clips(
             blend_tail=tail,
             frame_rate=info.frame_rate,
         )
-        finished.append(str(destination))
+        finished += [str(part) for part in parts]
     return finished
 
 
