@@ -43,7 +43,7 @@ from prefect.logging import get_run_logger  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from prefect_modify_video.flows import BackendSpec, ModifyVideoParameters, modify_video  # noqa: E402
-from prefect_modify_video.media.conform import conform_clip, CONFORM_ENCODE, INTERMEDIATE_ENCODE  # noqa: E402
+from prefect_modify_video.media.conform import conform_clip, CONFORM_ENCODE  # noqa: E402
 from prefect_modify_video.media.extract import extract_segment  # noqa: E402
 from prefect_modify_video.media.plan import SegmentPlan  # noqa: E402
 from prefect_modify_video.media.probe import VideoInfo, probe_video  # noqa: E402
@@ -77,8 +77,9 @@ def media_alone(source: Path, work: Path, segment_seconds: float) -> tuple[float
         answer = work / f"a{segment.name}.mp4"
         answer.write_bytes(render_modified_clip(clip.read_bytes()))
         extracted[segment.index] = str(clip)
-        encode = CONFORM_ENCODE if segment.index in ready else INTERMEDIATE_ENCODE
-        conformed[segment.index] = str(conform_clip(answer, info, segment, work / f"c{segment.name}.mp4", encode=encode))
+        final = segment.index in ready  # as the flow's conform task: ready to join, or pending for finish
+        conformed[segment.index] = str(conform_clip(answer, info, segment, work / f"c{segment.name}.mp4",
+                                                    encode=CONFORM_ENCODE if final else None, pending=not final))
     finished = finish_segment_clips.fn(plan, info, extracted, conformed, str(work), seams=seams)
     output = join_video_segments.fn(finished, info, str(work / "output.mp4"))
     later = plan.segments[1:]
