@@ -526,6 +526,13 @@ class _SegmentPayer:
         slots = ledger.call_slots(settings.run_key, settings.concurrency)
         # Waiting for a slot in a helper thread keeps this task's event loop free.
         await asyncio.to_thread(slots.acquire)
+        held = [slots]
+
+        def give_back_slot() -> None:
+            # Held while a generation can be running at the service; booking and the download come after.
+            while held:
+                held.pop().release()
+
         try:
             async with self.backend(key) as backend:
                 if resumed is None and not billed_before:
@@ -542,6 +549,7 @@ class _SegmentPayer:
                         async with limits.generation():
                             job = await self._follow(backend, key, request, resumed, limits)
                 except BaseException as error:
+                    give_back_slot()
                     if isinstance(error, ContentModerationError) and backend.bills_moderated_jobs and not billed_before:
                         # Billed like a finished job (Runway): booked, never used, and kept committed.
                         self._settle(key, self.estimate_usd)
@@ -551,6 +559,7 @@ class _SegmentPayer:
                     elif self.store.load_job(key) is None and not isinstance(error, SubmitOutcomeUnknownError):
                         self._release(key)
                     raise
+                give_back_slot()  # the job is over at the service
                 if not billed_before:
                     # Billed now: marked before the download, so no later try books or pays it again.
                     self._settle(key, job.cost_usd if job.cost_usd is not None else self.estimate_usd)
@@ -562,7 +571,7 @@ class _SegmentPayer:
                     self.remaining_credits = job.remaining_credits
                 await self._download(backend, job, returned)
         finally:
-            slots.release()
+            give_back_slot()
         return returned, job
 
     async def _resolve_taken_over(
