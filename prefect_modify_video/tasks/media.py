@@ -18,6 +18,7 @@ from prefect_modify_video.media.join import join_segments
 from prefect_modify_video.media.plan import Segment, SegmentPlan, plan_video
 from prefect_modify_video.media.probe import VideoInfo, probe_video
 from prefect_modify_video.tasks.modify import ModifiedSegment
+from prefect_modify_video.tasks.runners import MEDIA_WORK
 from prefect_modify_video.tasks.work_files import local_file, local_info, share_file
 
 
@@ -86,8 +87,9 @@ def extract_video_segment(
         The path of the extracted clip (its ``block://`` reference when shared).
     """
     destination = Path(work_dir) / "extract" / f"{segment.name}.mp4"
-    clip = extract_segment(local_info(info, work_dir), segment, destination, max_dimension=max_dimension,
-                           max_bytes=max_bytes)
+    with MEDIA_WORK:
+        clip = extract_segment(local_info(info, work_dir), segment, destination, max_dimension=max_dimension,
+                               max_bytes=max_bytes)
     return share_file(clip, shared, f"extract/{segment.name}.mp4", move=True)
 
 
@@ -121,7 +123,10 @@ def conform_modified_segment(
     """
     destination = Path(work_dir) / "conform" / f"{segment.name}.mp4"
     encode = CONFORM_ENCODE if final else INTERMEDIATE_ENCODE
-    clip = conform_clip(modified.local_clip(), info, segment, destination, encode=encode, pending=pending and not final)
+    with MEDIA_WORK:
+        clip = conform_clip(
+            modified.local_clip(), info, segment, destination, encode=encode, pending=pending and not final
+        )
     return share_file(clip, shared, f"conform/{segment.name}.mp4", move=True)
 
 

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import os
+import threading
 from contextlib import AbstractContextManager, nullcontext
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+MEDIA_WORK = threading.BoundedSemaphore(os.cpu_count() or 2)
+"""Segment media steps (extract, conform) running at once in this process: one per core, however
+many of the pool's threads are free (most of them wait on the service), so that a run of 4K
+segments never has dozens of ffmpeg encodes in memory at once."""
 
 
 def segment_task_runner(concurrency: int) -> AbstractContextManager[TaskRunner]:
@@ -14,11 +20,12 @@ def segment_task_runner(concurrency: int) -> AbstractContextManager[TaskRunner]:
     A flow given a task runner that spreads tasks over other processes or machines, e.g.
     prefect-dask's ``DaskTaskRunner``, sends them there (the runner is already started by the
     flow). Otherwise they run in a pool of the flow's threads with room for ``concurrency`` paid
-    calls in flight, as many segments extracted and waiting for a freed slot, and the media work of
-    one per core: a submitted task holds its thread while it waits for the task it needs (a conform
-    for its modify), so with fewer threads the next segment's modify task only started, and was
-    extracted, after a slot was freed (``bench/fleet.py --limit-by run``: 5 s from a freed slot to
-    the next create with ``concurrency`` + cores threads, 0.2 s with this).
+    calls in flight, as many segments extracted and waiting for a freed slot, and the media work
+    of one per core (``MEDIA_WORK`` keeps the media steps to that). A submitted task holds its
+    thread while it waits for the task it needs (a conform for its modify), so with fewer threads
+    the next segment's modify task only started, and was extracted, after a slot was freed
+    (``bench/fleet.py --limit-by run``: 5 s from a freed slot to the next create with
+    ``concurrency`` + cores threads, 0.2 s with this).
 
     Args:
         concurrency: The run's paid calls in flight at once.
