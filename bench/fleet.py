@@ -9,7 +9,9 @@ server answered 503 to a task-run create in that mode, twice out of two, failing
 the wall time against the ideal ceil(N x M / C) x L plus the media work (the same batch run
 again, every segment then found in the store: media work only), as a ratio (target <= 1.15),
 and the share of the time from the first create to the last answer during which C
-generations were in flight (read from the fake server's create spans; target >= 0.9).
+generations were in flight (read from the fake server's create spans; target >= 0.9). Where the
+time goes: how long after a slot was freed the next create started (the k-th create can go no
+sooner than the (k - C)-th answer), and how long the first C creates took to start.
 
     python bench/fleet.py [--videos 4] [--segments 10] [--limit 8] [--workers 4] [--latency 3] [--limit-by run|gcl]
 """
@@ -61,6 +63,20 @@ def full_share(spans: list[tuple[float, float]], limit: int) -> tuple[float, int
         previous = moment
     span = max(end for _, end in spans) - min(start for start, _ in spans)
     return (full / span if span > 0 else 0.0), peak
+
+
+def hand_overs(spans: list[tuple[float, float]], limit: int) -> list[float]:
+    """For each create after the first ``limit``: how long after the slot it could take was freed it started.
+
+    The k-th create (in start order) can go no sooner than the (k - limit)-th answer (in end order).
+
+    Example:
+        >>> hand_overs([(0, 2), (0, 3), (2.5, 4), (3, 5)], 2)
+        [0.5, 0.0]
+    """
+    starts = sorted(start for start, _ in spans)
+    ends = sorted(end for _, end in spans)
+    return [max(0.0, starts[k] - ends[k - limit]) for k in range(limit, len(starts))]
 
 
 def main() -> None:
@@ -124,6 +140,10 @@ def main() -> None:
     print(f"fleet ratio (first run / ideal): {first_seconds / ideal:.2f} (target <= 1.15)")
     print(f"account limit fully used: {share:.2f} of the time from the first create to the last answer "
           f"(peak {peak} in flight; target >= 0.9)")
+    if gaps := sorted(hand_overs(spans, args.limit)):
+        print(f"freed slot to the next create: median {gaps[len(gaps) // 2]:.2f} s, max {gaps[-1]:.2f} s "
+              f"({len(gaps)} hand-overs); first create to the {args.limit}th: "
+              f"{sorted(s for s, _ in spans)[min(args.limit, len(spans)) - 1] - spans[0][0]:.2f} s")
 
 
 if __name__ == "__main__":

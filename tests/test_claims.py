@@ -286,6 +286,19 @@ def test_without_a_prefect_server_no_generation_slot_is_given(monkeypatch):
     assert isinstance(caught.value, (ConcurrencySlotAcquisitionError, OSError)) or "connect" in str(caught.value).lower()
 
 
+def test_a_generation_slot_is_held_until_the_job_ends_not_through_its_download(two_segments, tmp_path, server):
+    """The run's one slot (concurrency 1) is held while a job can run at the service: the next
+    segment's create goes while the last answer still downloads (4 s late here), yet never two
+    generations at once, and each segment is paid once."""
+    server.script("luma", [Fault.latency(4)], on="download")
+    result = run(two_segments, tmp_path, server, concurrency=1)
+    stats = server.stats("luma")
+    assert stats.peak_in_flight == 1, "one generation at a time (the run's limit)"
+    assert stats.calls == stats.billed == result.billed_calls == 2, "each segment paid once"
+    first, second = server.create_spans("luma")
+    assert second[0] - first[1] < 4, "the second create waited for the first answer's download"
+
+
 @pytest.mark.slow
 def test_a_batch_budget_is_one_budget_for_all_its_videos(two_segments, tmp_path, server):
     """``max_cost_usd`` of a batch is one budget in the store: its videos together stay under it."""
