@@ -18,7 +18,7 @@ from prefect_modify_video.media.join import join_segments
 from prefect_modify_video.media.plan import Segment, SegmentPlan, plan_video
 from prefect_modify_video.media.probe import VideoInfo, probe_video
 from prefect_modify_video.tasks.modify import ModifiedSegment
-from prefect_modify_video.tasks.runners import MEDIA_WORK
+from prefect_modify_video.tasks.runners import media_work
 from prefect_modify_video.tasks.work_files import local_file, local_info, share_file
 
 
@@ -87,7 +87,7 @@ def extract_video_segment(
         The path of the extracted clip (its ``block://`` reference when shared).
     """
     destination = Path(work_dir) / "extract" / f"{segment.name}.mp4"
-    with MEDIA_WORK:
+    with media_work():
         clip = extract_segment(local_info(info, work_dir), segment, destination, max_dimension=max_dimension,
                                max_bytes=max_bytes)
     return share_file(clip, shared, f"extract/{segment.name}.mp4", move=True)
@@ -123,7 +123,7 @@ def conform_modified_segment(
     """
     destination = Path(work_dir) / "conform" / f"{segment.name}.mp4"
     encode = CONFORM_ENCODE if final else INTERMEDIATE_ENCODE
-    with MEDIA_WORK:
+    with media_work():
         clip = conform_clip(
             modified.local_clip(), info, segment, destination, encode=encode, pending=pending and not final
         )

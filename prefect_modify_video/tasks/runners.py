@@ -8,10 +8,17 @@ from contextlib import AbstractContextManager, nullcontext
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-MEDIA_WORK = threading.BoundedSemaphore(os.cpu_count() or 2)
-"""Segment media steps (extract, conform) running at once in this process: one per core, however
-many of the pool's threads are free (most of them wait on the service), so that a run of 4K
-segments never has dozens of ffmpeg encodes in memory at once."""
+_MEDIA_WORK = threading.BoundedSemaphore(os.cpu_count() or 2)
+
+
+def media_work() -> threading.BoundedSemaphore:
+    """Held by a segment's media step (extract, conform): one per core runs at once in this process.
+
+    However many of the pool's threads are free (most wait on the service), a run of 4K segments
+    never has dozens of ffmpeg encodes in memory at once. (A function, not the semaphore itself:
+    a task's function sent to a Dask worker is pickled with the globals it names.)
+    """
+    return _MEDIA_WORK
 
 
 def segment_task_runner(concurrency: int) -> AbstractContextManager[TaskRunner]:
@@ -21,7 +28,7 @@ def segment_task_runner(concurrency: int) -> AbstractContextManager[TaskRunner]:
     prefect-dask's ``DaskTaskRunner``, sends them there (the runner is already started by the
     flow). Otherwise they run in a pool of the flow's threads with room for ``concurrency`` paid
     calls in flight, as many segments extracted and waiting for a freed slot, and the media work
-    of one per core (``MEDIA_WORK`` keeps the media steps to that). A submitted task holds its
+    of one per core (``media_work`` keeps the media steps to that). A submitted task holds its
     thread while it waits for the task it needs (a conform for its modify), so with fewer threads
     the next segment's modify task only started, and was extracted, after a slot was freed
     (``bench/fleet.py --limit-by run``: 5 s from a freed slot to the next create with
