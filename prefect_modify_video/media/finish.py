@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import tempfile
 from fractions import Fraction
-from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
@@ -84,30 +83,13 @@ class _Layout:
         return frame[:luma], frame[luma : luma + chroma], frame[luma + chroma :]
 
 
-# Every pair of bytes, in the machine's byte order: a byte table applied to it gives the table for pairs.
-_BYTE_PAIRS = np.arange(1 << 16, dtype=np.uint16).view(np.uint8)
-
-
-@lru_cache(maxsize=4)
-def _lookup_tables(transfer: ColourTransfer, weight: float) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each plane's table for ``transfer`` at ``weight``, for single bytes and for pairs of bytes.
-
-    The last few are kept (a segment's frames away from its seams share one weight), a few hundred KB each.
-    """
-    return [(table, table[_BYTE_PAIRS].view(np.uint16)) for table in transfer.lookup_tables(weight)]
-
-
 def _transferred(frame: np.ndarray, layout: _Layout, transfer: ColourTransfer, weight: float) -> np.ndarray:
+    """One raw frame through ``transfer`` at ``weight`` (the few frames of a blend head; the rest are done in ffmpeg)."""
     if transfer == IDENTITY or weight == 0:
         return frame
     result = np.empty_like(frame)
-    tables = _lookup_tables(transfer, weight)
-    for (table, pairs), plane, out in zip(tables, layout.planes(frame), layout.planes(result)):
-        # Two bytes a lookup where the plane allows: half the time of one byte a lookup.
-        if len(plane) % 2:
-            np.take(table, plane, out=out)
-        else:
-            np.take(pairs, plane.view(np.uint16), out=out.view(np.uint16))
+    for table, plane, out in zip(transfer.lookup_tables(weight), layout.planes(frame), layout.planes(result)):
+        np.take(table, plane, out=out)
     return result
 
 
