@@ -13,12 +13,19 @@ generations were in flight (read from the fake server's create spans; target >= 
 time goes: how long after a slot was freed the next create started (the k-th create can go no
 sooner than the (k - C)-th answer), and how long the first C creates took to start.
 
+The Prefect server is ``prefect_test_harness``'s, on SQLite (``--database sqlite``, the default),
+or ``prefect server start`` on a throwaway PostgreSQL (``--database postgres``, as a production
+server runs: Debian's ``postgresql`` package). On SQLite, runs that start or change state together
+get 503s ("database is locked") and their client waits 2, 4, 8 s before trying again.
+
     python bench/fleet.py [--videos 4] [--segments 10] [--limit 8] [--workers 4] [--latency 3] [--limit-by run|gcl]
+                          [--database sqlite|postgres]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import tempfile
@@ -31,13 +38,34 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 # Waiting runs ask for a freed generation slot every ~2 s instead of every ~30 s (README, "How soon a freed slot is taken").
 os.environ.setdefault("PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS", "2")
 
+from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from prefect_modify_video.flows.batch import BatchParameters, BatchSettings, modify_video_batch  # noqa: E402
 from prefect_modify_video.media.sample import make_sample_video  # noqa: E402
 from prefect_modify_video.testing import FakeModifyServer, Fault  # noqa: E402
+from prefect_modify_video.testing.servers import PostgresServer, PrefectServer  # noqa: E402
 
 SEGMENT_SECONDS = 2.0
+
+
+@contextlib.contextmanager
+def prefect_server(database: str, folder: Path):
+    """This process's Prefect API for the bench: the test harness (SQLite) or a server on PostgreSQL."""
+    if database == "sqlite":
+        with prefect_test_harness(server_startup_timeout=120):
+            yield
+        return
+    postgres = PostgresServer()
+    server = PrefectServer(folder / "prefect-home", database_url=postgres.url)
+    try:
+        postgres.start()
+        server.start()
+        with temporary_settings({PREFECT_API_URL: server.url}):
+            yield
+    finally:
+        server.stop()
+        postgres.stop()
 
 
 def full_share(spans: list[tuple[float, float]], limit: int) -> tuple[float, int]:
@@ -88,11 +116,13 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=3.0, help="L: seconds the service takes per create")
     parser.add_argument("--limit-by", choices=("gcl", "run"), default="run",
                         help="gcl: the account's global concurrency limit; run: C // W per run")
+    parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite",
+                        help="the Prefect server's database (postgres: a throwaway cluster, as in production)")
     args = parser.parse_args()
     per_run = args.limit if args.limit_by == "gcl" else max(1, args.limit // args.workers)
     account = {"account": f"bench-{uuid.uuid4().hex[:8]}", "account_concurrency": args.limit} if args.limit_by == "gcl" else {}
     os.environ["SEGMIND_API_KEY"] = "bench-key"
-    with tempfile.TemporaryDirectory() as folder, prefect_test_harness(server_startup_timeout=120):
+    with tempfile.TemporaryDirectory() as folder, prefect_server(args.database, Path(folder)):
         work = Path(folder)
         sources = [  # a different frame rate each: different clips, so no video reuses another's answers
             str(make_sample_video(work / "in" / f"v{i}.mp4", seconds=args.segments * SEGMENT_SECONDS,
@@ -131,7 +161,8 @@ def main() -> None:
     ideal = ideal_calls + media_seconds
     share, peak = full_share(spans, args.limit)
     print(f"videos N={args.videos} x segments {segments // args.videos} (total {segments}), account limit C={args.limit}, "
-          f"W={args.workers} videos at once, {per_run} per run (limit by {args.limit_by}), latency L={args.latency:g} s")
+          f"W={args.workers} videos at once, {per_run} per run (limit by {args.limit_by}), latency L={args.latency:g} s, "
+          f"Prefect server on {args.database}")
     print(f"billed calls at the service: {billed} (reported by the runs: {reported}); second run: "
           f"{sum(v.billed_calls for v in second.videos)}")
     print(f"first run: {first_seconds:.1f} s; media work only (second run): {media_seconds:.1f} s")

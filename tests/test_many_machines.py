@@ -16,79 +16,26 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 
 from prefect_modify_video.flows.batch import BatchParameters, modify_video_batch
 from prefect_modify_video.media.probe import probe_video
 from prefect_modify_video.media.sample import make_sample_video
 from prefect_modify_video.testing import FakeModifyServer
+from prefect_modify_video.testing.servers import PREFECT, PrefectServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.machines]
 
 ROOT = Path(__file__).resolve().parents[1]
-PREFECT = str(Path(sys.executable).with_name("prefect"))
 POOL = "machines"
 ACCOUNT_LIMIT = 3
 LEASE = "2"  # claim lease in seconds, the same on both machines
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class PrefectServer:
-    """``prefect server start`` on 127.0.0.1 with its own PREFECT_HOME (its database) and leases on disk
-    (they survive a restart); it can be stopped and started again on the same port and database."""
-
-    def __init__(self, home: Path, port: int | None = None):
-        self.home, self.port = home, port or _free_port()
-        self.url = f"http://127.0.0.1:{self.port}/api"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        env = {
-            **os.environ, "PREFECT_HOME": str(self.home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_UI_ENABLED": "false",
-            "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem",
-        }
-        env.pop("PREFECT_API_URL", None)
-        self.process = subprocess.Popen(
-            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        os.killpg(self.process.pid, signal.SIGKILL)
-        pytest.fail("prefect server start did not answer within 120 s")
-
-    def stop(self) -> None:
-        """SIGTERM, then waits until the process is gone and the port is closed."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        self.process.wait(60)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) != 0:
-                    return
-            time.sleep(0.1)
-        pytest.fail(f"port {self.port} still open 30 s after the server stopped")
 
 
 @pytest.fixture(scope="module")
