@@ -87,7 +87,7 @@ def extract_video_segment(
         The path of the extracted clip (its ``block://`` reference when shared).
     """
     destination = Path(work_dir) / "extract" / f"{segment.name}.mp4"
-    with media_work():
+    with media_work(segment.index):
         clip = extract_segment(local_info(info, work_dir), segment, destination, max_dimension=max_dimension,
                                max_bytes=max_bytes)
     return share_file(clip, shared, f"extract/{segment.name}.mp4", move=True)
@@ -123,7 +123,7 @@ def conform_modified_segment(
     """
     destination = Path(work_dir) / "conform" / f"{segment.name}.mp4"
     encode = CONFORM_ENCODE if final else INTERMEDIATE_ENCODE
-    with media_work():
+    with media_work(segment.index):
         clip = conform_clip(
             modified.local_clip(), info, segment, destination, encode=encode, pending=pending and not final
         )

@@ -2,23 +2,88 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import os
 import threading
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-_MEDIA_WORK = threading.BoundedSemaphore(os.cpu_count() or 2)
+
+class OrderedSlots:
+    """A semaphore whose freed slot goes to the waiting holder of the lowest ``order`` (ties: who came first).
+
+    Example:
+        >>> slots = OrderedSlots(1)
+        >>> with slots.held(order=3):
+        ...     pass
+    """
+
+    def __init__(self, slots: int):
+        self._free = slots
+        self._lock = threading.Lock()
+        self._waiting: list[tuple[int, int, threading.Event]] = []
+        self._arrivals = itertools.count()
+
+    @property
+    def waiting(self) -> int:
+        """How many holders wait for a slot."""
+        with self._lock:
+            return len(self._waiting)
+
+    @contextmanager
+    def held(self, order: int = 0) -> Iterator[None]:
+        """Holds a slot for the ``with`` block, after every waiting holder of a lower order."""
+        with self._lock:
+            if self._free > 0:
+                self._free -= 1
+                turn = None
+            else:
+                turn = (order, next(self._arrivals), threading.Event())
+                heapq.heappush(self._waiting, turn)
+        if turn is not None:
+            try:
+                turn[2].wait()  # the slot is handed over by the holder who frees it
+            except BaseException:  # interrupted while waiting: give back a slot handed over meanwhile
+                with self._lock:
+                    if turn[2].is_set():
+                        self._hand_over()
+                    else:
+                        self._waiting.remove(turn)
+                        heapq.heapify(self._waiting)
+                raise
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._hand_over()
+
+    def _hand_over(self) -> None:
+        if self._waiting:
+            heapq.heappop(self._waiting)[2].set()
+        else:
+            self._free += 1
 
 
-def media_work() -> threading.BoundedSemaphore:
+_MEDIA_WORK = OrderedSlots(os.cpu_count() or 2)
+
+
+def media_work(order: int = 0) -> AbstractContextManager[None]:
     """Held by a segment's media step (extract, conform): one per core runs at once in this process.
 
     However many of the pool's threads are free (most wait on the service), a run of 4K segments
-    never has dozens of ffmpeg encodes in memory at once. (A function, not the semaphore itself:
-    a task's function sent to a Dask worker is pickled with the globals it names.)
+    never has dozens of ffmpeg encodes in memory at once. A freed core goes to the waiting step of
+    the lowest ``order`` (the segment's index): the clips the service takes next are extracted
+    first, and a batch's runs started together all send their first segments before any extracts
+    its tenth. (A function, not the slots themselves: a task's function sent to a Dask worker is
+    pickled with the globals it names.)
+
+    Args:
+        order: The segment's index (lower goes first).
     """
-    return _MEDIA_WORK
+    return _MEDIA_WORK.held(order)
 
 
 def segment_task_runner(concurrency: int) -> AbstractContextManager[TaskRunner]:
