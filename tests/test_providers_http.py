@@ -876,3 +876,17 @@ def test_a_saved_job_naming_another_host_never_gets_the_key(cls, extra):
     with pytest.raises(ForeignOriginError, match="refused to send the API key"):
         run(poll())
     assert recorder.calls == 0, "nothing may be sent to another host with the key"
+
+
+def test_every_service_client_and_uploader_of_a_process_shares_one_tls_context():
+    """Each segment builds its service's client; a client loading the CA bundle itself cost 50-200 ms of CPU,
+    which was all of the time from a freed generation slot to the next create (``bench/fleet.py``)."""
+
+    def context_of(client: httpx.AsyncClient) -> object:
+        return client._transport._pool._ssl_context
+
+    first = SegmindBackend(api_key="k1", base_url="https://api.example")
+    second = LumaBackend(api_key="k2", base_url="https://api.example")
+    uploader = HttpPutUploader("https://files.example")
+    assert context_of(first._client) is context_of(second._client) is context_of(uploader._client)
+    assert context_of(first._client) is not context_of(httpx.AsyncClient())

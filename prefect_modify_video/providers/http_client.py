@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import importlib.metadata
 import logging
 import mimetypes
 import os
 import re
+import ssl
 from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime, timezone
 from pathlib import Path
@@ -81,6 +83,20 @@ def _package_version() -> str:
 
 USER_AGENT = f"prefect-modify-video/{_package_version()}"
 """Sent with every request, so the services can tell this client apart."""
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The one TLS context of every client in this process (httpx's default: certifi, or ``SSL_CERT_FILE``).
+
+    A client given none loads the CA bundle itself, 50-200 ms of CPU: that was all of the time
+    from a freed generation slot to the next create, as every segment builds its service's client.
+
+    Example:
+        >>> tls_context() is tls_context()
+        True
+    """
+    return httpx.create_ssl_context()
 
 MAX_RETRY_WAIT_SECONDS = 60.0
 """Longest a client-side retry waits for a rate limit to reset; longer waits surface."""
@@ -289,6 +305,7 @@ class HttpModifyBackend(ModifyBackend):
             timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
             transport=transport,
             follow_redirects=False,
+            verify=tls_context(),
         )
         self._base_origin = _origin(httpx.URL(self.base_url))
         self._started = False

@@ -16,7 +16,13 @@ from urllib.parse import quote
 
 import httpx
 
-from prefect_modify_video.providers.http_client import RETRY_BACKOFF_SECONDS, USER_AGENT, guess_mime, retry_idempotent
+from prefect_modify_video.providers.http_client import (
+    RETRY_BACKOFF_SECONDS,
+    USER_AGENT,
+    guess_mime,
+    retry_idempotent,
+    tls_context,
+)
 from prefect_modify_video.providers.http_errors import raise_for_status, translate_transport_errors
 
 
@@ -81,6 +87,7 @@ class HttpPutUploader:
             headers={"user-agent": USER_AGENT, **(headers or {})},
             timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 15.0)),
             transport=transport,
+            verify=tls_context(),
         )
 
     async def upload(self, path: Path) -> str:
