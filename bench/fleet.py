@@ -18,8 +18,13 @@ or ``prefect server start`` on a throwaway PostgreSQL (``--database postgres``, 
 server runs: Debian's ``postgresql`` package). On SQLite, runs that start or change state together
 get 503s ("database is locked") and their client waits 2, 4, 8 s before trying again.
 
+Where the videos run: as subflows in the batch's own process, W at a time (``--on threads``, the
+default), or each as a flow run of a ``modify-video`` deployment on a process work pool served by W
+``prefect worker start`` processes, one video at a time each, with sources, outputs and the store
+in a LocalFileSystem block (``--on workers``: W machines, each flow run a process of its own).
+
     python bench/fleet.py [--videos 4] [--segments 10] [--limit 8] [--workers 4] [--latency 3] [--limit-by run|gcl]
-                          [--database sqlite|postgres]
+                          [--database sqlite|postgres] [--on threads|workers]
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import argparse
 import contextlib
 import math
 import os
+import signal
+import subprocess
 import tempfile
 import time
 import uuid
@@ -38,15 +45,20 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 # Waiting runs ask for a freed generation slot every ~2 s instead of every ~30 s (README, "How soon a freed slot is taken").
 os.environ.setdefault("PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS", "2")
 
+from prefect.client.orchestration import get_client  # noqa: E402
+from prefect.client.schemas.actions import WorkPoolCreate  # noqa: E402
+from prefect.filesystems import LocalFileSystem  # noqa: E402
 from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from prefect_modify_video.flows.batch import BatchParameters, BatchSettings, modify_video_batch  # noqa: E402
 from prefect_modify_video.media.sample import make_sample_video  # noqa: E402
 from prefect_modify_video.testing import FakeModifyServer, Fault  # noqa: E402
-from prefect_modify_video.testing.servers import PostgresServer, PrefectServer  # noqa: E402
+from prefect_modify_video.flows.modify_video import modify_video  # noqa: E402
+from prefect_modify_video.testing.servers import PREFECT, PostgresServer, PrefectServer  # noqa: E402
 
 SEGMENT_SECONDS = 2.0
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextlib.contextmanager
@@ -107,6 +119,39 @@ def hand_overs(spans: list[tuple[float, float]], limit: int) -> list[float]:
     return [max(0.0, starts[k] - ends[k - limit]) for k in range(limit, len(starts))]
 
 
+@contextlib.contextmanager
+def process_workers(count: int, folder: Path):
+    """A process work pool, a ``modify-video`` deployment of this checkout on it and ``count`` workers
+    (one flow run at a time each, their own PREFECT_HOME): yields the deployment's name."""
+    pool = f"bench-{uuid.uuid4().hex[:8]}"
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+    modify_video.from_source(
+        source=str(ROOT), entrypoint="prefect_modify_video/flows/modify_video.py:modify_video"
+    ).deploy(name=pool, work_pool_name=pool, print_next_steps=False)
+    workers = []
+    try:
+        for index in range(count):
+            home = folder / f"worker-{index}"
+            home.mkdir(parents=True)
+            env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_HOME": str(home),
+                   "PYTHONPATH": str(ROOT), "PREFECT_WORKER_QUERY_SECONDS": "1"}
+            workers.append(subprocess.Popen(
+                [PREFECT, "worker", "start", "--pool", pool, "--type", "process", "--limit", "1"],
+                cwd=ROOT, env=env, stdout=open(home / "worker.log", "w"), stderr=subprocess.STDOUT,
+                start_new_session=True,
+            ))
+        yield f"modify-video/{pool}"
+    finally:
+        for worker in workers:
+            os.killpg(worker.pid, signal.SIGTERM)
+        for worker in workers:
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=4, help="N: videos")
@@ -118,33 +163,43 @@ def main() -> None:
                         help="gcl: the account's global concurrency limit; run: C // W per run")
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite",
                         help="the Prefect server's database (postgres: a throwaway cluster, as in production)")
+    parser.add_argument("--on", choices=("threads", "workers"), default="threads",
+                        help="threads: the videos run in the batch's process; workers: on W process workers")
     args = parser.parse_args()
     per_run = args.limit if args.limit_by == "gcl" else max(1, args.limit // args.workers)
     account = {"account": f"bench-{uuid.uuid4().hex[:8]}", "account_concurrency": args.limit} if args.limit_by == "gcl" else {}
     os.environ["SEGMIND_API_KEY"] = "bench-key"
-    with tempfile.TemporaryDirectory() as folder, prefect_server(args.database, Path(folder)):
-        work = Path(folder)
-        sources = [  # a different frame rate each: different clips, so no video reuses another's answers
-            str(make_sample_video(work / "in" / f"v{i}.mp4", seconds=args.segments * SEGMENT_SECONDS,
-                                  width=320, height=180, fps=24 + i, scenes=1))
-            for i in range(args.videos)
-        ]
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        stack.enter_context(prefect_server(args.database, work))
+        for i in range(args.videos):  # a different frame rate each: different clips, so no video reuses another's answers
+            make_sample_video(work / "in" / f"v{i}.mp4", seconds=args.segments * SEGMENT_SECONDS,
+                              width=320, height=180, fps=24 + i, scenes=1)
+        root, deployment = str(work), None
+        if args.on == "workers":  # every path through a storage block, as other machines would see it
+            block = f"bench-{uuid.uuid4().hex[:8]}"
+            LocalFileSystem(basepath=str(work)).save(block)
+            root = f"block://local-file-system/{block}"
+            deployment = stack.enter_context(process_workers(args.workers, work / "workers"))
+        sources = [f"{root}/in/v{i}.mp4" for i in range(args.videos)]
         with FakeModifyServer() as server:
             server.script("segmind", [Fault.latency(args.latency)] * (args.videos * args.segments * 2))
 
             def run(output: str):
                 params = BatchParameters(
                     sources=sources,
-                    output_folder=str(work / output),
+                    output_folder=f"{root}/{output}/",
                     settings=BatchSettings(
                         prompt="bench",
                         backend={"name": "segmind", "base_url": server.base_url, **account},
                         max_segment_seconds=SEGMENT_SECONDS + 0.05,
                         overlap_frames=0,
                         concurrency=per_run,
-                        store_dir=str(work / "store"),
+                        store_dir=f"{root}/store/",
                     ),
                     max_concurrent_videos=args.workers,
+                    deployment=deployment,
+                    poll_seconds=0.5,
                 )
                 started = time.perf_counter()
                 result = modify_video_batch(params)
@@ -162,7 +217,7 @@ def main() -> None:
     share, peak = full_share(spans, args.limit)
     print(f"videos N={args.videos} x segments {segments // args.videos} (total {segments}), account limit C={args.limit}, "
           f"W={args.workers} videos at once, {per_run} per run (limit by {args.limit_by}), latency L={args.latency:g} s, "
-          f"Prefect server on {args.database}")
+          f"Prefect server on {args.database}, videos on {args.on}")
     print(f"billed calls at the service: {billed} (reported by the runs: {reported}); second run: "
           f"{sum(v.billed_calls for v in second.videos)}")
     print(f"first run: {first_seconds:.1f} s; media work only (second run): {media_seconds:.1f} s")
