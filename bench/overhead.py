@@ -13,21 +13,55 @@ than the 20 s cap, so split in its middle with an overlap), it times, in one pro
 
 It prints each stage's wall and CPU seconds (CPU: this process and the programs it ran, which on a
 shared machine varies far less than wall time), then on its last two lines each path against the
-plain transcode. Probes kept by ``probe_video`` are forgotten before each path.
+plain transcode. Probes kept by ``probe_video`` are forgotten before each path. With ``--commands``,
+each stage's ffmpeg commands are listed before those lines, by CPU seconds (each runs under a small
+Python wrapper that logs it; the wrappers' own start-up adds about 0.03 s of CPU a command to the totals).
 
-    python bench/overhead.py [--seconds 60] [--segment-seconds 20]
+    python bench/overhead.py [--seconds 60] [--segment-seconds 20] [--commands]
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import resource
+import shutil
+import stat
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+COMMAND_WRAPPER = """\
+import os, resource, subprocess, sys
+code = subprocess.call([os.environ["OVERHEAD_FFMPEG"], *sys.argv[1:]])
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+with open(os.environ["OVERHEAD_COMMAND_LOG"], "a") as log:
+    log.write(f"{usage.ru_utime + usage.ru_stime:.3f}\\t{' '.join(sys.argv[1:])}\\n")
+sys.exit(code)
+"""
+
+
+def log_ffmpeg_commands() -> Path:
+    """Makes the media code run ffmpeg through a wrapper that logs each command's CPU seconds; returns the log.
+
+    Set before ``media.ffmpeg`` is imported (it reads ``PREFECT_MODIFY_VIDEO_FFMPEG`` once).
+    """
+    folder = Path(tempfile.mkdtemp(prefix="overhead-commands-"))
+    atexit.register(shutil.rmtree, folder, True)
+    wrapper = folder / "ffmpeg"
+    wrapper.write_text(f"#!{sys.executable}\n{COMMAND_WRAPPER}")
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    os.environ["OVERHEAD_FFMPEG"] = shutil.which(os.environ.get("PREFECT_MODIFY_VIDEO_FFMPEG", "ffmpeg")) or "ffmpeg"
+    os.environ["OVERHEAD_COMMAND_LOG"] = str(folder / "commands.log")
+    os.environ["PREFECT_MODIFY_VIDEO_FFMPEG"] = str(wrapper)
+    return folder / "commands.log"
+
+
+COMMAND_LOG = log_ffmpeg_commands() if "--commands" in sys.argv else None
 
 from prefect_modify_video.media.answers import covered_frames  # noqa: E402
 from prefect_modify_video.media.conform import CONFORM_ENCODE  # noqa: E402
@@ -70,12 +104,22 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def _logged_commands() -> list[tuple[float, str]]:
+    """The ffmpeg commands logged so far (``--commands``), as (CPU seconds, arguments)."""
+    if COMMAND_LOG is None or not COMMAND_LOG.exists():
+        return []
+    lines = [line.split("\t", 1) for line in COMMAND_LOG.read_text().splitlines() if "\t" in line]
+    return [(float(cpu), arguments) for cpu, arguments in lines]
+
+
 class Clock:
     """Seconds spent per stage, and CPU seconds in all (on a shared machine they vary less)."""
 
     def __init__(self) -> None:
         self.stages: dict[str, float] = {}
         self.stage_cpu: dict[str, float] = {}
+        self.commands: dict[str, list[tuple[float, str]]] = {}
+        self._logged = _logged_commands()
         self._last = time.perf_counter()
         self._cpu_start = self._cpu_last = cpu_seconds()
         self.cpu = 0.0
@@ -86,6 +130,9 @@ class Clock:
         self.stage_cpu[stage] = self.stage_cpu.get(stage, 0.0) + cpu - self._cpu_last
         self._last, self._cpu_last = now, cpu
         self.cpu = cpu - self._cpu_start
+        logged = _logged_commands()
+        self.commands.setdefault(stage, []).extend(logged[len(self._logged) :])
+        self._logged = logged
 
     @property
     def total(self) -> float:
@@ -154,6 +201,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--segment-seconds", type=float, default=20.0)
+    parser.add_argument("--commands", action="store_true", help="list each stage's ffmpeg commands by CPU seconds")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
@@ -169,6 +217,11 @@ def main() -> None:
                 f"{stage} {seconds:.2f}/{clock.stage_cpu[stage]:.2f}" for stage, seconds in clock.stages.items()
             )
             print(f"{name} media work: {clock.total:.2f} s, {clock.cpu:.2f} s of CPU (stage wall/CPU s: {stages})")
+        if args.commands:
+            for name, clock in (("plain", plain), ("service run", service), ("local run", local)):
+                for stage, commands in clock.commands.items():
+                    for cpu, arguments in sorted(commands, reverse=True):
+                        print(f"  {name} / {stage}: {cpu:6.2f} s CPU  ffmpeg {arguments.removeprefix('-hide_banner -nostdin -loglevel error ')[:150]}")
         print(f"service path ratio (media work / plain transcode): {service.total / plain.total:.2f} "
               f"(CPU: {service.cpu / plain.cpu:.2f})")
         print(f"local backend ratio (whole run / plain transcode): {local.total / plain.total:.2f} "

@@ -368,6 +368,25 @@ def test_finish_clip_weights_each_frame(drifted, tmp_path):
     assert np.abs(after[:, 1:] - before[:, 1:]).max() < 1.0
 
 
+def test_the_lutyuv_filter_gives_the_lookup_tables_values():
+    # One owner of the values: ffmpeg's filter (finish, looks) and the numpy tables (blend heads).
+    transfer = ColourTransfer(gain=(1.37, 0.81, 1.12), offset=(-19.6, 30.3, -7.7))
+    ramp = np.arange(256, dtype=np.uint8)
+    # One 256x2 yuv444p frame holding every value in each plane.
+    frame = np.stack([np.stack([ramp, ramp])] * 3).tobytes()
+    for weight in (1.0, 0.37):
+        filtered = run_ffmpeg([
+            "-f", "rawvideo", "-pix_fmt", "yuv444p", "-s", "256x2", "-i", "-",
+            "-vf", transfer.filter(weight, name="anchor"), "-f", "rawvideo", "-pix_fmt", "yuv444p", "-",
+        ], input_bytes=frame)  # fmt: skip
+        planes = np.frombuffer(filtered, dtype=np.uint8).reshape(3, 2, 256)[:, 0]
+        # ffmpeg's round() takes an exact half up, np.rint to even: those values are left out.
+        values = [np.arange(256) * g + o for g, o in zip(*transfer.weighted(weight))]
+        for plane, table, value in zip(planes, transfer.lookup_tables(weight), values):
+            whole = np.abs(value % 1 - 0.5) > 1e-6
+            assert whole.sum() > 200 and np.array_equal(plane[whole], table[whole])
+
+
 # ----------------------------------------------------------------- overlaps, cross-blended
 
 

@@ -1,8 +1,8 @@
 """Colour statistics of YUV pictures and the per-channel transfer that moves one picture's statistics to another's.
 
 A ``ColourTransfer`` is applied three ways, all from the same weighting (``ColourTransfer.weighted``):
-as an ffmpeg ``lutyuv`` filter (the local backend's looks), as numpy lookup tables (the finish
-step) and on statistics directly (the anchor's planning).
+as an ffmpeg ``lutyuv`` filter (the local backend's looks, the finish step's encode), as numpy lookup
+tables of the same values (the few frames of a blend head) and on statistics directly (the anchor's planning).
 """
 
 from __future__ import annotations
@@ -34,11 +34,22 @@ class ColourTransfer:
         """Gain and offset of Y, U and V at ``weight`` (0: none, 1: full): the gain eased toward 1, the offset toward 0."""
         return 1 + weight * (np.asarray(self.gain) - 1), weight * np.asarray(self.offset)
 
-    def filter(self, strength: float) -> str:
-        """The ``lutyuv`` filter applying this transfer at ``strength`` (0: none, 1: full)."""
-        gains, offsets = self.weighted(strength)
-        parts = [f"{name}='clip(val*{g:.5f}+{o:.3f},0,255)'" for name, g, o in zip("yuv", gains, offsets)]
-        return "lutyuv=" + ":".join(parts)
+    def lut_expressions(self, weight: float) -> list[str]:
+        """The ``lutyuv`` expressions of Y, U and V at ``weight``: the values of ``lookup_tables``.
+
+        ``round`` is ``np.rint`` but on exact halves; ``lutyuv`` clips the result to 0-255 itself.
+        """
+        return [f"round(val*{g:.9f}{o:+.9f})" for g, o in zip(*self.weighted(weight))]
+
+    def filter(self, strength: float, name: str = "") -> str:
+        """The ``lutyuv`` filter applying this transfer at ``strength`` (0: none, 1: full).
+
+        Args:
+            strength: The weight (``weighted``).
+            name: Names the filter ``lutyuv@name``, for ``sendcmd`` to change its expressions.
+        """
+        label = f"lutyuv@{name}" if name else "lutyuv"
+        return f"{label}=" + ":".join(f"{plane}={text}" for plane, text in zip("yuv", self.lut_expressions(strength)))
 
     def lookup_tables(self, weight: float) -> list[np.ndarray]:
         """Lookup tables of Y, U and V (``uint8``, 256 entries each) for this transfer at ``weight``."""

@@ -154,17 +154,6 @@ def _colour_tags(path: Path) -> list[str]:
     return tags
 
 
-def _lut_filter(transfer: ColourTransfer, weight: float, name: str) -> str:
-    """A ``lutyuv`` named ``name`` applying ``transfer`` at ``weight`` (``ColourTransfer.lookup_tables``' tables)."""
-    expressions = _lut_expressions(transfer, weight)
-    return f"lutyuv@{name}=" + ":".join(f"{plane}={expression}" for plane, expression in zip("yuv", expressions))
-
-
-def _lut_expressions(transfer: ColourTransfer, weight: float) -> list[str]:
-    # lutyuv clips to 0..255 itself; round() as np.rint (they differ only on exact halves).
-    return [f"round(val*{gain:.9f}{offset:+.9f})" for gain, offset in zip(*transfer.weighted(weight))]
-
-
 def _weight_commands(transfer: ColourTransfer, weights: np.ndarray, rate: Fraction, name: str) -> str:
     """``sendcmd`` lines changing the ``lutyuv`` named ``name`` to each frame's weight (frame k at k / rate)."""
     lines = []
@@ -173,7 +162,7 @@ def _weight_commands(transfer: ColourTransfer, weights: np.ndarray, rate: Fracti
             at = (index - 0.5) / rate
             changes = ", ".join(
                 f"lutyuv@{name} {plane} {expression}"
-                for plane, expression in zip("yuv", _lut_expressions(transfer, float(weights[index])))
+                for plane, expression in zip("yuv", transfer.lut_expressions(float(weights[index])))
             )
             lines.append(f"{float(at):.6f} {changes};")
     return "\n".join(lines) + "\n"
@@ -306,7 +295,7 @@ def finish_parts(
             commands = Path(name)
             commands.write_text(_weight_commands(transfer, weights, rate, "anchor"))
             chain.append(f"sendcmd=f={commands}")
-        chain.append(_lut_filter(transfer, float(weights[0]), "anchor"))
+        chain.append(transfer.filter(float(weights[0]), name="anchor"))
     body_frames = blend_from - drop_frames
     blend = destination.with_name(f"{destination.stem}.blend.mp4")
     graph = ",".join(chain)
