@@ -10,8 +10,8 @@ ideal built without that run:
   media functions directly (no Prefect, no HTTP), one after the other.
 
 Prefect's own cost per segment is measured directly too: a flow of no-op tasks shaped like a
-run's (per segment an extract, a modify and a conform task chained through futures on the run's
-own task runner with the run's own parameters, and as each finishes the run's progress artifact,
+run's (per segment one task, as the run's ``modify-segment``, on the run's own task runner with
+the run's own parameters, and as each finishes the run's progress artifact,
 its segment event and its progress log line; a table artifact at the end), its wall time
 divided by N, and its CPU time divided by N: this process's and the Prefect server's (which on a
 shared machine varies far less than wall time).
@@ -25,6 +25,7 @@ The last lines: Prefect's seconds per segment (target <= 0.05) and the run again
 from __future__ import annotations
 
 import argparse
+import asyncio
 import math
 import os
 import resource
@@ -77,7 +78,7 @@ def media_alone(source: Path, work: Path, segment_seconds: float) -> tuple[float
         answer = work / f"a{segment.name}.mp4"
         answer.write_bytes(render_modified_clip(clip.read_bytes()))
         extracted[segment.index] = str(clip)
-        final = segment.index in ready  # as the flow's conform task: ready to join, or pending for finish
+        final = segment.index in ready  # as the segment task's conform: ready to join, or pending for finish
         conformed[segment.index] = str(conform_clip(answer, info, segment, work / f"c{segment.name}.mp4",
                                                     encode=CONFORM_ENCODE if final else None, pending=not final))
     finished = finish_segment_clips.fn(plan, info, extracted, conformed, str(work), seams=seams)
@@ -88,19 +89,16 @@ def media_alone(source: Path, work: Path, segment_seconds: float) -> tuple[float
     return time.perf_counter() - started, len(plan.segments)
 
 
-@task(name="noop-extract", cache_policy=NO_CACHE)
-def _extract(info: VideoInfo, segment, work_dir: str) -> str:
-    return f"{work_dir}/{segment.name}.mp4"
-
-
-@task(name="noop-modify", cache_policy=NO_CACHE)
-def _modify(clip: str, segment, settings: dict) -> dict:
+async def _answer(clip: str, segment) -> dict:
     return {"index": segment.index, "clip": clip, "paid": True}
 
 
-@task(name="noop-conform", cache_policy=NO_CACHE)
-def _conform(modified: dict, info: VideoInfo, segment, work_dir: str) -> str:
-    return modified["clip"]
+@task(name="noop-segment", task_run_name="noop-{segment.index:05d}", cache_policy=NO_CACHE)
+def _segment(info: VideoInfo, segment, settings: dict, work_dir: str) -> dict:
+    """As the run's segment task (named per segment, its paid step a coroutine run in it): extract, modify,
+    conform, none of them done."""
+    clip = f"{work_dir}/{segment.name}.mp4"
+    return {"extracted": clip, "modified": asyncio.run(_answer(clip, segment)), "conformed": clip}
 
 
 @flow(name="noop-segments")
@@ -111,13 +109,9 @@ def _noop_segments(info: VideoInfo, plan: SegmentPlan, concurrency: int) -> int:
     with segment_task_runner(concurrency) as runner:
         finals = []
         for segment in plan.segments:
-            extracted = runner.submit(_extract, parameters={"info": info, "segment": segment, "work_dir": "/w"})
-            modified = runner.submit(
-                _modify, parameters={"clip": extracted, "segment": segment, "settings": {"prompt": "bench"}}
-            )
-            finals.append(runner.submit(
-                _conform, parameters={"modified": modified, "info": info, "segment": segment, "work_dir": "/w"}
-            ))
+            finals.append(runner.submit(_segment, parameters={
+                "info": info, "segment": segment, "settings": {"prompt": "bench"}, "work_dir": "/w"
+            }))
         for future in as_completed(finals):
             future.result()
             progress.record(paid=True)

@@ -8,7 +8,8 @@ than the 20 s cap, so split in its middle with an overlap), it times, in one pro
 - a default service run's media work: probe, plan (cut detection), extract, the answer's check,
   conform, finish (colour anchoring and the overlap blend), join, the seam report (metrics and
   contact sheet). The service itself is a stand-in costing no CPU: each extracted clip is its own
-  answer. The tasks' own functions run (``.fn``), without a Prefect server;
+  answer. The tasks' own functions (``.fn``) and the segment task's steps (``extract_clip``,
+  ``conform_answer``) run, without a Prefect server;
 - the local backend's whole run the same way, its restyle included (prompt "warm vintage film").
 
 It prints each stage's wall and CPU seconds (CPU: this process and the programs it ran, which on a
@@ -163,7 +164,7 @@ def media_path(source: Path, work: Path, segment_seconds: float, *, local: bool)
     ready_to_join = finished_in_conform(plan, seams)
     extracted, conformed = {}, {}
     for segment in plan.segments:
-        clip = media_tasks.extract_video_segment.fn(info, segment, str(work), None if local else 1280)
+        clip = media_tasks.extract_clip(info, segment, str(work), None if local else 1280)
         extracted[segment.index] = str(clip)
         clock.lap("extract")
         if local:
@@ -175,9 +176,8 @@ def media_path(source: Path, work: Path, segment_seconds: float, *, local: bool)
         probe_video(answer)
         covered_frames(answer, clip)
         clock.lap("answer check")
-        modified = media_tasks.ModifiedSegment.model_construct(clip=str(answer))
-        conformed[segment.index] = str(media_tasks.conform_modified_segment.fn(
-            modified, info, segment, str(work), final=segment.index in ready_to_join,
+        conformed[segment.index] = str(media_tasks.conform_answer(
+            Path(answer), info, segment, str(work), final=segment.index in ready_to_join,
             pending=segment.index not in ready_to_join,
         ))
         clock.lap("conform")

@@ -133,8 +133,6 @@ EXPORTS = {
     ],
     "prefect_modify_video.tasks": [
         "RunSummary",
-        "conform_modified_segment",
-        "extract_video_segment",
         "finish_segment_clips",
         "join_video_segments",
         "modify_video_segment",

@@ -331,7 +331,7 @@ def test_a_failed_extract_reports_its_cause(short_video_and_server, tmp_path, mo
     with pytest.raises(SegmentsFailedError) as raised:
         paid_run(source, tmp_path, server)
     message = str(raised.value)
-    assert "FfmpegError" in message and "Invalid data found" in message
+    assert "extract failed: FfmpegError" in message and "Invalid data found" in message
     assert "UnfinishedRun" not in message and "PENDING" not in message
     assert server.stats("segmind").billed == 0
 

@@ -94,6 +94,26 @@ def test_failing_polls_and_downloads_are_paid_once(fault, timeout_seconds, on, o
     assert probe_video(result.output).frames == probe_video(one_segment).frames
 
 
+def test_a_retried_segment_is_extracted_once_and_paid_once(one_segment, tmp_path, server, monkeypatch):
+    """A retryable create error retries the segment's one task: it keeps the clip its first try extracted."""
+    from prefect_modify_video.media import extract
+
+    encodes = []
+    write = extract._write_segment
+
+    def counted(info, segment, *args, **kwargs):
+        encodes.append(segment.index)
+        return write(info, segment, *args, **kwargs)
+
+    monkeypatch.setattr(extract, "_write_segment", counted)
+    server.script("fal", [Fault.SERVER_500])
+    result = run(one_segment, tmp_path, server)
+    assert server.stats("fal").calls == 2, "the create answered 500, then the retry's"
+    assert encodes == [0], "the retry extracts nothing again"
+    assert_reported_equals_billed(result, server, 1)
+    assert probe_video(result.output).frames == probe_video(one_segment).frames
+
+
 def test_a_short_answer_is_kept_and_only_the_remainder_is_sent(one_segment, tmp_path, server):
     server.script("fal", [Fault.wrong_length(0.5)])
     result = run(one_segment, tmp_path, server)

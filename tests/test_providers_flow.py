@@ -233,6 +233,23 @@ def test_first_frames_sent_with_each_segment(tmp_path, server, first_frame_image
     assert_same_shape_and_sound(result.output, source)
 
 
+def test_sequential_segments_after_a_failed_one_say_so(tmp_path, server):
+    """In the sequential mode a segment's first frame is the previous answer's: after a segment that failed for good,
+    the rest of its shot is not sent, and each says why (not Prefect's "Run is in PENDING state")."""
+    # One 5 s shot under a 2.5 s cap: three segments, each waiting for the one before.
+    source = make_sample_video(tmp_path / "one.mp4", seconds=5, width=320, height=180, fps=30, scenes=1)
+    server.script("fal", [Fault.MODERATION])
+    with pytest.raises(SegmentsFailedError) as caught:
+        run(source, tmp_path, server, "fal", sequential=True)
+    lines = str(caught.value).splitlines()[1:]
+    assert len(lines) == 3 and "3 of 3 segments failed" in str(caught.value)
+    assert lines[0].startswith("segment 00000 ") and "modify failed: ContentModerationError" in lines[0], lines
+    for index, line in enumerate(lines[1:], 1):
+        assert line.startswith(f"segment {index:05d} ") and "PreviousSegmentFailedError: not sent" in line, lines
+        assert "PENDING" not in line and "UnfinishedRun" not in line
+    assert server.stats("fal").calls == 1 and server.stats("fal").billed == 0
+
+
 @pytest.mark.slow
 def test_luma_reads_segments_from_a_storage_block_by_presigned_url(
     tmp_path, server, sample_video, s3_server, s3_bucket_block

@@ -1,4 +1,4 @@
-"""The ``modify-video`` flow: probe, plan, then extract → modify → conform each segment, join, report."""
+"""The ``modify-video`` flow: probe, plan, then one task per segment (extract → modify → conform), join, report."""
 
 from __future__ import annotations
 
@@ -42,8 +42,6 @@ from prefect_modify_video.storage.scratch import make_scratch_dir, remove_dead_s
 from prefect_modify_video.run_plan import create_checked_backend, plan_run
 from prefect_modify_video.store import ResultStore
 from prefect_modify_video.tasks import (
-    conform_modified_segment,
-    extract_video_segment,
     join_video_segments,
     modify_video_segment,
     neighbour_first_frame,
@@ -52,13 +50,13 @@ from prefect_modify_video.tasks import (
     report_modify_video_run,
 )
 from prefect_modify_video.tasks.modify import (
-    ModifiedSegment,
     ModifySettings,
     billed_calls,
     clear_billing_records,
     segment_key,
 )
 from prefect_modify_video.tasks.runners import segment_task_runner
+from prefect_modify_video.tasks.segment import SegmentResult, failed_step
 from prefect_modify_video.tasks.work_files import (
     local_file,
     remove_shared_folder,
@@ -474,12 +472,12 @@ def _modify_fetched_video(
     progress_artifact = RunProgressArtifact(len(plan.segments))
     try:
         retries = params.retries
-        modify_task = modify_video_segment.with_options(
+        segment_task = modify_video_segment.with_options(
             retries=retries.segment_retries,
             retry_delay_seconds=exponential_backoff(retries.retry_delay_seconds) if retries.retry_delay_seconds else 0,
         )
         rows, extracted, conformed, failures = _run_segments(
-            plan, info, settings, backend, progress_artifact, modify_task, run.estimates_usd, seams.sequential,
+            plan, info, settings, backend, progress_artifact, segment_task, run.estimates_usd, seams.sequential,
             finished_in_conform(plan, seams),
             output=destination,
         )
@@ -544,18 +542,19 @@ def _run_segments(
     settings: ModifySettings,
     backend: ModifyBackend,
     progress_artifact: RunProgressArtifact,
-    modify_task,
+    segment_task,
     estimates: dict[int, float],
     sequential: bool,
     ready_to_join: set[int] = frozenset(),
     output: str | None = None,
 ):
-    """Runs extract → modify → conform for every segment, with ``settings.concurrency`` paid calls in flight.
+    """Runs one task per segment (extract → modify → conform), with ``settings.concurrency`` paid calls in flight.
 
-    The workers are more than the paid calls (which the modify task bounds itself), so that
+    The workers are more than the paid calls (which the segment task bounds itself), so that
     extracting and conforming go on while calls wait on the service. The run's first-frame
     image goes with the segment at frame 0. In the ``sequential`` mode a segment starting inside
-    a shot waits for the previous one and gets its answer's frame as first frame. The segments in
+    a shot waits for the previous one and gets its answer's frame as first frame (a
+    ``neighbour_first_frame`` task between the two; the segment is extracted once it has it). The segments in
     ``ready_to_join`` are conformed ready to join (``tasks.seams.finished_in_conform``).
 
     Returns:
@@ -581,26 +580,15 @@ def _run_segments(
                 name: share_file(value, shared, f"run/{Path(value).name}")
                 for name in ("first_frame", "reference_frame") if (value := getattr(settings, name))
             })
-        final_futures = {}
-        previous_final = None
+        segment_futures = {}
+        previous_done = None
         for segment in plan.segments:
-            extracted = runner.submit(
-                extract_video_segment,
-                parameters={
-                    "info": task_info,
-                    "segment": segment,
-                    "work_dir": settings.work_dir,
-                    "max_dimension": backend.max_dimension,
-                    "max_bytes": backend.max_upload_bytes,
-                    "shared": shared,
-                },
-            )
-            first_frame = settings.first_frame if segment.index == 0 else None
+            first_frame, neighbour = (settings.first_frame if segment.index == 0 else None), None
             if sequential and segment.index > 0 and not segment.cut_before:
-                first_frame = runner.submit(
+                first_frame = neighbour = runner.submit(
                     neighbour_first_frame,
                     parameters={
-                        "previous_conformed": previous_final,
+                        "previous_result": previous_done,
                         "previous": plan.segments[segment.index - 1],
                         "segment": segment,
                         "size": size,
@@ -608,33 +596,32 @@ def _run_segments(
                         "shared": shared,
                     },
                 )
-            modified = runner.submit(
-                modify_task,
+            done = runner.submit(
+                segment_task,
                 parameters={
-                    "clip": extracted,
+                    "info": task_info,
                     "segment": segment,
                     "settings": settings,
                     "key": keys[segment.index],
                     "estimated_cost_usd": estimates[segment.index],
                     "first_frame": first_frame,
+                    "max_dimension": backend.max_dimension,
+                    "max_bytes": backend.max_upload_bytes,
+                    "final": segment.index in ready_to_join,
+                    "pending": segment.index not in ready_to_join,
+                    "shared": shared,
                 },
             )
-            final = runner.submit(
-                conform_modified_segment,
-                parameters={
-                    "modified": modified, "info": info, "segment": segment, "work_dir": settings.work_dir,
-                    "final": segment.index in ready_to_join, "shared": shared, "pending": segment.index not in ready_to_join,
-                },
-            )
-            final_futures[final] = (segment, extracted, modified)
-            previous_final = final
+            segment_futures[done] = (segment, neighbour)
+            previous_done = done
         progress = SegmentProgress(total=len(plan.segments), free=backend.is_free)
-        for future in as_completed(list(final_futures)):
-            segment, extracted, modified = final_futures[future]
+        for future in as_completed(list(segment_futures)):
+            segment, neighbour = segment_futures[future]
             try:
-                result: ModifiedSegment = modified.result()
-                conformed[segment.index] = str(local_file(future.result(), settings.work_dir))
-                extracted_clips[segment.index] = str(local_file(extracted.result(), settings.work_dir))
+                done: SegmentResult = future.result()
+                result = done.modified
+                conformed[segment.index] = str(local_file(done.conformed, settings.work_dir))
+                extracted_clips[segment.index] = str(local_file(done.extracted, settings.work_dir))
                 rows[segment.index] = {**result.model_dump(), "state": "done"}
                 progress.record(paid=result.paid)
                 emit_segment_event(
@@ -642,10 +629,13 @@ def _run_segments(
                     backend=backend.name, mode=settings.mode, cost_usd=result.cost_usd if result.paid else 0.0,
                 )
             except Exception as error:  # noqa: BLE001 - each failure is reported in the flow's error
-                error = _failed_step_error(error, extracted, modified, future)
+                step, error = _failed_step_error(error, segment, future, neighbour)
                 kind = type(error).__name__
                 rows[segment.index] = {"index": segment.index, "state": f"failed: {kind}", "paid": None}
-                failures.append(f"segment {segment.name} ({segment.start_s:.2f}-{segment.end_s:.2f} s): {kind}: {error}")
+                failures.append(
+                    f"segment {segment.name} ({segment.start_s:.2f}-{segment.end_s:.2f} s): "
+                    + (f"{step} failed: " if step else "") + f"{kind}: {error}"
+                )
                 progress.record(paid=None)
                 emit_segment_event(
                     "failed", index=segment.index, output=output, backend=backend.name, mode=settings.mode,
@@ -661,24 +651,37 @@ def _run_segments(
     return list(rows.values()), extracted_clips, conformed, failures
 
 
-def _failed_step_error(error: Exception, *steps) -> Exception:
-    """The error of the first of a segment's steps (extract, modify, conform) that failed.
+class PreviousSegmentFailedError(ModifyVideoError):
+    """Raised for a segment of the sequential mode that was not sent because the segment before it failed."""
 
-    A step whose upstream failed never runs: asking it for its result raises Prefect's
-    ``UnfinishedRun`` ("Run is in PENDING state"), which says nothing of the cause.
+
+def _failed_step_error(error: Exception, segment, future, neighbour=None) -> tuple[str | None, Exception]:
+    """The step of a segment that failed (``extract``, ``modify``, ``conform``, ``first frame``) and its own error.
+
+    A task whose upstream failed never runs: asking it for its result raises Prefect's
+    ``UnfinishedRun`` ("Run is in PENDING state"), which says nothing of the cause. In the
+    sequential mode a segment's task needs its ``neighbour`` (``tasks.segment.neighbour_first_frame``),
+    which needs the segment before it.
 
     Args:
         error: What asking for the segment's result raised.
-        steps: The segment's futures, in the order they run.
+        segment: The segment.
+        future: The segment task's future.
+        neighbour: The future of its first-frame image in the sequential mode, if any.
 
     Returns:
-        The failed step's own error, else ``error``.
+        The failed step's name (``None`` when not known) and its own error, else ``error``.
     """
-    for step in steps:
-        state = step.state
-        if state.is_failed() or state.is_crashed():
+    for step, task_future in (("first frame", neighbour), (None, future)):
+        state = getattr(task_future, "state", None)
+        if state is not None and (state.is_failed() or state.is_crashed()):
             try:
-                step.result()
+                task_future.result()
             except Exception as cause:  # noqa: BLE001 - the cause is what is reported
-                return cause
-    return error
+                return step or failed_step(cause), cause
+    if getattr(neighbour, "state", None) is not None and neighbour.state.is_pending():
+        return None, PreviousSegmentFailedError(
+            f"not sent: the segment before it failed, and in the sequential mode its first frame is that "
+            f"segment's answer; a re-run sends it once segment {segment.index - 1:05d} is done"
+        )
+    return failed_step(error), error

@@ -1,7 +1,7 @@
 """The ``modify-video-preview`` flow: one short excerpt through several modes, side by side, with costs.
 
 It cuts an excerpt of the source (the first 5 s by default), sends it once per mode
-(concurrently, through the same paid-call task and result store as ``modify-video``), conforms
+(concurrently, through the same segment task and result store as ``modify-video``), conforms
 each answer to the source's frame rate and size, and writes:
 
 - ``<stem>.preview.png``: a contact sheet, one row of tiles, left to right: the source, then
@@ -16,7 +16,7 @@ each answer to the source's frame rate and size, and writes:
 run's first segment: it starts at 0 and has as many frames as the first segment of the plan that
 ``modify-video`` makes with the same backend and ``max_segment_seconds``. Give ``end_s`` empty
 to get exactly that excerpt (or an ``end_s`` that falls on the same frame count). The excerpt is
-then cut by the same extract task with the same arguments, so it is the same bytes, and sent
+then cut by the same extract step with the same arguments, so it is the same bytes, and sent
 with the same prompt, mode, first-frame image, backend and model, so the paid result is stored
 under the key the full run looks up (with the same ``store_dir``). Any other excerpt (a later
 start, another length, another ``max_segment_seconds`` or backend) is paid for by the preview
@@ -53,12 +53,11 @@ from prefect_modify_video.storage.locations import is_remote, is_url, join_locat
 from prefect_modify_video.run_plan import plan_run
 from prefect_modify_video.store import ResultStore
 from prefect_modify_video.tasks import (
-    conform_modified_segment,
-    extract_video_segment,
     modify_video_segment,
     plan_video_segments,
     probe_source_video,
 )
+from prefect_modify_video.tasks.media import extract_clip
 from prefect_modify_video.tasks.modify import ModifiedSegment, ModifySettings, segment_key
 from prefect_modify_video.tasks.report import image_data_uri
 
@@ -280,10 +279,7 @@ def preview_modes(params: PreviewParameters) -> PreviewResult:
         )
 
         store = ResultStore(params.store_dir)
-        extracted = extract_video_segment(
-            info=info, segment=segment, work_dir=str(work), max_dimension=backend.max_dimension,
-            max_bytes=backend.max_upload_bytes,
-        )
+        extracted = extract_clip(info, segment, str(work), backend.max_dimension, backend.max_upload_bytes)
         futures = {}
         sent_first_frame = first_frame if segment.first_frame == 0 else None
         # One run key for every mode: max_cost_usd holds for the whole preview.
@@ -293,22 +289,20 @@ def preview_modes(params: PreviewParameters) -> PreviewResult:
         for mode in params.modes:
             settings = run_settings.model_copy(update={"mode": mode, "work_dir": str(work / "modes" / mode)})
             key = segment_key(settings, segment, settings.first_frame_sha256 if sent_first_frame else None)
-            modified = modify_video_segment.submit(
-                clip=extracted, segment=segment, settings=settings, key=key, estimated_cost_usd=call_estimate,
-                first_frame=sent_first_frame,
+            # The segment task with the excerpt given: it sends it and conforms the answer in the mode's folder.
+            futures[mode] = modify_video_segment.submit(
+                info=info, segment=segment, settings=settings, key=key, estimated_cost_usd=call_estimate,
+                first_frame=sent_first_frame, clip=extracted,
             )
-            conformed = conform_modified_segment.submit(
-                modified=modified, info=info, segment=segment, work_dir=str(work / "modes" / mode)
-            )
-            futures[mode] = (modified, conformed)
         source_tile = conform_clip(Path(extracted), info, segment, work / "source-tile.mp4")
 
         rows: list[PreviewModeResult] = []
         clips, labels = [source_tile], ["source"]
-        for mode, (modified, conformed) in futures.items():
+        for mode, future in futures.items():
             try:
-                result: ModifiedSegment = modified.result()
-                clips.append(Path(conformed.result()))
+                done = future.result()
+                result: ModifiedSegment = done.modified
+                clips.append(Path(done.conformed))
                 labels.append(mode)
                 cost = (result.cost_usd or 0.0) if result.paid else 0.0
                 stored = reusable  # the result now sits under the full run's first-segment key

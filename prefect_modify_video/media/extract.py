@@ -104,6 +104,11 @@ def _write_segment(
     )
 
 
+def _fits(clip: Path, segment: Segment, max_bytes: int | None) -> bool:
+    """Whether an extracted ``clip`` holds the segment's frames and is within ``max_bytes``."""
+    return (max_bytes is None or clip.stat().st_size <= max_bytes) and _frames_in(clip) >= segment.clip_frames
+
+
 def extract_segment(
     info: VideoInfo,
     segment: Segment,
@@ -111,6 +116,7 @@ def extract_segment(
     *,
     max_dimension: int | None = None,
     max_bytes: int | None = None,
+    reuse: bool = False,
 ) -> Path:
     """Cuts ``segment`` out of the source, frame-exact, as a clip a service accepts.
 
@@ -123,12 +129,18 @@ def extract_segment(
     ``max_bytes`` is encoded again at lower quality until it fits. Frames are found by seeking
     (``frame_seek_seconds``); where seeking fails on a file, by decoding it from the start.
 
+    Args:
+        reuse: Keep a clip already at ``destination`` that has the segment's frames and fits
+            ``max_bytes`` (a retried segment's own clip: it is written atomically, so one there is whole).
+
     Returns:
         ``destination``.
 
     Raises:
         InvalidInputError: the clip is over ``max_bytes`` even at the lowest quality step.
     """
+    if reuse and destination.is_file() and _fits(destination, segment, max_bytes):
+        return destination
     for crf in EXTRACT_CRF_STEPS:
         _write_segment(info, segment, destination, max_dimension, crf, seek=True)
         if _frames_in(destination) < segment.clip_frames:

@@ -1,7 +1,7 @@
-"""Prefect tasks over the media helpers: probe, plan, extract, conform, join.
+"""Prefect tasks over the media helpers: probe, plan, join; and the segment task's media steps: extract, conform.
 
 Each is a thin wrapper; the work is in ``prefect_modify_video.media``. They are not cached by
-Prefect: what is worth keeping (the paid results) is kept by the modify task's own store.
+Prefect: what is worth keeping (the paid results) is kept by the segment task's own store.
 """
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from prefect_modify_video.media.conform import CONFORM_ENCODE, INTERMEDIATE_ENCODE, conform_clip
-from prefect_modify_video.media.extract import extract_segment, write_frame_image
+from prefect_modify_video.media.extract import extract_segment
 from prefect_modify_video.media.join import join_segments
 from prefect_modify_video.media.plan import Segment, SegmentPlan, plan_video
 from prefect_modify_video.media.probe import VideoInfo, probe_video
-from prefect_modify_video.tasks.modify import ModifiedSegment
 from prefect_modify_video.tasks.runners import media_work
-from prefect_modify_video.tasks.work_files import local_file, local_info, share_file
+from prefect_modify_video.tasks.work_files import local_info
 
 
 @task(name="probe-video", description="Reads a video's streams with ffprobe.", cache_policy=NO_CACHE)
@@ -67,97 +66,55 @@ def plan_video_segments(info: VideoInfo, max_segment_seconds: float, overlap_fra
     return plan_video(info, max_segment_seconds, overlap_frames)
 
 
-@task(
-    name="extract-segment",
-    description="Cuts one segment out of the source, frame-exact, as a clip the service accepts.",
-    task_run_name="extract-{segment.index:05d}",
-    cache_policy=NO_CACHE,
-)
-def extract_video_segment(
+def extract_clip(
     info: VideoInfo, segment: Segment, work_dir: str, max_dimension: int | None, max_bytes: int | None = None,
-    shared: str | None = None,
-) -> Path | str:
+) -> Path:
     """Extracts one segment to ``<work_dir>/extract/<name>.mp4``, within the service's size caps.
 
+    A step of the segment task (``tasks.segment``), one per core at once (``media_work``). A
+    complete clip already there (an earlier try of the segment) is kept, not extracted again.
+
     Args:
-        shared: The run's shared work folder in the store's block (``tasks.work_files``), if the
-            segment tasks run on other machines: the source is read from it and the clip put there.
+        info: The source (its path may be a shared ``block://`` reference: ``tasks.work_files``).
+        segment: The segment.
+        work_dir: The run's work folder.
+        max_dimension: The service's cap on the longest side.
+        max_bytes: The service's cap on an upload.
 
     Returns:
-        The path of the extracted clip (its ``block://`` reference when shared).
+        The path of the extracted clip.
     """
     destination = Path(work_dir) / "extract" / f"{segment.name}.mp4"
     with media_work(segment.index):
-        clip = extract_segment(local_info(info, work_dir), segment, destination, max_dimension=max_dimension,
-                               max_bytes=max_bytes)
-    return share_file(clip, shared, f"extract/{segment.name}.mp4", move=True)
+        return extract_segment(local_info(info, work_dir), segment, destination, max_dimension=max_dimension,
+                               max_bytes=max_bytes, reuse=True)
 
 
-@task(
-    name="conform-segment",
-    description="Brings a returned clip back to the source's frame rate, size and frame count.",
-    task_run_name="conform-{segment.index:05d}",
-    cache_policy=NO_CACHE,
-)
-def conform_modified_segment(
-    modified: ModifiedSegment, info: VideoInfo, segment: Segment, work_dir: str, final: bool = False,
-    shared: str | None = None, pending: bool = False,
-) -> Path | str:
+def conform_answer(
+    answer: Path, info: VideoInfo, segment: Segment, work_dir: str, final: bool = False, pending: bool = False,
+) -> Path:
     """Conforms one returned clip to ``<work_dir>/conform/<name>.mp4``.
 
+    A step of the segment task (``tasks.segment``), one per core at once (``media_work``).
+
     Args:
-        modified: The segment's answer.
+        answer: The segment's answer (a local file).
         info: The source.
         segment: The segment.
         work_dir: The run's work folder.
         final: Encode it for the join (``CONFORM_ENCODE``): the finish step leaves it as it is
             (``tasks.seams.finished_in_conform``). Otherwise it is a lossless intermediate that the
             finish step gives its one final encode.
-
-        shared: The run's shared work folder, if any (``extract_video_segment``).
         pending: (Not with ``final``.) Write no frames: the answer stream-copied with the filters that conform it
             (``media.pending``), which the finish step runs in its one encode instead of decoding an intermediate.
 
     Returns:
-        The path of the conformed clip (its ``block://`` reference when shared).
+        The path of the conformed clip.
     """
     destination = Path(work_dir) / "conform" / f"{segment.name}.mp4"
     encode = CONFORM_ENCODE if final else INTERMEDIATE_ENCODE
     with media_work(segment.index):
-        clip = conform_clip(
-            modified.local_clip(), info, segment, destination, encode=encode, pending=pending and not final
-        )
-    return share_file(clip, shared, f"conform/{segment.name}.mp4", move=True)
-
-
-@task(
-    name="neighbour-first-frame",
-    description="Takes the previous segment's answer at this segment's first frame, as its first-frame image.",
-    task_run_name="neighbour-frame-{segment.index:05d}",
-    cache_policy=NO_CACHE,
-)
-def neighbour_first_frame(
-    previous_conformed: Path, previous: Segment, segment: Segment, size: tuple[int, int], work_dir: str,
-    shared: str | None = None,
-) -> Path | str:
-    """The restyled frame of the previous segment that shows this segment's first sent frame (sequential mode).
-
-    With an overlap it is the very source frame this segment starts on; without, the frame before.
-
-    Args:
-        previous_conformed: The previous segment's conformed answer.
-        previous: The previous segment.
-        segment: The segment the image is for (it must start inside the same shot).
-        size: Width and height of the clips sent to the service.
-        work_dir: Where the PNG is written.
-
-    Returns:
-        The PNG's path.
-    """
-    index = min(segment.sent_first_frame - previous.sent_first_frame, previous.sent_frames - 1)
-    destination = Path(work_dir) / "first-frames" / f"{segment.name}.png"
-    image = write_frame_image(local_file(previous_conformed, work_dir), index, destination, size)
-    return share_file(image, shared, f"first-frames/{segment.name}.png", move=True)
+        return conform_clip(answer, info, segment, destination, encode=encode, pending=pending and not final)
 
 
 @task(

@@ -30,8 +30,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from prefect.runtime import task_run as current_task_run
@@ -286,7 +284,7 @@ class ModifiedSegment(BaseModel):
     store_dir: str | None = Field(default=None, description="The store holding the clip.")
 
     def local_clip(self) -> Path:
-        """The clip on this machine: where the modify task left it, else fetched from the store (a task on
+        """The clip on this machine: where the paid step left it, else fetched from the store (a task on
         another machine of a Dask cluster gets it from the store block)."""
         if Path(self.clip).is_file() or self.key is None:
             return Path(self.clip)
@@ -700,17 +698,7 @@ class _SegmentPayer:
             raise
 
 
-@task(
-    name="modify-segment",
-    description="Sends one segment to the modify-video service, or reuses the stored result.",
-    task_run_name="modify-{segment.index:05d}",
-    cache_policy=NO_CACHE,
-    retries=3,
-    retry_delay_seconds=[5, 20, 60],
-    retry_jitter_factor=0.5,
-    retry_condition_fn=retry_if_retryable,
-)
-async def modify_video_segment(
+async def answer_segment(
     clip: Path,
     segment: Segment,
     settings: ModifySettings,
@@ -719,6 +707,9 @@ async def modify_video_segment(
     first_frame: Path | None = None,
 ) -> ModifiedSegment:
     """Restyles one extracted segment, paying at most once for it across tries, runs and machines' stores.
+
+    The paid step of the segment task (``tasks.segment.modify_video_segment``), which Prefect
+    retries after a retryable error: every try reloads the saved job first.
 
     Args:
         clip: The extracted segment.
@@ -733,7 +724,7 @@ async def modify_video_segment(
         The stored clip and what it cost.
 
     Raises:
-        ProviderError: a subclass; retryable ones are retried by Prefect.
+        ProviderError: a subclass; retryable ones are retried by Prefect (``retry_if_retryable``).
     """
     started = time.monotonic()
     # Files from the run's shared work folder when the segment tasks run on other machines (``tasks.work_files``).

@@ -87,17 +87,18 @@ def media_work(order: int = 0) -> AbstractContextManager[None]:
 
 
 def segment_task_runner(concurrency: int) -> AbstractContextManager[TaskRunner]:
-    """The task runner the segment tasks (extract → modify → conform) are submitted to.
+    """The task runner the segment tasks (one a segment: extract → modify → conform) are submitted to.
 
     A flow given a task runner that spreads tasks over other processes or machines, e.g.
     prefect-dask's ``DaskTaskRunner``, sends them there (the runner is already started by the
-    flow). Otherwise they run in a pool of the flow's threads with room for ``concurrency`` paid
-    calls in flight, as many segments extracted and waiting for a freed slot, and the media work
-    of one per core (``media_work`` keeps the media steps to that). A submitted task holds its
-    thread while it waits for the task it needs (a conform for its modify), so with fewer threads
-    the next segment's modify task only started, and was extracted, after a slot was freed
-    (``bench/fleet.py --limit-by run``: 5 s from a freed slot to the next create with
-    ``concurrency`` + cores threads, 0.2 s with this).
+    flow). Otherwise they run in a pool of the flow's threads. A segment's task holds its thread
+    from its extract to its conform, so the pool has room for ``concurrency`` paid calls in
+    flight, as many answers downloading and conforming once their slot is given back, and more
+    segments extracted and waiting for a freed slot; the media work is one per core
+    (``media_work`` keeps the media steps to that). (With three tasks a segment, each holding its
+    thread while it waited for the one before, ``concurrency`` + cores threads extracted the next
+    segment only after a slot was freed: ``bench/fleet.py --limit-by run`` measured 5 s from a
+    freed slot to the next create, 0.2 s with this pool.)
 
     Args:
         concurrency: The run's paid calls in flight at once.
