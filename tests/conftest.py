@@ -17,6 +17,7 @@ from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from prefect_modify_video.media.ffmpeg import run_ffmpeg  # noqa: E402
 from prefect_modify_video.media.sample import make_sample_video  # noqa: E402
+from prefect_modify_video.testing.servers import free_port  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -81,15 +82,11 @@ def s3_server():
 
     Skipped where moto or s3fs is not installed.
     """
-    import socket
-
     pytest.importorskip("s3fs")
     moto_server = pytest.importorskip("moto.server")
     import boto3
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,11 +14,11 @@ from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL
 
 from prefect_modify_video.media.probe import probe_video
+from prefect_modify_video.testing.servers import PREFECT
 
 pytestmark = pytest.mark.slow  # run by `make test-slow` (CI runs both)
 
 ROOT = Path(__file__).resolve().parents[1]
-PREFECT = str(Path(sys.executable).with_name("prefect"))
 
 
 def _env() -> dict:

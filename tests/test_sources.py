@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +17,7 @@ from prefect_modify_video.media.sample import make_sample_video
 from prefect_modify_video.media.files import sha256_of_file, sniff_media
 from prefect_modify_video.storage.blocks import GenericStorage, deliver_output, signed_block_url, storage_for
 from prefect_modify_video.storage.download import NEW_VIDEO_EVENT, emit_new_video_event, fetch_source, list_videos
+from prefect_modify_video.testing.servers import free_port
 from prefect_modify_video.storage.locations import (
     BlockReference,
     is_remote,
@@ -217,10 +217,7 @@ def test_size_limit_from_header_and_while_streaming(http_server, small_video, tm
 
 
 def test_connection_error_names_the_url(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    address = f"http://127.0.0.1:{port}/film.mp4"
+    address = f"http://127.0.0.1:{free_port()}/film.mp4"  # nothing listens there
     with pytest.raises(InvalidInputError, match="could not be downloaded \\(ConnectError") as caught:
         fetch_source(address, tmp_path, timeout=5)
     assert address in str(caught.value)

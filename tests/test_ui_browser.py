@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from prefect_modify_video.media.sample import make_sample_video
+from prefect_modify_video.testing.servers import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -46,12 +46,6 @@ print(modify_video.from_source(source=sys.argv[1], entrypoint="prefect_modify_vi
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
@@ -69,7 +63,7 @@ def prefect_stack(tmp_path):
             pytest.fail("Debian's chromium is missing in CI: `make test-slow` installs it (scripts/setup.sh, SETUP_BROWSER=1)")
         pytest.skip("Debian's chromium is not installed (`SETUP_BROWSER=1 bash scripts/setup.sh` installs it)")
     pytest.importorskip("playwright")
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api,
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONPATH": str(ROOT)}
