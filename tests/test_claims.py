@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -261,6 +262,31 @@ def test_runs_at_once_keep_the_account_limit_and_share_one_budget(two_segments, 
 
     limit = asyncio.run(read_limit())
     assert limit.limit == 1 and limit.active_slots == 0, "every slot was given back"
+
+
+def test_a_slot_given_back_goes_at_once_to_a_segment_of_the_same_process_waiting_for_it():
+    """Two segments (two threads, each its own event loop, as segment tasks run) want an account's one
+    slot. The second asks, is refused and told to ask again in 1.5 s or more (a fresh limit's
+    Retry-After); the first gives the slot back 0.3 s later: the second holds it well before its next ask."""
+    from prefect_modify_video.tasks.account import AccountLimits
+
+    limits = AccountLimits(f"modify-video:luma:{uuid.uuid4().hex[:6]}:generations", 1, None)
+    moments = {}
+
+    async def second():
+        async with limits.generation():
+            moments["taken"] = time.monotonic()
+
+    async def first():
+        async with limits.generation():
+            waiting = threading.Thread(target=asyncio.run, args=(second(),))
+            waiting.start()
+            await asyncio.sleep(0.3)  # the second's first ask is refused meanwhile
+            moments["given back"] = time.monotonic()
+        return waiting
+
+    asyncio.run(first()).join(10)
+    assert moments["taken"] - moments["given back"] < 1.0, "the freed slot stood idle until the next ask"
 
 
 def test_without_a_prefect_server_no_generation_slot_is_given(monkeypatch):

@@ -13,6 +13,10 @@ a hash of one. The limits are created on first use if missing (two runs creating
 fine) and acquired strictly: without a Prefect server, or with a limit deleted, nothing is sent. A
 server that does not answer is waited for (nothing is sent meanwhile), up to ``SERVER_WAIT_SECONDS``.
 
+A slot given back wakes the oldest segment of the same process that waits for one, which asks at
+once (``_Waiting``); the others, and other processes, ask again when the server's ``Retry-After``
+says (at most ``PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS``, 30 s by default).
+
 Leases: a held slot is leased and renewed by Prefect; a machine that dies frees its slots when the
 lease expires. Keep leases across a server restart with
 ``PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=prefect.server.concurrency.lease_storage.filesystem``
@@ -24,10 +28,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
-from contextlib import asynccontextmanager
+from collections import deque
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
-from typing import AsyncIterator, Awaitable, Callable, TypeVar
+from typing import AsyncIterator, Awaitable, Callable, Iterator, TypeVar
+from uuid import UUID
+
+import httpx
+from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
 
 from prefect_modify_video.errors import InvalidInputError
 from prefect_modify_video.parameters import BackendSpec
@@ -45,6 +55,65 @@ SERVER_RETRY_SECONDS = 5.0
 """Pause between two tries to reach a Prefect server that does not answer."""
 T = TypeVar("T")
 _ensured: set[tuple[str, int, float | None]] = set()
+
+
+class _Waiter:
+    """A coroutine waiting for a slot: its event loop, the event that wakes it, and whether it was woken."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.event = asyncio.Event()
+        self.woken = False
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleeps ``seconds``, or until woken."""
+        with suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.event.wait(), seconds)
+        self.event.clear()
+
+
+class _Waiting:
+    """The coroutines of this process waiting for a slot of each limit, oldest first: a slot given back
+    here wakes the oldest one not woken yet, which asks for it at once.
+
+    The server tells a refused waiter when to ask again (``Retry-After``, up to the server's maximum
+    slot wait), whatever frees a slot; without this, a slot this process gave back stood idle until
+    one of its waiters asked again (1 s on average at a 2 s maximum).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[str, deque[_Waiter]] = {}
+
+    @contextmanager
+    def waiter(self, name: str) -> Iterator[_Waiter]:
+        """Queues the calling coroutine for ``name``'s slots while in the block."""
+        waiter = _Waiter()
+        with self._lock:
+            self._waiting.setdefault(name, deque()).append(waiter)
+        try:
+            yield waiter
+        finally:
+            with self._lock:
+                self._waiting[name].remove(waiter)
+
+    def asking(self, waiter: _Waiter) -> None:
+        """Marks ``waiter`` as asking the server again (a slot given back from now on wakes another)."""
+        with self._lock:
+            waiter.woken = False
+
+    def wake_one(self, name: str) -> None:
+        """Wakes the oldest waiter for ``name`` not woken yet (called when a slot is given back)."""
+        with self._lock:
+            for waiter in self._waiting.get(name, ()):
+                if not waiter.woken:
+                    waiter.woken = True
+                    with suppress(RuntimeError):  # its loop has closed: it waits no more
+                        waiter.loop.call_soon_threadsafe(waiter.event.set)
+                    return
+
+
+_waiting = _Waiting()
 
 
 @dataclass(frozen=True)
@@ -111,29 +180,62 @@ class AccountLimits:
 
     @asynccontextmanager
     async def generation(self) -> AsyncIterator[None]:
-        """Holds one of the account's generation slots for the block (create, then wait for the job)."""
-        from prefect.concurrency.asyncio import concurrency
+        """Holds one of the account's generation slots for the block (create, then wait for the job).
 
-        async def enter():
-            slot = concurrency(
-                self.generations, occupy=1, strict=True, lease_duration=GENERATION_LEASE_SECONDS,
-                raise_on_lease_renewal_failure=False,
-            )
-            await slot.__aenter__()
-            return slot
+        Asked for on Prefect's client (leased, renewed by Prefect while held): refused, the ask waits
+        for the server's ``Retry-After`` or until a slot is given back in this process (``_Waiting``).
+        """
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.responses import ConcurrencyLimitWithLeaseResponse
+        from prefect.concurrency._events import emit_concurrency_acquisition_events, emit_concurrency_release_events
+        from prefect.concurrency._leases import amaintain_concurrency_lease
 
-        slot = await _retrying(self.generations, self.ensure, enter)
+        async def lease(waiter: _Waiter) -> ConcurrencyLimitWithLeaseResponse:
+            async with get_client() as client:
+                while True:
+                    _waiting.asking(waiter)
+                    ask = asyncio.ensure_future(client.increment_concurrency_slots_with_lease(
+                        names=[self.generations], slots=1, mode="concurrency", lease_duration=GENERATION_LEASE_SECONDS,
+                    ))
+                    try:
+                        response = await asyncio.shield(ask)
+                    except asyncio.CancelledError:
+                        # Stopped while asking: a slot the server grants now is given back, not leaked for a lease.
+                        with suppress(Exception):
+                            granted = (await ask).json()
+                            if granted.get("limits"):
+                                await client.release_concurrency_slots_with_lease(UUID(granted["lease_id"]))
+                        raise
+                    except httpx.HTTPStatusError as error:
+                        if error.response.status_code != 423:
+                            raise
+                        await waiter.sleep(float(error.response.headers.get("Retry-After") or 1.0))
+                        continue
+                    granted = ConcurrencyLimitWithLeaseResponse.model_validate(response.json())
+                    if not granted.limits:
+                        raise ConcurrencySlotAcquisitionError(
+                            f"Concurrency limits {[self.generations]!r} must be created before acquiring slots"
+                        )
+                    return granted
+
+        with _waiting.waiter(self.generations) as waiter:
+            granted = await _retrying(self.generations, self.ensure, lambda: lease(waiter))
+        events = emit_concurrency_acquisition_events(granted.limits, 1)  # as Prefect's own concurrency() does
         try:
-            yield
+            async with amaintain_concurrency_lease(granted.lease_id, GENERATION_LEASE_SECONDS):
+                yield
         finally:
+            emit_concurrency_release_events(granted.limits, 1, events)
             try:
-                await slot.__aexit__(None, None, None)
+                async with get_client() as client:
+                    await client.release_concurrency_slots_with_lease(granted.lease_id)
             except Exception as error:  # noqa: BLE001 - the job is over: its answer matters more than the slot
                 # Its renewal has stopped, so the server frees the slot when the lease ends.
                 _run_logger().warning(
                     "could not give back a slot of %s (%s: %s): the Prefect server frees it within %.0f s",
                     self.generations, type(error).__name__, error, GENERATION_LEASE_SECONDS,
                 )
+            _waiting.wake_one(self.generations)
 
     async def before_create(self) -> None:
         """Takes a slot of the account's create rate (returns when a create may be sent)."""
@@ -147,9 +249,6 @@ class AccountLimits:
 async def _retrying(name: str, ensure: Callable[[], Awaitable[None]], acquire: Callable[[], Awaitable[T]]) -> T:
     """``ensure()`` then ``acquire()``, tried again while the Prefect server does not answer (nothing is sent
     meanwhile), for up to ``SERVER_WAIT_SECONDS``; a missing limit or another refusal raises at once."""
-    import httpx
-    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
-
     deadline = None  # counted from the first try the server did not answer (waiting for a free slot is not)
     warned_at = None
     while True:
