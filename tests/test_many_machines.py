@@ -12,6 +12,7 @@ Marked ``slow`` and ``machines`` (``pytest -m machines`` runs it alone): a few m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -57,10 +58,24 @@ def fake():
 
 def _on(api_url: str, coroutine):
     """Runs ``coroutine`` against the real server (not the test session's harness)."""
+    with _real_server(api_url):
+        return asyncio.run(coroutine())
+
+
+@contextlib.contextmanager
+def _real_server(api_url: str):
+    """This process's Prefect API is the real server in the block. Its events are sent there before the block
+    ends: Prefect's one events worker keeps the API it started with, and the harness's runs would send theirs
+    to the real server after it stopped (the session's teardown then waits on them)."""
+    from prefect.events.worker import EventsWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings({PREFECT_API_URL: api_url}):
-        return asyncio.run(coroutine())
+    EventsWorker.drain_all(timeout=30, at_exit=False)
+    try:
+        with temporary_settings({PREFECT_API_URL: api_url}):
+            yield
+    finally:
+        EventsWorker.drain_all(timeout=30, at_exit=False)
 
 
 @pytest.fixture(scope="module")
@@ -207,9 +222,7 @@ def _plan_usd(video: Path, fake: FakeModifyServer) -> dict[int, float]:
 
 def _batch_on(api_url: str, params):
     """Runs the modify-video-batch flow in this process against the real server; its final state."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with temporary_settings({PREFECT_API_URL: api_url}):
+    with _real_server(api_url):
         return modify_video_batch(params, return_state=True)
 
 
