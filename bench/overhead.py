@@ -10,7 +10,8 @@ than the 20 s cap, so split in its middle with an overlap), it times, in one pro
   contact sheet). The service itself is a stand-in costing no CPU: each extracted clip is its own
   answer. The tasks' own functions (``.fn``) and the segment task's steps (``extract_clip``,
   ``conform_answer``) run, without a Prefect server;
-- the local backend's whole run the same way, its restyle included (prompt "warm vintage film").
+- the local backend's whole run the same way, its restyle included (prompt "warm vintage film"): it reads
+  each segment from the source (``ModifyBackend.reads_source``), so no upload clip is extracted for it.
 
 It prints each stage's wall and CPU seconds (CPU: this process and the programs it ran, which on a
 shared machine varies far less than wall time), then on its last two lines each path against the
@@ -66,6 +67,7 @@ COMMAND_LOG = log_ffmpeg_commands() if "--commands" in sys.argv else None
 
 from prefect_modify_video.media.answers import covered_frames  # noqa: E402
 from prefect_modify_video.media.conform import CONFORM_ENCODE  # noqa: E402
+from prefect_modify_video.media.extract import SourceSegment  # noqa: E402
 from prefect_modify_video.media.ffmpeg import run_ffmpeg, write_with_ffmpeg  # noqa: E402
 from prefect_modify_video.media.plan import DEFAULT_OVERLAP_FRAMES  # noqa: E402
 from prefect_modify_video.media.probe import forget_probes, probe_video  # noqa: E402
@@ -164,24 +166,27 @@ def media_path(source: Path, work: Path, segment_seconds: float, *, local: bool)
     ready_to_join = finished_in_conform(plan, seams)
     extracted, conformed = {}, {}
     for segment in plan.segments:
-        clip = media_tasks.extract_clip(info, segment, str(work), None if local else 1280)
-        extracted[segment.index] = str(clip)
-        clock.lap("extract")
         if local:
-            request = ModifyRequest(clip=clip, prompt="warm vintage film", mode="flex_1")
+            # As the segment task does for a backend that reads the source (``reads_source``): no upload clip.
+            sent = SourceSegment(info, segment, backend.max_dimension)
+            request = ModifyRequest(clip=None, source=sent, prompt="warm vintage film", mode="flex_1")
             answer = backend.restyle(request, work / "answers" / f"{segment.name}.mp4")
             clock.lap("restyle (local)")
         else:
-            answer = clip
+            sent = media_tasks.extract_clip(info, segment, str(work), 1280)
+            extracted[segment.index] = str(sent)
+            clock.lap("extract")
+            answer = sent
         probe_video(answer)
-        covered_frames(answer, clip)
+        covered_frames(answer, sent)
         clock.lap("answer check")
         conformed[segment.index] = str(media_tasks.conform_answer(
             Path(answer), info, segment, str(work), final=segment.index in ready_to_join,
             pending=segment.index not in ready_to_join,
         ))
         clock.lap("conform")
-    finished = finish_segment_clips.fn(plan, info, extracted, conformed, str(work), seams=seams)
+    finished = finish_segment_clips.fn(plan, info, extracted, conformed, str(work), seams=seams,
+                                       max_dimension=backend.max_dimension if local else 1280)
     clock.lap("finish")
     output = media_tasks.join_video_segments.fn(finished, info, str(work / "output.mp4"))
     clock.lap("join")

@@ -78,6 +78,35 @@ def test_a_second_run_pays_for_nothing(sample_video, tmp_path, store_dir):
     assert refreshed.billed_calls == 4
 
 
+def test_a_local_run_restyles_from_the_source_without_an_upload_clip(sample_video, tmp_path, store_dir, monkeypatch):
+    """Issue 15: the local backend reads each segment from the source (``reads_source``): no upload clip is
+    encoded, and the output is the source's in frames, rate, size, duration and audio, restyled. With colour
+    anchoring on, the finish step reads the source statistics from the source instead of from the clips."""
+    from prefect_modify_video.media import extract
+    from prefect_modify_video.tasks import seams as seam_tasks
+
+    encodes, statistics = [], []
+    write, read_sums = extract._write_segment, seam_tasks.sent_frame_sums
+
+    def counted(info, segment, *args, **kwargs):
+        encodes.append(segment.index)
+        return write(info, segment, *args, **kwargs)
+
+    monkeypatch.setattr(extract, "_write_segment", counted)
+    monkeypatch.setattr(seam_tasks, "sent_frame_sums", lambda sent: statistics.append(sent.segment.index) or read_sums(sent))
+    result = modify_video(**flow_arguments(params(
+        sample_video, tmp_path, store_dir, prompt="warm", mode="flex_1", seams={"anchor_colours": True},
+    )))
+    assert encodes == [], "no upload clip was encoded"
+    assert sorted(statistics) == [0, 1, 2, 3], "the source statistics were read from the source"
+    source, out = probe_video(sample_video), probe_video(result.output)
+    assert (out.frames, out.frame_rate, out.width, out.height) == (source.frames, source.frame_rate, source.width, source.height)
+    assert abs(out.duration_s - source.duration_s) <= 1 / source.fps
+    assert audio_md5(result.output) == audio_md5(sample_video)
+    warm, plain = read_frames(result.output), read_frames(sample_video)
+    assert (warm[..., 0] - warm[..., 2]).mean() > (plain[..., 0] - plain[..., 2]).mean() + 3, "restyled warmer"
+
+
 @pytest.mark.slow
 def test_another_prompt_is_another_paid_call(sample_video, tmp_path, store_dir):
     modify_video(**flow_arguments(params(sample_video, tmp_path, store_dir, output=str(tmp_path / "a.mp4"))))

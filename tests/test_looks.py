@@ -149,3 +149,32 @@ def test_the_local_answer_is_encoded_once_and_conform_copies_it(sample_video, tm
     # The pixels are restyled (warmer than the source clip).
     warm, source = read_frames(final), read_frames(clip)
     assert (warm[..., 0] - warm[..., 2]).mean() > (source[..., 0] - source[..., 2]).mean() + 3
+
+
+def test_the_local_backend_restyles_straight_from_the_source(sample_video, tmp_path):
+    """Issue 15: from the source (``ModifyRequest.source``), the answer is the one from an extracted clip,
+    without the clip: same frames, rate, size and conform mark, the same look; and the source statistics read
+    from the source are the extract's, exactly (the finish step's anchoring takes them when nothing was extracted)."""
+    from plans import plan_segments
+    from prefect_modify_video.media.anchor import load_frame_sums
+    from prefect_modify_video.media.conform import conform_clip
+    from prefect_modify_video.media.extract import SourceSegment, extract_segment, sent_frame_sums
+
+    info = probe_video(sample_video)
+    segment = plan_segments(info.frames, info.frame_rate, 2.0).segments[1]
+    backend = LocalBackend()
+    clip = extract_segment(info, segment, tmp_path / "clip.mp4")
+    from_clip = backend.restyle(ModifyRequest(clip=clip, prompt="warm", mode="flex_1"), tmp_path / "from-clip.mp4")
+    source = SourceSegment(info, segment)
+    from_source = backend.restyle(ModifyRequest(clip=None, source=source, prompt="warm", mode="flex_1"),
+                                  tmp_path / "from-source.mp4")
+    a, b = probe_video(from_source), probe_video(from_clip)
+    assert (a.frames, a.frame_rate, a.width, a.height, a.comment) == (b.frames, b.frame_rate, b.width, b.height, b.comment)
+    assert a.frames == segment.sent_frames
+    final = conform_clip(from_source, info, segment, tmp_path / "final.mp4")
+    assert final.read_bytes() == from_source.read_bytes(), "conform copies it"
+    # The same look: pixels within a level or two of the clip's (which lost a little in its own encode).
+    restyled, via_clip, plain = read_frames(from_source), read_frames(from_clip), read_frames(clip)
+    assert np.abs(restyled - via_clip).mean() < 1.5
+    assert (restyled[..., 0] - restyled[..., 2]).mean() > (plain[..., 0] - plain[..., 2]).mean() + 2, "warmer"
+    assert np.array_equal(sent_frame_sums(source).sums, load_frame_sums(clip).sums)

@@ -506,7 +506,9 @@ def _modify_fetched_video(
                 summary.paid,
                 summary.cost_usd,
             )
-        finished = finish_segment_clips(plan, info, extracted, conformed, str(work_dir), seams=seams)
+        finished = finish_segment_clips(
+            plan, info, extracted, conformed, str(work_dir), seams=seams, max_dimension=backend.max_dimension
+        )
         join_video_segments(finished, info, str(output))
         sheet_path = output.with_name(f"{output.stem}.seams.png")
         metrics, sheet = report_video_seams(source, str(output), plan, str(sheet_path), seams.seam_threshold)
@@ -621,7 +623,8 @@ def _run_segments(
                 done: SegmentResult = future.result()
                 result = done.modified
                 conformed[segment.index] = str(local_file(done.conformed, settings.work_dir))
-                extracted_clips[segment.index] = str(local_file(done.extracted, settings.work_dir))
+                if done.extracted is not None:  # none for a backend that read the source (``reads_source``)
+                    extracted_clips[segment.index] = str(local_file(done.extracted, settings.work_dir))
                 rows[segment.index] = {**result.model_dump(), "state": "done"}
                 progress.record(paid=result.paid)
                 emit_segment_event(

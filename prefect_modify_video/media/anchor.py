@@ -314,7 +314,7 @@ def load_frame_sums(clip: str | Path) -> FrameSums | None:
         return None
 
 
-def _frame_sums_of(args: list[str]) -> FrameSums:
+def frame_sums_of(args: list[str]) -> FrameSums:
     """The sums of the ``STATISTICS_SIZE`` frames an ffmpeg command writes to its pipe, read as it runs."""
     return FrameSums.joined([FrameSums.of_frames(batch) for batch in iter_raw_frames(args, _frame_bytes())])
 
@@ -326,7 +326,7 @@ def decode_frame_sums(clip: str | Path) -> FrameSums:
     averages to ``STATISTICS_SIZE`` barely depend on the size they start from).
     """
     recipe = PendingConform.from_tag(probe_video(clip).comment)
-    return _frame_sums_of(_decode_args(clip, filters=recipe.filters(full_size=False) if recipe else ()))
+    return frame_sums_of(_decode_args(clip, filters=recipe.filters(full_size=False) if recipe else ()))
 
 
 def write_with_frame_sums(stream, destination: Path, **output) -> Path:
@@ -354,7 +354,7 @@ def write_with_frame_sums(stream, destination: Path, **output) -> Path:
     )
     with atomic_write(destination) as partial:
         args = ["-y", *ffmpeg.merge_outputs(clip.output(str(partial), **output), pipe).get_args()]
-        sums = _frame_sums_of(args)
+        sums = frame_sums_of(args)
     save_frame_sums(destination, sums)
     return destination
 

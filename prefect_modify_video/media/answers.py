@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from prefect_modify_video.errors import ClipValidationError, InvalidInputError
+from prefect_modify_video.media.extract import SourceSegment
 from prefect_modify_video.media.ffmpeg import run_ffmpeg, write_with_ffmpeg
 from prefect_modify_video.media.probe import probe_video
 
@@ -56,7 +57,7 @@ def length_tolerance_seconds(sent_seconds: float) -> float:
     return max(0.5, 0.15 * sent_seconds)
 
 
-def covered_frames(answer: Path, sent_clip: Path) -> int:
+def covered_frames(answer: Path, sent_clip: Path | SourceSegment) -> int:
     """How many of ``sent_clip``'s frames ``answer`` covers, checking that it lines up with their start.
 
     An answer within ``length_tolerance_seconds`` of what was sent covers all of it (conform
@@ -66,40 +67,50 @@ def covered_frames(answer: Path, sent_clip: Path) -> int:
 
     Args:
         answer: The clip the service returned.
-        sent_clip: The clip that was sent.
+        sent_clip: The clip that was sent, or the segment's frames in the source that a backend read
+            itself (``SourceSegment``): its answer must cover them all.
 
     Returns:
         The number of the sent clip's frames the answer covers, from its first (at most all of them).
 
     Raises:
         ClipValidationError: the answer is not a video, is longer than what was sent (beyond the
-            tolerance), covers no whole frame, or does not line up with the sent clip's start.
+            tolerance), covers no whole frame, or does not line up with the sent clip's start (or,
+            read from the source, covers less than all of it).
     """
-    sent = probe_video(sent_clip)
+    if isinstance(sent_clip, SourceSegment):
+        sent_frames, rate = sent_clip.frames, sent_clip.frame_rate
+    else:
+        sent = probe_video(sent_clip)
+        sent_frames, rate = sent.frames, Fraction(sent.frame_rate)
     try:
         returned = probe_video(answer)
     except InvalidInputError as error:
         raise ClipValidationError(f"the answer is not a usable video: {error}") from error
-    rate = Fraction(sent.frame_rate)
     seconds = Fraction(returned.frames) / Fraction(returned.frame_rate)
-    sent_seconds = Fraction(sent.frames) / rate
+    sent_seconds = Fraction(sent_frames) / rate
     tolerance = length_tolerance_seconds(float(sent_seconds))
     if abs(float(seconds - sent_seconds)) <= tolerance:
-        return sent.frames
+        return sent_frames
     if seconds > sent_seconds:
         raise ClipValidationError(
             f"the answer lasts {float(seconds):.2f} s but {float(sent_seconds):.2f} s were sent (tolerance {tolerance:.2f} s)"
         )
     covered = int(seconds * rate + Fraction(1, 2))
     if covered < 1:
-        raise ClipValidationError(f"the answer {answer.name} covers no frame of the {sent.frames} sent")
-    if covered < sent.frames:
+        raise ClipValidationError(f"the answer {answer.name} covers no frame of the {sent_frames} sent")
+    if covered < sent_frames and isinstance(sent_clip, SourceSegment):
+        raise ClipValidationError(
+            f"the answer {answer.name} covers {covered} of the {sent_frames} frames read from the source; "
+            "a backend that reads the source answers all of them"
+        )
+    if covered < sent_frames:
         mine = _grey_frames(answer, rate, covered)
         at_start = _likeness(mine, _grey_frames(sent_clip, rate, covered))
-        at_end = _likeness(mine, _grey_frames(sent_clip, rate, covered, skip=sent.frames - covered))
+        at_end = _likeness(mine, _grey_frames(sent_clip, rate, covered, skip=sent_frames - covered))
         if at_start + _ALIGNMENT_MARGIN < at_end:
             raise ClipValidationError(
-                f"the answer {answer.name} covers {covered} of {sent.frames} frames but does not line up with "
+                f"the answer {answer.name} covers {covered} of {sent_frames} frames but does not line up with "
                 f"the start of what was sent (likeness {at_start:.2f} at the start, {at_end:.2f} at the end)"
             )
     return covered

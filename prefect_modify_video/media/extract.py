@@ -6,13 +6,15 @@ Every function here writes its output atomically (``media.files.atomic_write``).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import ffmpeg
 
 from prefect_modify_video.errors import InvalidInputError
-from prefect_modify_video.media.anchor import write_with_frame_sums
+from prefect_modify_video.media.anchor import STATISTICS_SIZE, FrameSums, frame_sums_of, write_with_frame_sums
 from prefect_modify_video.media.ffmpeg import encoder_threads, write_with_ffmpeg
 from prefect_modify_video.media.pending import conformed_reading
 from prefect_modify_video.media.plan import Segment
@@ -51,62 +53,186 @@ def service_size(info: VideoInfo, max_dimension: int | None) -> tuple[int, int]:
 EXTRACT_CRF_STEPS = (16, 22, 28, 34)
 
 
-def _frames_in(clip: Path) -> int:
+def frames_in(clip: Path) -> int:
+    """The frames of a clip just written (0 when it holds none: ffmpeg writes an empty file where a seek overshoots)."""
     try:
         return probe_video(clip).frames
     except InvalidInputError:
         return 0
 
 
+@dataclass(frozen=True)
+class SentReading:
+    """One ffmpeg reading of a segment's sent frames from the source: input options, the stream, its filters.
+
+    The filters are declared once, as ``(name, args, options)``, and given both ways: as an ffmpeg-python
+    stream (``stream``, the extract encode's) and as filter text (``filter_text``, for a command that adds
+    its own filters after them, as the ``local`` backend's looks).
+    """
+
+    path: str
+    input_options: tuple[tuple[str, str], ...]
+    stream_index: int
+    filters: tuple[tuple[str, tuple, tuple[tuple[str, object], ...]], ...]
+
+    def stream(self):
+        """The frames as an ffmpeg-python stream."""
+        stream = ffmpeg.input(self.path, **dict(self.input_options))[str(self.stream_index)]
+        for name, args, options in self.filters:
+            stream = stream.filter(name, *args, **dict(options))
+        return stream
+
+    def input_args(self) -> list[str]:
+        """ffmpeg arguments that open the source and map the video stream (``-vf`` takes ``filter_text``)."""
+        options = [item for key, value in self.input_options for item in (f"-{key}", str(value))]
+        return [*options, "-i", self.path, "-map", f"0:{self.stream_index}"]
+
+    def filter_text(self) -> str:
+        """The filters as an ffmpeg filter chain."""
+        parts = []
+        for name, args, options in self.filters:
+            values = [str(arg) for arg in args] + [f"{key}={value}" for key, value in options]
+            parts.append(f"{name}={':'.join(values)}" if values else name)
+        return ",".join(parts)
+
+
+@dataclass(frozen=True)
+class SourceSegment:
+    """A segment's sent frames as they are in the source: what an extracted clip of them holds, without the clip.
+
+    A backend that reads the source itself (``ModifyBackend.reads_source``) gets this instead of a clip.
+
+    Attributes:
+        info: The source (a local file).
+        segment: The segment.
+        max_dimension: The cap on the longest side of the sent frames (``service_size``).
+    """
+
+    info: VideoInfo
+    segment: Segment
+    max_dimension: int | None = None
+
+    @property
+    def frames(self) -> int:
+        """How many frames are sent (``Segment.clip_frames``)."""
+        return self.segment.clip_frames
+
+    @property
+    def frame_rate(self) -> Fraction:
+        """The rate they are sent at: the source's, divided by ``Segment.frame_step``."""
+        return Fraction(self.info.frame_rate) / self.segment.frame_step
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Their width and height (``service_size``)."""
+        return service_size(self.info, self.max_dimension)
+
+    def clip_info(self) -> VideoInfo:
+        """The ``VideoInfo`` of a clip holding exactly these frames (rate, size, square pixels, upright, count)."""
+        width, height = self.size
+        rate = self.frame_rate
+        return self.info.model_copy(update={
+            "frame_rate": f"{rate.numerator}/{rate.denominator}", "fps": float(rate), "frames": self.frames,
+            "width": width, "height": height, "display_width": width, "display_height": height,
+            "sample_aspect_ratio": "1:1", "rotation": 0, "comment": "",
+        })
+
+    def reading(self, *, seek: bool) -> SentReading:
+        """How ffmpeg reads the sent frames: after a seek (fast), or picked by number from the start (sure)."""
+        info, segment = self.info, self.segment
+        filters: list[tuple[str, tuple, tuple]] = [("fps", (), (("fps", info.frame_rate),))]
+        if seek:
+            start = frame_seek_seconds(segment.sent_first_frame, Fraction(info.frame_rate), info.start_offset_s)
+            input_options: tuple = (("ss", f"{start:.6f}"),)
+            if segment.pad_frames:
+                # The padding repeats the segment's last frame, not the frames after it.
+                filters.append(("trim", (), (("end_frame", segment.sent_frames),)))
+            # A frame or two short at the very end (timestamps rounded onto the constant rate) is padded.
+            padding = 2
+        else:
+            input_options = ()
+            filters += [
+                ("trim", (), (("start_frame", segment.sent_first_frame), ("end_frame", segment.end_frame))),
+                ("setpts", ("PTS-STARTPTS",), ()),
+            ]
+            padding = segment.sent_frames
+        if segment.frame_step > 1:
+            # One frame in frame_step, from the first: on the source's exact grid, each sent frame is a source frame.
+            rate = self.frame_rate
+            filters.append(("fps", (), (("fps", f"{rate.numerator}/{rate.denominator}"),)))
+            padding = -(-padding // segment.frame_step)
+        # A clip under the service's shortest input ends with copies of its last frame (pad_frames).
+        padding += segment.pad_frames
+        width, height = self.size
+        filters += [
+            ("scale", (width, height), (("flags", "bicubic"),)),
+            ("setsar", ("1",), ()),
+            ("tpad", (), (("stop_mode", "clone"), ("stop", padding))),
+        ]
+        return SentReading(info.path, input_options, info.video_index, tuple(filters))
+
+    def output_options(self) -> dict:
+        """The output options that time the written frames: the sent rate and count (ffmpeg-python names)."""
+        rate = self.frame_rate
+        return {"r": f"{rate.numerator}/{rate.denominator}", "frames:v": self.frames}
+
+
+T = TypeVar("T")
+
+
+def read_sent_frames(source: SourceSegment, use: Callable[[SentReading], T], count: Callable[[T], int]) -> T:
+    """Runs ``use`` on a reading of the segment's sent frames after a seek, and where that gave fewer than
+    ``source.frames`` frames (``count`` of its result: seeking failed on this file, as on some MPEG-TS), again
+    on a reading that decodes the source from the start.
+
+    Returns:
+        What ``use`` returned.
+    """
+    result = use(source.reading(seek=True))
+    if count(result) < source.frames:
+        logger.warning("%s: seeking to segment %s failed; decoding from the start", source.info.path, source.segment.name)
+        result = use(source.reading(seek=False))
+    return result
+
+
 def _write_segment(
-    info: VideoInfo, segment: Segment, destination: Path, max_dimension: int | None, crf: int, *, seek: bool
-) -> None:
-    """Encodes the segment's sent frames: after a seek (fast), or picked by number from the start (sure)."""
-    rate = Fraction(info.frame_rate)
-    width, height = service_size(info, max_dimension)
-    if seek:
-        start = frame_seek_seconds(segment.sent_first_frame, rate, info.start_offset_s)
-        stream = ffmpeg.input(info.path, ss=f"{start:.6f}")[str(info.video_index)].filter("fps", fps=info.frame_rate)
-        if segment.pad_frames:
-            # The padding repeats the segment's last frame, not the frames after it.
-            stream = stream.filter("trim", end_frame=segment.sent_frames)
-        # A frame or two short at the very end (timestamps rounded onto the constant rate) is padded.
-        padding = 2
-    else:
-        stream = (
-            ffmpeg.input(info.path)[str(info.video_index)]
-            .filter("fps", fps=info.frame_rate)
-            .filter("trim", start_frame=segment.sent_first_frame, end_frame=segment.end_frame)
-            .filter("setpts", "PTS-STARTPTS")
-        )
-        padding = segment.sent_frames
-    sent_rate = rate / segment.frame_step
-    if segment.frame_step > 1:
-        # One frame in frame_step, from the first: on the source's exact grid, each sent frame is a source frame.
-        stream = stream.filter("fps", fps=f"{sent_rate.numerator}/{sent_rate.denominator}")
-        padding = -(-padding // segment.frame_step)
-    # A clip under the service's shortest input ends with copies of its last frame (pad_frames).
-    padding += segment.pad_frames
-    stream = (
-        stream.filter("scale", width, height, flags="bicubic")
-        .filter("setsar", "1")
-        .filter("tpad", stop_mode="clone", stop=padding)
-    )
+    info: VideoInfo, segment: Segment, destination: Path, max_dimension: int | None, crf: int, *, reading: SentReading
+) -> int:
+    """Encodes the segment's sent frames as ``reading`` gives them (``SourceSegment.reading``); returns the clip's frames."""
     # The source statistics the finish step anchors colours with are taken on the way (``anchor.segment_statistics``).
     write_with_frame_sums(
-        stream,
+        reading.stream(),
         destination,
         an=None,
-        r=f"{sent_rate.numerator}/{sent_rate.denominator}",
-        **{"frames:v": segment.clip_frames, "movflags": "+faststart"},
+        **SourceSegment(info, segment, max_dimension).output_options(),
+        movflags="+faststart",
         **{**EXTRACT_ENCODE, "crf": crf},
         **({"threads": encoder_threads()} if encoder_threads() else {}),
     )
+    return frames_in(destination)
+
+
+def sent_frame_sums(source: SourceSegment) -> FrameSums:
+    """The ``FrameSums`` of a segment's sent frames read from the source: an extracted clip's, without the clip.
+
+    What ``anchor.segment_statistics`` reads of an extracted clip, for a segment that had none (its backend
+    read the source: ``ModifyBackend.reads_source``); one decode of the segment.
+    """
+    width, height = STATISTICS_SIZE
+
+    def sums(reading: SentReading) -> FrameSums:
+        chain = f"{reading.filter_text()},format=yuv420p,scale={width}:{height}:flags=area,format=yuv420p"
+        timing = source.output_options()
+        args = [*reading.input_args(), "-vf", chain, "-an", "-r", timing["r"], "-frames:v", str(timing["frames:v"]),
+                "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"]  # fmt: skip
+        return frame_sums_of(args)
+
+    return read_sent_frames(source, sums, lambda found: len(found.sums))
 
 
 def _fits(clip: Path, segment: Segment, max_bytes: int | None) -> bool:
     """Whether an extracted ``clip`` holds the segment's frames and is within ``max_bytes``."""
-    return (max_bytes is None or clip.stat().st_size <= max_bytes) and _frames_in(clip) >= segment.clip_frames
+    return (max_bytes is None or clip.stat().st_size <= max_bytes) and frames_in(clip) >= segment.clip_frames
 
 
 def extract_segment(
@@ -141,12 +267,13 @@ def extract_segment(
     """
     if reuse and destination.is_file() and _fits(destination, segment, max_bytes):
         return destination
+    source = SourceSegment(info, segment, max_dimension)
     for crf in EXTRACT_CRF_STEPS:
-        _write_segment(info, segment, destination, max_dimension, crf, seek=True)
-        if _frames_in(destination) < segment.clip_frames:
-            # Seeking failed on this file (some MPEG-TS do): decode from the start instead.
-            logger.warning("%s: seeking to segment %s failed; decoding from the start", info.path, segment.name)
-            _write_segment(info, segment, destination, max_dimension, crf, seek=False)
+        read_sent_frames(
+            source,
+            lambda reading: _write_segment(info, segment, destination, max_dimension, crf, reading=reading),  # noqa: B023
+            lambda frames: frames,
+        )
         if max_bytes is None or destination.stat().st_size <= max_bytes:
             return destination
     size = destination.stat().st_size

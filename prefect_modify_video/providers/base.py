@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 _PASSING_POLL_ERRORS = (RateLimitedError, ProviderServerError, ProviderUnavailableError)
 """Errors of one poll after which the job itself may well be fine: it is polled again."""
+from prefect_modify_video.media.extract import SourceSegment
 from prefect_modify_video.media.plan import DEFAULT_OVERLAP_FRAMES
 
 Mode = Literal[
@@ -69,8 +70,9 @@ class JobState(str, Enum):
 class ModifyRequest:
     """One paid call: a clip under the backend's caps and what to do with it."""
 
-    clip: Path
-    """The extracted segment: MP4, H.264, constant frame rate, video only."""
+    clip: Path | None
+    """The extracted segment: MP4, H.264, constant frame rate, video only (``None`` for a backend that
+    reads the source: ``source``)."""
     prompt: str
     mode: Mode
     first_frame: Path | None = None
@@ -80,6 +82,9 @@ class ModifyRequest:
     images (``guide_keyframes``): sent with every segment as a keyframe at ``style_frame``."""
     style_frame: int = 0
     """Where in the clip (frame index) the segment's own first frame is: after its overlap."""
+    source: SourceSegment | None = None
+    """For a backend that reads the source itself (``ModifyBackend.reads_source``), instead of ``clip``: the
+    segment's sent frames in the source (the frames an extracted clip would hold)."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +158,9 @@ class ModifyBackend(ABC):
     """Generations the service runs at once for one account, as documented (``None``: not documented)."""
     account_creates_per_minute: ClassVar[int | None] = None
     """Creates the service accepts a minute from one account, as documented (``None``: not documented)."""
+    reads_source: ClassVar[bool] = False
+    """Whether it runs on this machine and reads each segment's sent frames from the source itself
+    (``ModifyRequest.source``): no upload clip is encoded for it."""
     can_find_jobs: ClassVar[bool] = False
     """Whether ``find_job`` can look a request up in the service's list of jobs (a create whose answer
     was lost can then be found instead of being paid again)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from prefect_modify_video.media.conform import conformed_output_args
+from prefect_modify_video.media.extract import SentReading, frames_in, read_sent_frames
 from prefect_modify_video.media.files import atomic_copy
 from prefect_modify_video.media.ffmpeg import write_with_ffmpeg
 from prefect_modify_video.media.probe import probe_video
@@ -47,6 +48,8 @@ class LocalBackend(ModifyBackend):
     uses_reference_frame: ClassVar[bool] = True
     answers_drift: ClassVar[bool] = False
     is_free: ClassVar[bool] = True
+    reads_source: ClassVar[bool] = True
+    """It restyles each segment straight from the source: no upload clip is encoded for it."""
     model = "ffmpeg-looks-1"
     max_segment_seconds = 30.0
     max_upload_bytes = 2**62
@@ -87,20 +90,38 @@ class LocalBackend(ModifyBackend):
             return self._transfer
 
     def restyle(self, request: ModifyRequest, destination: Path) -> Path:
-        """Writes the restyled clip to ``destination`` (blocking)."""
+        """Writes the restyled clip to ``destination`` (blocking).
+
+        From the source when the request says where its frames are (``ModifyRequest.source``: one decode of
+        the segment, no upload clip), else from ``request.clip``.
+        """
         choice = choose_looks(request.prompt)
         strength = MODE_STRENGTH[request.mode]
         chain = build_look_filter(choice.looks, strength, self.colour_transfer())
         # Encoded once, as the conform step would encode it for the join (which then copies it): the
         # look is applied inside the one final encode instead of in an encode of its own.
-        args = ["-i", str(request.clip), "-map", "0:v:0", "-vf", chain, "-an", "-map_metadata", "-1",
-                *conformed_output_args(probe_video(request.clip))]  # fmt: skip
-        return write_with_ffmpeg(args, destination)
+        if request.source is None:
+            args = ["-i", str(request.clip), "-map", "0:v:0", "-vf", chain, "-an", "-map_metadata", "-1",
+                    *conformed_output_args(probe_video(request.clip))]  # fmt: skip
+            return write_with_ffmpeg(args, destination)
+        source = request.source
+        timing = source.output_options()
+
+        def write(reading: SentReading) -> int:
+            # The frames an extracted clip would hold, restyled: the sent frames' filters, then the looks.
+            args = [*reading.input_args(), "-vf", f"{reading.filter_text()},{chain}", "-an", "-map_metadata", "-1",
+                    "-r", timing["r"], "-frames:v", str(timing["frames:v"]),
+                    *conformed_output_args(source.clip_info())]  # fmt: skip
+            return frames_in(write_with_ffmpeg(args, destination))
+
+        read_sent_frames(source, write, lambda frames: frames)
+        return destination
 
     async def submit(self, request: ModifyRequest, workdir: Path) -> ModifyJob:
         """Restyles the clip at once and returns a completed job."""
         workdir.mkdir(parents=True, exist_ok=True)
-        result = workdir / f"{request.clip.stem}.local.mp4"
+        name = request.clip.stem if request.source is None else request.source.segment.name
+        result = workdir / f"{name}.local.mp4"
         await asyncio.to_thread(self.restyle, request, result)
         return ModifyJob(provider=self.name, state=JobState.COMPLETED, result_path=result, cost_usd=0.0)
 

@@ -55,7 +55,7 @@ from prefect_modify_video.blocks.credentials import build_backend
 from prefect_modify_video.claims import Claim, RunBilling, SharedBudget, acquire_claim, drop_unknown_claim
 from prefect_modify_video.tasks.account import AccountLimits
 from prefect_modify_video.tasks.work_files import local_file
-from prefect_modify_video.media.extract import EXTRACT_VERSION, write_frame_image
+from prefect_modify_video.media.extract import EXTRACT_VERSION, SourceSegment, write_frame_image
 from prefect_modify_video.parameters import BackendSpec, ModifyVideoParameters
 from prefect_modify_video.media.answers import covered_frames, join_answers, last_frame_image, remainder_clip
 from prefect_modify_video.media.files import sha256_of_file
@@ -423,8 +423,14 @@ class _SegmentPayer:
         if self.shared_budget is not None:
             self.shared_budget.release(key)
 
-    async def answer(self, clip: Path, first_frame: Path | None) -> Path:
-        """The answer for the whole clip: stored, or paid for (a short one completed by remainders)."""
+    async def answer(self, clip: Path | SourceSegment, first_frame: Path | None) -> Path:
+        """The answer for the whole clip: stored, or paid for (a short one completed by remainders).
+
+        ``clip`` is the segment's frames in the source for a backend that reads them there (``reads_source``):
+        its answer covers them all (``covered_frames``), so it has no remainders.
+        """
+        if isinstance(clip, SourceSegment):
+            return (await self._piece(self.key, clip, first_frame))[0]
         sent_frames = probe_video(clip).frames
         pieces: list[tuple[Path, int]] = []
         start, key, image = 0, self.key, first_frame
@@ -457,17 +463,17 @@ class _SegmentPayer:
         joined = join_answers([p for p, _ in pieces], [c for _, c in pieces], rate, self.workdir / "joined.mp4")
         return self.store.put(self.key, joined, self._record(joined, clip, sent_frames, pieces=len(pieces)))
 
-    def _record(self, answer: Path, clip: Path, covered: int, **extra) -> dict:
+    def _record(self, answer: Path, clip: Path | SourceSegment, covered: int, **extra) -> dict:
         return {
             "segment": self.segment.name,
             "service": self.settings.backend_name,
             "covered_frames": covered,
             "answer_sha256": sha256_of_file(answer),
-            "sent_clip_sha256": sha256_of_file(clip),
+            **({"sent_clip_sha256": sha256_of_file(clip)} if isinstance(clip, Path) else {}),
             **extra,
         }
 
-    async def _piece(self, key: str, clip: Path, first_frame: Path | None) -> tuple[Path, int]:
+    async def _piece(self, key: str, clip: Path | SourceSegment, first_frame: Path | None) -> tuple[Path, int]:
         """The stored or paid answer for ``clip`` under ``key``, and how many of its frames it covers."""
         stored = None if self.refresh else self.store.get(key)
         if stored is not None and (covered := self.store.record(key).get("covered_frames")):
@@ -491,7 +497,7 @@ class _SegmentPayer:
         cost = job.cost_usd if job.cost_usd is not None else self.estimate_usd
         book_billed_call(self.settings, self.store, BilledCall(self.segment.index, self._call_id(key, job), cost))
 
-    async def _pay(self, key: str, clip: Path, first_frame: Path | None) -> tuple[Path, ModifyJob]:
+    async def _pay(self, key: str, clip: Path | SourceSegment, first_frame: Path | None) -> tuple[Path, ModifyJob]:
         """Submits the piece, or follows the job an earlier try saved, and downloads its answer."""
         settings = self.settings
         # Answers land in the store first (never in a work folder that a failed run deletes).
@@ -517,7 +523,8 @@ class _SegmentPayer:
             self.logger.info("segment %s: the answer of job %s was already downloaded", self.segment.name, resumed.job_id)
             return returned, resumed
         request = ModifyRequest(
-            clip=clip, prompt=settings.prompt, mode=settings.mode, first_frame=first_frame,
+            clip=clip if isinstance(clip, Path) else None, source=clip if isinstance(clip, SourceSegment) else None,
+            prompt=settings.prompt, mode=settings.mode, first_frame=first_frame,
             style_image=Path(settings.first_frame) if settings.first_frame else None,
             style_frame=self.segment.clip_index(self.segment.first_frame),
         )
@@ -699,7 +706,7 @@ class _SegmentPayer:
 
 
 async def answer_segment(
-    clip: Path,
+    clip: Path | SourceSegment,
     segment: Segment,
     settings: ModifySettings,
     key: str,
@@ -712,7 +719,8 @@ async def answer_segment(
     retries after a retryable error: every try reloads the saved job first.
 
     Args:
-        clip: The extracted segment.
+        clip: The extracted segment, or its frames in the source for a backend that reads them there
+            (``ModifyBackend.reads_source``).
         segment: Its place in the plan.
         settings: Prompt, mode, backend and store of the run.
         key: The segment's store key (``segment_key``).
@@ -728,7 +736,8 @@ async def answer_segment(
     """
     started = time.monotonic()
     # Files from the run's shared work folder when the segment tasks run on other machines (``tasks.work_files``).
-    clip = local_file(clip, settings.work_dir)
+    if not isinstance(clip, SourceSegment):
+        clip = local_file(clip, settings.work_dir)
     first_frame = local_file(first_frame, settings.work_dir) if first_frame else None
     settings = settings.model_copy(update={
         name: str(local_file(value, settings.work_dir))

@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from prefect_modify_video.media.anchor import AnchorStep, plan_anchors, segment_statistics
 from prefect_modify_video.media.colour import IDENTITY, ColourTransfer
+from prefect_modify_video.media.extract import SourceSegment, sent_frame_sums
 from prefect_modify_video.media.finish import finish_parts, read_head
 from prefect_modify_video.media.plan import SegmentPlan
 from prefect_modify_video.media.probe import VideoInfo
@@ -53,6 +54,7 @@ def finish_segment_clips(
     conformed: dict[int, str],
     work_dir: str,
     seams: SeamOptions,
+    max_dimension: int | None = None,
 ) -> list[str]:
     """Makes each segment's clip for the join: one colour transform per segment, overlaps blended.
 
@@ -67,12 +69,14 @@ def finish_segment_clips(
     Args:
         plan: The segment plan (``cut_before`` and ``overlap_frames`` say what each seam is).
         info: The source.
-        extracted: The extracted (source) clip of each segment, by index.
+        extracted: The extracted (source) clip of each segment, by index; a segment without one (its backend read
+            the source: ``ModifyBackend.reads_source``) has its source statistics read from the source.
         conformed: The conformed answer of each segment, by index.
         work_dir: Where the finished clips are written.
         seams: The run's seam options, resolved for its backend (``SeamOptions.resolved_for``):
             whether to anchor colours (``anchor_colours``, empty counts as on) and the weight of
             each in-shot segment's correction away from its seams (``anchor_strength``).
+        max_dimension: The backend's cap on the sent frames' longest side (for statistics read from the source).
 
     Returns:
         The clips to join, in order (a segment whose tail is blended gives two: ``media.finish.finish_parts``).
@@ -86,7 +90,11 @@ def finish_segment_clips(
         overlaps = [s.overlap_frames for s in segments if s.overlap_frames]
         window = max(SEAM_WINDOW_FRAMES, min(overlaps, default=0))
         outputs = [segment_statistics(conformed[s.index], window=window) for s in segments]
-        sources = [segment_statistics(extracted[s.index], window=window) for s in segments]
+        sources = [
+            segment_statistics(extracted[s.index], window=window) if s.index in extracted
+            else sent_frame_sums(SourceSegment(info, s, max_dimension)).statistics(window)
+            for s in segments
+        ]
         steps = plan_anchors(
             outputs, [s.cut_before for s in segments], sources,
             strength=seams.anchor_strength, ramp_frames=max(1, round(info.fps)),

@@ -18,18 +18,22 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from prefect_modify_video.media.extract import write_frame_image
+from prefect_modify_video.media.extract import SourceSegment, write_frame_image
 from prefect_modify_video.media.plan import Segment
 from prefect_modify_video.media.probe import VideoInfo
 from prefect_modify_video.tasks.media import conform_answer, extract_clip
 from prefect_modify_video.tasks.modify import ModifiedSegment, ModifySettings, answer_segment, retry_if_retryable
-from prefect_modify_video.tasks.work_files import local_file, share_file
+from prefect_modify_video.providers.registry import backend_class
+from prefect_modify_video.tasks.work_files import local_file, local_info, share_file
 
 
 class SegmentResult(BaseModel):
     """What a segment's task made: its extracted clip, its answer and what it cost, its conformed clip."""
 
-    extracted: str = Field(description="The clip sent (a ``block://`` reference when the work files are shared).")
+    extracted: str | None = Field(
+        description="The clip sent (a ``block://`` reference when the work files are shared); ``None`` for a backend "
+        "that read the segment from the source (``ModifyBackend.reads_source``)."
+    )
     modified: ModifiedSegment
     conformed: str = Field(description="The conformed answer (a ``block://`` reference when shared).")
 
@@ -78,6 +82,9 @@ def modify_video_segment(
 ) -> SegmentResult:
     """Extracts, restyles (paying at most once: ``tasks.modify.answer_segment``) and conforms one segment.
 
+    A backend that reads the source itself (``ModifyBackend.reads_source``: ``local``) gets the segment's frames
+    there (``media.extract.SourceSegment``): nothing is extracted for it.
+
     Prefect retries it after a retryable service error (``retry_if_retryable``); a retry finds its
     extracted clip whole on disk and keeps it, and reloads the saved job instead of paying again.
     Errors of the media steps (a bad answer's ``FfmpegError`` in conform) are not retried.
@@ -99,28 +106,35 @@ def modify_video_segment(
         clip: The segment already extracted (the preview sends one excerpt in each mode): not extracted again.
 
     Returns:
-        The extracted clip, the answer and what it cost, and the conformed clip.
+        The extracted clip (``None`` when nothing was extracted), the answer and what it cost, and the conformed clip.
 
     Raises:
         ProviderError: from the paid step; retryable ones are retried.
         FfmpegError: from extract or conform.
     """
     work_dir = settings.work_dir
+    extracted: Path | None
     if clip is not None:
         extracted, extracted_reference = Path(clip), str(clip)
+        sent: Path | SourceSegment = extracted
+    elif backend_class(settings.backend_name).reads_source:
+        # It reads the segment's frames from the source itself: no upload clip is encoded.
+        extracted = extracted_reference = None
+        sent = SourceSegment(local_info(info, work_dir), segment, max_dimension)
     else:
         with _step("extract"):
             extracted = extract_clip(info, segment, work_dir, max_dimension, max_bytes)
             # Shared at once (the flow's finish step reads it), and kept here for the paid step and a retry.
             extracted_reference = share_file(extracted, shared, f"extract/{segment.name}.mp4")
+            sent = extracted
     with _step("modify"):
         # A sync task running its paid step's coroutine: Prefect's async task engine cost the flow's process
         # 0.07 CPU s a task run, its sync engine 0.01 (bench/concurrency.py's no-op flow, 100 segments).
-        modified = asyncio.run(answer_segment(extracted, segment, settings, key, estimated_cost_usd, first_frame))
+        modified = asyncio.run(answer_segment(sent, segment, settings, key, estimated_cost_usd, first_frame))
     with _step("conform"):
         conformed = conform_answer(modified.local_clip(), info, segment, work_dir, final=final, pending=pending)
         conformed_reference = share_file(conformed, shared, f"conform/{segment.name}.mp4", move=True)
-    if shared and clip is None:
+    if shared and clip is None and extracted is not None:
         extracted.unlink(missing_ok=True)  # the worker keeps no clip
     return SegmentResult(extracted=extracted_reference, modified=modified, conformed=conformed_reference)
 
