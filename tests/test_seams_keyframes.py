@@ -10,7 +10,7 @@ import pytest
 
 from prefect_modify_video.media.conform import conformed_output_args
 from prefect_modify_video.media.ffmpeg import FFPROBE, run_ffmpeg
-from prefect_modify_video.media.frames import read_frames
+from prefect_modify_video.media.frames import FrameWindow, read_frame_windows, read_frames
 from prefect_modify_video.media.plan import plan_video
 from prefect_modify_video.media.probe import frame_seek_seconds, probe_video
 from prefect_modify_video.media.sample import make_sample_video
@@ -115,3 +115,16 @@ def test_a_clip_written_as_conformed_has_its_keyframe_before_the_seam_after_it(s
     run_ffmpeg(["-i", str(clip), "-map", "0:v:0", *conformed_output_args(probe_video(clip), seam_after=False),
                 "-y", str(last)])  # fmt: skip
     assert 60 - keyframe_before_seam() not in key_frames(last)
+
+
+def test_windows_read_in_one_run_are_the_frames_of_a_full_decode(sample_video):
+    info = probe_video(sample_video)
+    size = (64, 36)
+    every = read_frames(sample_video, 0, info.frames, frame_rate=info.frame_rate, size=size)
+    windows = [FrameWindow(sample_video, first, 5, info.frame_rate, info.start_offset_s) for first in (1, 44, 90)]
+    # The last one runs past the end: read again by ``read_frames``, as it was read before.
+    past_end = FrameWindow(sample_video, info.frames - 3, 5, info.frame_rate, info.start_offset_s)
+    *read, last = read_frame_windows([*windows, past_end], size=size)
+    for window, frames in zip(windows, read):
+        assert np.array_equal(frames, every[window.first : window.first + window.count]), window.first
+    assert np.array_equal(last, read_frames(sample_video, past_end.first, 5, frame_rate=info.frame_rate, size=size))

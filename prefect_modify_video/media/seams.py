@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from prefect_modify_video.errors import InvalidInputError
 from prefect_modify_video.media.ffmpeg import write_with_ffmpeg
-from prefect_modify_video.media.frames import read_frames, yuv420p_planes
+from prefect_modify_video.media.frames import FrameWindow, read_frame_windows, read_frames, yuv420p_planes
 from prefect_modify_video.media.probe import VideoInfo, probe_video
 
 SEAM_THRESHOLD = 1.5
@@ -232,11 +232,13 @@ def measure_seams_and_sheet(
         else:
             read_first, read_count = first, count
         means, rows = {}, []
-        for name, path, info in (("source", source, source_info), ("output", output, output_info)):
-            frames = read_frames(
-                path, read_first, read_count, frame_rate=info.frame_rate, size=size,
-                start_offset_s=info.start_offset_s,
-            )
+        # Both videos' frames in one ffmpeg run (one per seam: a run reading every seam's cost more).
+        videos = (("source", source, source_info), ("output", output, output_info))
+        windows = read_frame_windows(
+            [FrameWindow(path, read_first, read_count, info.frame_rate, info.start_offset_s) for _, path, info in videos],
+            size=size,
+        )
+        for (name, _, _), frames in zip(videos, windows):
             means[name] = plane_means(frames[first - read_first : first - read_first + count], size)
             if sheet_png is not None:
                 shown = frames[shown_first - read_first : seam + frames_each_side - read_first]
