@@ -121,7 +121,9 @@ def test_grain_costs_at_most_three_times_the_bitrate_without_it(sample_video, tm
                                             tmp_path / f"{mode}-{len(prompt)}.mp4")
         grain, plain = (clips[p] for p in ("vintage film with grain", "vintage film"))
         ratio = grain.stat().st_size / plain.stat().st_size
-        assert ratio <= 3, f"{mode}: grain costs {ratio:.1f}x the bitrate"
+        # At most 3x, and on this 6 s clip 0.15 more for the grainy I-frame every clip ready to join gets before the
+        # seam after it (``seams.seam_keyframe_options``; on main 2.98, with it 3.13).
+        assert ratio <= 3.25, f"{mode}: grain costs {ratio:.1f}x the bitrate"
         full = dict(width=320, height=180)
         assert np.abs(read_frames(grain, **full) - read_frames(plain, **full)).mean() > 1, f"{mode}: no grain seen"
 

@@ -27,6 +27,7 @@ from prefect_modify_video.media.files import atomic_copy
 from prefect_modify_video.media.pending import pending_conform
 from prefect_modify_video.media.plan import Segment
 from prefect_modify_video.media.probe import VideoInfo, probe_video
+from prefect_modify_video.media.seams import seam_keyframe_options
 
 # Conformed clips are what the user gets: x264's default speed, a quality close to the source's.
 CONFORM_ENCODE = {"vcodec": "libx264", "preset": "medium", "crf": 18, "pix_fmt": "yuv420p"}
@@ -55,19 +56,22 @@ def conformed_mark(
     return "conformed " + hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def conformed_output_args(clip: VideoInfo, encode: dict | None = None) -> list[str]:
+def conformed_output_args(clip: VideoInfo, encode: dict | None = None, *, seam_after: bool = True) -> list[str]:
     """ffmpeg output options that write ``clip``'s frames, unchanged in rate, size and number, as a conformed clip.
 
     The codec setup is ``encode`` (default ``CONFORM_ENCODE``), the MP4 timescale ``conform_clip``'s,
     and the comment ``conformed_mark``: ``conform_clip`` copies such a clip when it is what it would write.
+    With ``seam_after``, a keyframe where the seam report starts reading before the clip's end
+    (``seams.seam_keyframe_options``; a clip conform copies is joined as it is only when no overlap follows).
     """
     settings = encode or CONFORM_ENCODE
     rate = Fraction(clip.frame_rate)
     mark = conformed_mark(
         rate, clip.output_width, clip.output_height, clip.sample_aspect_ratio, clip.frames, settings
     )
+    keyframe = seam_keyframe_options(clip.frames) if seam_after else {}
     return [
-        *[item for key, value in settings.items() for item in (f"-{key}", str(value))],
+        *[item for key, value in {**settings, **keyframe}.items() for item in (f"-{key}", str(value))],
         "-video_track_timescale", str(track_timescale(rate)), "-metadata", f"comment={mark}",
     ]  # fmt: skip
 
@@ -134,6 +138,10 @@ def conform_clip(
         .filter("setsar", info.sample_aspect_ratio.replace(":", "/"))
         .filter("tpad", stop_mode="clone", stop=segment.sent_frames)
     )
+    # A clip encoded for the join gets a keyframe where the seam report reads the seam after it (none follows
+    # an overlap: ``tasks.seams.finished_in_conform``); an intermediate is encoded again by the finish step.
+    seam_after = settings != INTERMEDIATE_ENCODE and segment.end_frame < info.frames
+    keyframe = seam_keyframe_options(segment.sent_frames) if seam_after else {}
     # The statistics the finish step anchors colours with are taken on the way (``anchor.segment_statistics``).
     return write_with_frame_sums(
         stream,
@@ -143,4 +151,5 @@ def conform_clip(
         video_track_timescale=track_timescale(rate),
         **{"frames:v": segment.sent_frames},
         **settings,
+        **keyframe,
     )

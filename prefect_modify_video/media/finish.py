@@ -42,6 +42,7 @@ from prefect_modify_video.media.ffmpeg import (
 from prefect_modify_video.media.files import atomic_write
 from prefect_modify_video.media.pending import conformed_reading
 from prefect_modify_video.media.probe import probe_video
+from prefect_modify_video.media.seams import seam_keyframe_options
 
 
 def blend_weights(frames: int) -> np.ndarray:
@@ -251,6 +252,7 @@ def finish_parts(
     blend_tail: np.ndarray | None = None,
     frame_rate: str | Fraction | None = None,
     encode: dict | None = None,
+    seam_after: bool = True,
 ) -> list[Path]:
     """``finish_clip``'s frames as the clips to join: ``destination``, or its body and its blended tail.
 
@@ -258,7 +260,9 @@ def finish_parts(
     the transfer (``lutyuv``, its weight changed frame by frame by ``sendcmd``), drops the overlap
     and encodes the body to ``destination``; the frames to blend leave the same command through a
     pipe, are mixed with ``blend_tail`` in numpy and encoded alike as ``<destination stem>.blend.mp4``.
-    No frame goes through numpy but those, and no lossless intermediate is written.
+    No frame goes through numpy but those, and no lossless intermediate is written. With ``seam_after``
+    (a seam follows the clip's frames), the body gets a keyframe where the seam report starts reading
+    (``seams.seam_keyframe_options``).
 
     Returns:
         The clips, in order (one, or the body and the blend; the body is left out when it would be empty).
@@ -316,7 +320,11 @@ def finish_parts(
             _write_blend([*args, "-map", "[body]", "-f", "null", "-", *tail_out], tail, layout, blend, blend_encode)
             return [blend]
         with atomic_write(destination) as partial:
-            body_out = ["-map", "[body]", *codec, "-frames:v", str(body_frames), "-y", str(partial)]
+            keyframe = (
+                seam_keyframe_options(body_frames, overlap=len(tail), frames_to_seam=len(tail)) if seam_after else {}
+            )
+            body_out = ["-map", "[body]", *codec, *[item for key, value in keyframe.items() for item in (f"-{key}", value)],
+                        "-frames:v", str(body_frames), "-y", str(partial)]  # fmt: skip
             if len(tail):
                 _write_blend([*args, *body_out, *tail_out], tail, layout, blend, blend_encode)
             else:

@@ -4,7 +4,10 @@ A seam at frame ``k`` joins frame ``k - 1`` of one segment to frame ``k`` of the
 metric compares the output's jump in mean Y, U and V across it (ffmpeg ``signalstats``'
 YAVG/UAVG/VAVG, computed in numpy) with what the jump may legitimately be: the source's own
 jump at the same frame (large on a cut) and the output's usual frame-to-frame jump around it
-(large in fast motion). Only the frames around each seam are decoded, by seeking.
+(large in fast motion). Only the frames around each seam are decoded, by seeking. Every clip
+ready to join is written with a keyframe just before the window the report reads before the seam
+after it (``seam_keyframe_options``), so the output is decoded from there, not from the clip's
+first frame; the source is decoded from its own keyframe before each window.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from prefect_modify_video.errors import InvalidInputError
 from prefect_modify_video.media.ffmpeg import write_with_ffmpeg
-from prefect_modify_video.media.frames import read_frames, yuv420p_planes
+from prefect_modify_video.media.frames import FrameWindow, read_frame_windows, read_frames, yuv420p_planes
 from prefect_modify_video.media.probe import VideoInfo, probe_video
 
 SEAM_THRESHOLD = 1.5
@@ -59,6 +62,47 @@ class SeamMetric(BaseModel, frozen=True):
     )
     threshold: float = Field(description="Largest ratio that passes.")
     passed: bool = Field(description="Whether ratio <= threshold.")
+
+
+def seam_window(seam: int, overlap: int = 0, neighbours: int = NEIGHBOUR_FRAMES) -> tuple[int, int]:
+    """The frames measured around a seam: ``(first, end)``, end exclusive, before clipping to the video's frames.
+
+    The output's usual jump is taken over as many frames as a blend spans, at least ``neighbours``, on each
+    side of the jumps into ``seam - overlap`` .. ``seam``.
+    """
+    blend_start = max(1, seam - overlap)
+    span = max(neighbours, overlap)
+    return max(0, blend_start - 1 - span), seam + span + 1
+
+
+def keyframe_before_seam(overlap: int = 0, neighbours: int = NEIGHBOUR_FRAMES) -> int:
+    """How many frames before a seam its output needs a keyframe, so the report decodes from there only.
+
+    The frame before the first one ``seam_window`` measures: ``read_frames`` seeks a quarter frame
+    before the frame it wants, and a seek lands on the last keyframe at or before that time.
+    """
+    seam = 2 * (overlap + neighbours + 2)  # any seam whose window starts after frame 0
+    return seam - (seam_window(seam, overlap, neighbours)[0] - 1)
+
+
+def seam_keyframe_options(frames: int, *, overlap: int = 0, frames_to_seam: int = 0) -> dict[str, str]:
+    """ffmpeg output options for a clip ending before a seam: a keyframe where the seam report starts reading.
+
+    Every writer of a clip ready to join (conform's final encode, the finish step, a backend encoding
+    its answer as conform would) adds them, so the report decodes a few frames of the output around
+    each seam instead of all from the clip's first frame. It costs one I-frame a clip.
+
+    Args:
+        frames: The clip's frames.
+        overlap: Frames blended before the seam (the next segment's ``overlap_frames``).
+        frames_to_seam: Frames between the clip's end and the seam (a body before a blended tail: the tail's).
+
+    Returns:
+        ``{"force_key_frames": expression}`` (options named as in an encode's settings), or nothing when that
+        frame is not inside the clip after its first.
+    """
+    frame = frames + frames_to_seam - keyframe_before_seam(overlap)
+    return {"force_key_frames": f"expr:eq(n,{frame})"} if 0 < frame < frames else {}
 
 
 def measure_size(info: VideoInfo, max_width: int = MEASURE_WIDTH) -> tuple[int, int]:
@@ -178,10 +222,8 @@ def measure_seams_and_sheet(
         if not 0 < seam < total:
             raise InvalidInputError(f"measure_seams: seam frame {seam} is not inside 1..{total - 1}")
         blend_start = max(1, seam - overlap)
-        # The output's usual jump is taken over as many frames as the blend spans, at least ``neighbours``.
-        span = max(neighbours, overlap)
-        first = max(0, blend_start - 1 - span)
-        count = min(total, seam + span + 1) - first
+        first, end = seam_window(seam, overlap, neighbours)
+        count = min(total, end) - first
         shown_first = max(0, seam - frames_each_side)
         if sheet_png is not None:
             # The sheet's frames are read in the same pass: widen the window to hold them.
@@ -190,11 +232,13 @@ def measure_seams_and_sheet(
         else:
             read_first, read_count = first, count
         means, rows = {}, []
-        for name, path, info in (("source", source, source_info), ("output", output, output_info)):
-            frames = read_frames(
-                path, read_first, read_count, frame_rate=info.frame_rate, size=size,
-                start_offset_s=info.start_offset_s,
-            )
+        # Both videos' frames in one ffmpeg run (one per seam: a run reading every seam's cost more).
+        videos = (("source", source, source_info), ("output", output, output_info))
+        windows = read_frame_windows(
+            [FrameWindow(path, read_first, read_count, info.frame_rate, info.start_offset_s) for _, path, info in videos],
+            size=size,
+        )
+        for (name, _, _), frames in zip(videos, windows):
             means[name] = plane_means(frames[first - read_first : first - read_first + count], size)
             if sheet_png is not None:
                 shown = frames[shown_first - read_first : seam + frames_each_side - read_first]

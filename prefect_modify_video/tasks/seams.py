@@ -128,6 +128,7 @@ def finish_segment_clips(
             drop_frames=segment.overlap_frames,
             blend_tail=tail,
             frame_rate=info.frame_rate,
+            seam_after=following is not None,
         )
         finished += [str(part) for part in parts]
     return finished
