@@ -17,6 +17,19 @@ from prefect_modify_video.media.ffmpeg import run_ffmpeg
 from prefect_modify_video.media.probe import frame_seek_seconds
 
 
+def _reading(
+    first: int, rate: Fraction, size: tuple[int, int], pix_fmt: str, start_offset_s: float
+) -> tuple[list[str], str, str]:
+    """How ``read_frames`` reads from frame ``first``: the seek's input options, the numbering filter, the scaling."""
+    seek = frame_seek_seconds(first, rate, start_offset_s)
+    width, height = size
+    return (
+        ["-ss", f"{seek:.6f}"] if seek > 0 else [],
+        f"fps={rate.numerator}/{rate.denominator}",
+        f"scale={width}:{height}:flags=area,format={pix_fmt}",
+    )
+
+
 def read_frames(
     path: str | Path,
     first: int,
@@ -45,21 +58,18 @@ def read_frames(
     Returns:
         ``uint8`` array of shape (frames, bytes per frame).
     """
-    rate = Fraction(frame_rate)
     width, height = size
     frame_bytes = {"yuv420p": width * height * 3 // 2, "rgb24": width * height * 3}[pix_fmt]
-    scale = f"scale={width}:{height}:flags=area,format={pix_fmt}"
+    seek, numbering, scale = _reading(first, Fraction(frame_rate), size, pix_fmt, start_offset_s)
     output = ["-frames:v", str(count), "-f", "rawvideo", "-pix_fmt", pix_fmt, "-"]
-    seek = frame_seek_seconds(first, rate, start_offset_s)
     raw = run_ffmpeg([
-        *(["-ss", f"{seek:.6f}"] if seek > 0 else []), "-i", str(path), "-map", "0:v:0", "-an", "-sn", "-dn",
-        "-vf", f"fps={rate.numerator}/{rate.denominator},{scale}", *output,
+        *seek, "-i", str(path), "-map", "0:v:0", "-an", "-sn", "-dn", "-vf", f"{numbering},{scale}", *output,
     ])  # fmt: skip
-    if seek > 0 and len(raw) < count * frame_bytes:
+    if seek and len(raw) < count * frame_bytes:
         # Seeking failed on this file (some MPEG-TS do), or the read runs past the end: count from the start.
         raw = run_ffmpeg([
             "-i", str(path), "-map", "0:v:0", "-an", "-sn", "-dn",
-            "-vf", f"fps={rate.numerator}/{rate.denominator},trim=start_frame={first},{scale}", *output,
+            "-vf", f"{numbering},trim=start_frame={first},{scale}", *output,
         ])  # fmt: skip
     whole = len(raw) - len(raw) % frame_bytes
     return np.frombuffer(raw[:whole], dtype=np.uint8).reshape(-1, frame_bytes)
@@ -93,13 +103,13 @@ def read_frame_windows(windows: Sequence[FrameWindow], *, size: tuple[int, int])
         inputs: list[str] = []
         outputs: list[str] = []
         for index, window in enumerate(windows):
-            rate = Fraction(window.frame_rate)
-            seek = frame_seek_seconds(window.first, rate, window.start_offset_s)
+            seek, numbering, scale = _reading(
+                window.first, Fraction(window.frame_rate), size, "yuv420p", window.start_offset_s
+            )
             # One decoding thread: for a few frames, frame threads cost about 15 % more CPU (their start and sync).
-            inputs += ["-threads", "1", *(["-ss", f"{seek:.6f}"] if seek > 0 else []), "-i", str(window.path)]
+            inputs += ["-threads", "1", *seek, "-i", str(window.path)]
             outputs += [
-                "-map", f"{index}:v:0", "-vf", f"fps={rate.numerator}/{rate.denominator},"
-                f"scale={width}:{height}:flags=area,format=yuv420p", "-frames:v", str(window.count),
+                "-map", f"{index}:v:0", "-vf", f"{numbering},{scale}", "-frames:v", str(window.count),
                 "-f", "rawvideo", "-pix_fmt", "yuv420p", str(Path(folder) / f"{index}.yuv"),
             ]  # fmt: skip
         if windows:
