@@ -164,10 +164,15 @@ def frames_statistics(frames: np.ndarray) -> YuvStatistics:
     return accumulator.statistics()
 
 
-def _decode_args(path: str | Path, *, count: int | None = None, filters: Sequence[str] = ()) -> list[str]:
+def statistics_scaling() -> str:
+    """The filters that bring frames to ``STATISTICS_SIZE`` before their statistics are taken (area average, yuv420p)."""
     width, height = STATISTICS_SIZE
+    return f"scale={width}:{height}:flags=area,format=yuv420p"
+
+
+def _decode_args(path: str | Path, *, count: int | None = None, filters: Sequence[str] = ()) -> list[str]:
     args = ["-i", str(path), "-map", "0:v:0", "-an", "-sn", "-dn"]
-    args += ["-vf", ",".join([*filters, f"scale={width}:{height}:flags=area,format=yuv420p"]), "-fps_mode", "passthrough"]
+    args += ["-vf", ",".join([*filters, statistics_scaling()]), "-fps_mode", "passthrough"]
     if count is not None:
         args += ["-frames:v", str(count)]
     return [*args, "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"]

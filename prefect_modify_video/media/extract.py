@@ -14,7 +14,7 @@ from typing import Callable, TypeVar
 import ffmpeg
 
 from prefect_modify_video.errors import InvalidInputError
-from prefect_modify_video.media.anchor import STATISTICS_SIZE, FrameSums, frame_sums_of, write_with_frame_sums
+from prefect_modify_video.media.anchor import FrameSums, frame_sums_of, statistics_scaling, write_with_frame_sums
 from prefect_modify_video.media.ffmpeg import encoder_threads, write_with_ffmpeg
 from prefect_modify_video.media.pending import conformed_reading
 from prefect_modify_video.media.plan import Segment
@@ -218,10 +218,9 @@ def sent_frame_sums(source: SourceSegment) -> FrameSums:
     What ``anchor.segment_statistics`` reads of an extracted clip, for a segment that had none (its backend
     read the source: ``ModifyBackend.reads_source``); one decode of the segment.
     """
-    width, height = STATISTICS_SIZE
-
     def sums(reading: SentReading) -> FrameSums:
-        chain = f"{reading.filter_text()},format=yuv420p,scale={width}:{height}:flags=area,format=yuv420p"
+        # As ``write_with_frame_sums`` taps an extract: the clip's pixel format, then the statistics' size.
+        chain = f"{reading.filter_text()},format=yuv420p,{statistics_scaling()}"
         timing = source.output_options()
         args = [*reading.input_args(), "-vf", chain, "-an", "-r", timing["r"], "-frames:v", str(timing["frames:v"]),
                 "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"]  # fmt: skip
