@@ -289,6 +289,103 @@ def test_a_slot_given_back_goes_at_once_to_a_segment_of_the_same_process_waiting
     assert moments["taken"] - moments["given back"] < 1.0, "the freed slot stood idle until the next ask"
 
 
+def test_a_slot_handed_to_a_segment_stopped_before_holding_it_goes_back_to_the_server():
+    """A finished generation hands its slot to the segment of its process waiting for it; that segment is
+    stopped (cancelled) before it holds it: the slot is given back to the server, not leaked for a lease."""
+    from prefect.client.orchestration import get_client
+
+    from prefect_modify_video.tasks.account import AccountLimits
+
+    limits = AccountLimits(f"modify-video:luma:{uuid.uuid4().hex[:6]}:generations", 1, None)
+    held = []
+
+    async def second():
+        async with limits.generation():
+            held.append("second")
+
+    async def main():
+        async with limits.generation():
+            waiting = asyncio.ensure_future(second())
+            await asyncio.sleep(0.5)  # refused meanwhile: it sleeps until a slot is freed
+        waiting.cancel()  # the slot was just handed to it; it has not run since
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        async with get_client() as client:
+            return await client.read_global_concurrency_limit_by_name(limits.generations)
+
+    limit = asyncio.run(main())
+    assert held == [], "the stopped segment never held the slot"
+    assert limit.active_slots == 0, "the slot handed to it went back to the server"
+
+
+SLOT_HOLDER = """
+import asyncio, sys, time
+from prefect.events.worker import EventsWorker
+from prefect_modify_video.tasks.account import AccountLimits
+
+async def hold(limits, rounds):
+    for _ in range(rounds):
+        async with limits.generation():
+            print("held", flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        print("given back", time.time(), flush=True)
+
+asyncio.run(hold(AccountLimits(sys.argv[1], 1, None), int(sys.argv[2])))
+EventsWorker.drain_all()
+"""
+
+
+@pytest.mark.slow
+def test_a_slot_given_back_by_another_process_goes_at_once_to_a_segment_waiting_here(tmp_path):
+    """Another process (another machine, as far as the account knows) holds the account's one slot and
+    gives it back while a segment here waits, refused and told to ask again in 1.5 s or more: the
+    segment hears of it through Prefect's release event and holds the slot soon after, five times over.
+    Asking only when the ``Retry-After`` says, the wait would be about 0.9 s on average."""
+    import os
+
+    from prefect.settings import PREFECT_API_URL
+
+    from prefect_modify_video.tasks.account import AccountLimits
+
+    rounds = 5
+    name = f"modify-video:luma:{uuid.uuid4().hex[:6]}:generations"
+    limits = AccountLimits(name, 1, None)
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_HOME": str(tmp_path)}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", SLOT_HOLDER, name, str(rounds)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+    )
+    waits = []
+
+    async def wait_here(first: bool) -> None:
+        taken = asyncio.Event()
+        given_back = None
+
+        async def segment():
+            async with limits.generation():
+                taken.set()
+                moments["taken"] = time.time()
+
+        moments = {}
+        task = asyncio.ensure_future(segment())
+        await asyncio.sleep(1.0 if first else 0.3)  # refused meanwhile (and following the events, from the first)
+        assert not taken.is_set()
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        given_back = float(holder.stdout.readline().split()[-1])
+        await asyncio.wait_for(task, 10)
+        waits.append(moments["taken"] - given_back)
+
+    try:
+        for index in range(rounds):
+            assert holder.stdout.readline().strip() == "held"
+            asyncio.run(wait_here(first=index == 0))
+        assert holder.wait(30) == 0
+    finally:
+        holder.kill()
+    assert sum(waits) / rounds < 0.5, f"the freed slot stood idle until the next ask: {waits}"
+
+
 def test_without_a_prefect_server_no_generation_slot_is_given(monkeypatch):
     """Acquired strictly: a server that does not answer gives no slot, so nothing can be sent."""
     from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
