@@ -105,6 +105,27 @@ def full_share(spans: list[tuple[float, float]], limit: int) -> tuple[float, int
     return (full / span if span > 0 else 0.0), peak
 
 
+def idle_parts(spans: list[tuple[float, float]], limit: int) -> tuple[float, float, float]:
+    """Where the time with fewer than ``limit`` spans open went: seconds before the ``limit``-th start (the
+    ramp), after the ``limit``-th last end (the tail: the last wave's ends spread out), and in between.
+
+    Example:
+        >>> idle_parts([(0, 4), (1, 3), (3, 6), (4, 5)], 2)
+        (1.0, 1.0, 0.0)
+    """
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans], key=lambda e: (e[0], e[1]))
+    ramp_end = sorted(start for start, _ in spans)[limit - 1]
+    tail_start = sorted(end for _, end in spans)[-limit]
+    parts = [0.0, 0.0, 0.0]
+    open_now, previous = 0, events[0][0]
+    for moment, step in events:
+        if open_now < limit and moment > previous:
+            parts[0 if moment <= ramp_end else 2 if previous >= tail_start else 1] += moment - previous
+        open_now += step
+        previous = moment
+    return parts[0], parts[2], parts[1]
+
+
 def hand_overs(spans: list[tuple[float, float]], limit: int) -> list[float]:
     """For each create after the first ``limit``: how long after the slot it could take was freed it started.
 
@@ -230,6 +251,10 @@ def main() -> None:
         print(f"freed slot to the next create: median {gaps[len(gaps) // 2]:.2f} s, max {gaps[-1]:.2f} s "
               f"({len(gaps)} hand-overs); first create to the {args.limit}th: "
               f"{sorted(s for s, _ in spans)[min(args.limit, len(spans)) - 1] - spans[0][0]:.2f} s")
+    if len(spans) >= args.limit:
+        ramp, tail, between = idle_parts(spans, args.limit)
+        print(f"time with fewer than {args.limit} in flight: {ramp:.1f} s before the {args.limit}th create, "
+              f"{between:.1f} s between, {tail:.1f} s after the {args.limit}th last answer")
 
 
 if __name__ == "__main__":
