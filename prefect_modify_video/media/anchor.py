@@ -261,8 +261,10 @@ class FrameSums:
     @classmethod
     def of_frames(cls, frames: np.ndarray) -> FrameSums:
         """The sums of raw yuv420p frames of ``STATISTICS_SIZE`` (array (frames, bytes))."""
-        planes = [plane.astype(np.int64) for plane in yuv420p_planes(frames, STATISTICS_SIZE)]
-        columns = [plane.sum(axis=1) for plane in planes] + [np.square(plane).sum(axis=1) for plane in planes]
+        planes = yuv420p_planes(frames, STATISTICS_SIZE)
+        # Summed into int64 without an int64 copy of the frames, squared in uint16 (255 ** 2 fits): a sixth of the CPU.
+        columns = [plane.sum(axis=1, dtype=np.int64) for plane in planes]
+        columns += [np.square(plane, dtype=np.uint16).sum(axis=1, dtype=np.int64) for plane in planes]
         return cls(np.stack(columns, axis=1).reshape(-1, 6))
 
     @classmethod
