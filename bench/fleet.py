@@ -245,7 +245,7 @@ def main() -> None:
     print(f"ideal: ceil({segments}/{args.limit}) x {args.latency:g} s = {ideal_calls:.1f} s of calls "
           f"+ {media_seconds:.1f} s of media work = {ideal:.1f} s")
     print(f"fleet ratio (first run / ideal): {first_seconds / ideal:.2f} (target <= 1.15)")
-    print(f"account limit fully used: {share:.2f} of the time from the first create to the last answer "
+    print(f"account limit fully used: {share:.3f} of the time from the first create to the last answer "
           f"(peak {peak} in flight; target >= 0.9)")
     if gaps := sorted(hand_overs(spans, args.limit)):
         print(f"freed slot to the next create: median {gaps[len(gaps) // 2]:.2f} s, max {gaps[-1]:.2f} s "
