@@ -61,7 +61,6 @@ SERVER_WAIT_SECONDS = 600.0
 SERVER_RETRY_SECONDS = 5.0
 """Pause between two tries to reach a Prefect server that does not answer."""
 T = TypeVar("T")
-
 _ensured: set[tuple[str, int, float | None]] = set()
 
 
@@ -74,10 +73,12 @@ class _HeldSlot:
 
 
 class _Waiter:
-    """A coroutine waiting for a slot: its event loop, the event that wakes it, whether it was woken,
-    whether its ask is at the server, and the slot a finished generation of this process handed it."""
+    """A coroutine waiting for a slot: the limit (``source``: the Prefect API's address, the limit's name),
+    its event loop, the event that wakes it, whether it was woken, whether its ask is at the server, and
+    the slot a finished generation of this process handed it."""
 
-    def __init__(self) -> None:
+    def __init__(self, source: tuple[str | None, str]) -> None:
+        self.source = source
         self.loop = asyncio.get_running_loop()
         self.event = asyncio.Event()
         self.woken = False
@@ -125,8 +126,8 @@ class _Waiting:
         """Queues the calling coroutine for ``name``'s slots while in the block."""
         from prefect.settings import PREFECT_API_URL
 
-        waiter = _Waiter()
         source = (PREFECT_API_URL.value(), name)
+        waiter = _Waiter(source)
         with self._lock:
             self._waiting.setdefault(name, deque()).append(waiter)
             if source not in self._following and time.monotonic() - self._failed_at.get(source, -1e9) > self.RETRY_LISTENING_SECONDS:
@@ -147,15 +148,13 @@ class _Waiting:
                 if was_first and queue:
                     queue[0].wake()  # the next one asks on the server's schedule from now on
 
-    def polls(self, name: str, waiter: _Waiter) -> bool:
+    def polls(self, waiter: _Waiter) -> bool:
         """Whether a refused ``waiter`` asks again when the server says: the oldest waiter of this process
         does; the others only when woken, while releases are heard from the events stream (else all do).
         One waiter asking for the process, not all, keeps the server answering quickly."""
-        from prefect.settings import PREFECT_API_URL
-
         with self._lock:
-            queue = self._waiting.get(name)
-            return bool(queue) and queue[0] is waiter or (PREFECT_API_URL.value(), name) not in self._following
+            queue = self._waiting.get(waiter.source[1])
+            return bool(queue) and queue[0] is waiter or waiter.source not in self._following
 
     def start_asking(self, waiter: _Waiter) -> _HeldSlot | None:
         """The slot handed to ``waiter``, if one was; else marks it as asking the server (a slot freed from
@@ -191,8 +190,9 @@ class _Waiting:
                     return
 
     def _follow_releases(self, source: tuple[str | None, str]) -> None:
-        """(Its own thread.) Wakes a waiter here each time any process gives back a slot of ``name``,
-        until no one here has waited for one for ``LINGER_SECONDS``."""
+        """(Its own thread.) Wakes a waiter here each time any process gives back a slot of the limit
+        (``source``: the API's address, the limit's name), until no one here has waited for one for
+        ``LINGER_SECONDS``."""
         try:
             asyncio.run(self._releases(source))
         except Exception as error:  # noqa: BLE001 - a speed-up only: Retry-After still holds
@@ -318,7 +318,6 @@ class AccountLimits:
         goes to the next segment of this process that waits for one, if any, else back to the server.
         """
         from prefect.client.orchestration import get_client
-        from prefect.client.schemas.responses import ConcurrencyLimitWithLeaseResponse
         from prefect.concurrency._events import emit_concurrency_acquisition_events
         from prefect.concurrency._leases import amaintain_concurrency_lease
 
@@ -342,7 +341,7 @@ class AccountLimits:
                             raise
                         _waiting.stop_asking(waiter)
                         retry_after = float(error.response.headers.get("Retry-After") or 1.0)
-                        await waiter.sleep(retry_after if _waiting.polls(self.generations, waiter) else None)
+                        await waiter.sleep(retry_after if _waiting.polls(waiter) else None)
                         continue
                     granted = ConcurrencyLimitWithLeaseResponse.model_validate(response.json())
                     if not granted.limits:
