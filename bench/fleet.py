@@ -38,6 +38,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -80,6 +81,16 @@ def prefect_server(database: str, folder: Path):
         postgres.stop()
 
 
+def _intervals(spans: list[tuple[float, float]]) -> Iterator[tuple[float, float, int]]:
+    """``(from, to, open)``: each stretch of time between two starts or ends, with how many spans were open."""
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans], key=lambda e: (e[0], e[1]))
+    open_now, previous = 0, events[0][0]
+    for moment, step in events:
+        yield previous, moment, open_now
+        open_now += step
+        previous = moment
+
+
 def full_share(spans: list[tuple[float, float]], limit: int) -> tuple[float, int]:
     """The share of the time from the first start to the last end with ``limit`` or more spans open, and the peak.
 
@@ -91,16 +102,9 @@ def full_share(spans: list[tuple[float, float]], limit: int) -> tuple[float, int
     """
     if not spans:
         return 0.0, 0
-    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans], key=lambda e: (e[0], e[1]))
-    open_now = peak = 0
-    full = 0.0
-    previous = events[0][0]
-    for moment, step in events:
-        if open_now >= limit:
-            full += moment - previous
-        open_now += step
-        peak = max(peak, open_now)
-        previous = moment
+    stretches = list(_intervals(spans))
+    full = sum(end - start for start, end, open_now in stretches if open_now >= limit)
+    peak = max(open_now for *_, open_now in stretches)
     span = max(end for _, end in spans) - min(start for start, _ in spans)
     return (full / span if span > 0 else 0.0), peak
 
@@ -113,16 +117,12 @@ def idle_parts(spans: list[tuple[float, float]], limit: int) -> tuple[float, flo
         >>> idle_parts([(0, 4), (1, 3), (3, 6), (4, 5)], 2)
         (1.0, 1.0, 0.0)
     """
-    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans], key=lambda e: (e[0], e[1]))
     ramp_end = sorted(start for start, _ in spans)[limit - 1]
     tail_start = sorted(end for _, end in spans)[-limit]
     parts = [0.0, 0.0, 0.0]
-    open_now, previous = 0, events[0][0]
-    for moment, step in events:
-        if open_now < limit and moment > previous:
-            parts[0 if moment <= ramp_end else 2 if previous >= tail_start else 1] += moment - previous
-        open_now += step
-        previous = moment
+    for start, end, open_now in _intervals(spans):
+        if open_now < limit and end > start:
+            parts[0 if end <= ramp_end else 2 if start >= tail_start else 1] += end - start
     return parts[0], parts[2], parts[1]
 
 
