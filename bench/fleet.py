@@ -140,6 +140,14 @@ def hand_overs(spans: list[tuple[float, float]], limit: int) -> list[float]:
     return [max(0.0, starts[k] - ends[k - limit]) for k in range(limit, len(starts))]
 
 
+def flow_run_starts(result, since: float) -> list[float]:
+    """Seconds after ``since`` (``time.monotonic()``) at which each video's flow run began (runs on workers)."""
+    ids = [v.flow_run_id for v in result.videos if v.flow_run_id]
+    with get_client(sync_client=True) as client:
+        began = sorted(run.start_time.timestamp() for run in map(client.read_flow_run, ids) if run.start_time)
+    return [moment - time.time() + time.monotonic() - since for moment in began]
+
+
 @contextlib.contextmanager
 def process_workers(count: int, folder: Path):
     """A process work pool, a ``modify-video`` deployment of this checkout on it and ``count`` workers
@@ -226,8 +234,10 @@ def main() -> None:
                 result = modify_video_batch(params)
                 return result, time.perf_counter() - started
 
+            batch_began = time.monotonic()
             first, first_seconds = run("first")
             spans = server.create_spans("segmind")
+            starts = flow_run_starts(first, batch_began)
             billed = server.stats("segmind").billed
             server.reset()
             second, media_seconds = run("second")
@@ -251,6 +261,9 @@ def main() -> None:
         print(f"freed slot to the next create: median {gaps[len(gaps) // 2]:.2f} s, max {gaps[-1]:.2f} s "
               f"({len(gaps)} hand-overs); first create to the {args.limit}th: "
               f"{sorted(s for s, _ in spans)[min(args.limit, len(spans)) - 1] - spans[0][0]:.2f} s")
+    if starts:
+        print(f"videos' flow runs began {', '.join(f'{s:.1f}' for s in starts)} s after the batch; the first create "
+              f"{spans[0][0] - batch_began:.1f} s, the {args.limit}th {sorted(s for s, _ in spans)[args.limit - 1] - batch_began:.1f} s")
     if len(spans) >= args.limit:
         ramp, tail, between = idle_parts(spans, args.limit)
         print(f"time with fewer than {args.limit} in flight: {ramp:.1f} s before the {args.limit}th create, "
