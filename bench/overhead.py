@@ -17,7 +17,9 @@ It prints each stage's wall and CPU seconds (CPU: this process and the programs 
 shared machine varies far less than wall time), then on its last two lines each path against the
 plain transcode. Probes kept by ``probe_video`` are forgotten before each path. With ``--commands``,
 each stage's ffmpeg commands are listed before those lines, by CPU seconds (each runs under a small
-Python wrapper that logs it; the wrappers' own start-up adds about 0.03 s of CPU a command to the totals).
+Python wrapper that logs it; the wrappers' own start-up adds about 0.03 s of CPU a command to the totals),
+then each path's CPU by kind: its final encodes (the floor: what the plain transcode does), its upload
+encodes, other ffmpeg commands and the rest (this process, ffprobe, the wrappers).
 
     python bench/overhead.py [--seconds 60] [--segment-seconds 20] [--commands]
 """
@@ -67,7 +69,7 @@ COMMAND_LOG = log_ffmpeg_commands() if "--commands" in sys.argv else None
 
 from prefect_modify_video.media.answers import covered_frames  # noqa: E402
 from prefect_modify_video.media.conform import CONFORM_ENCODE  # noqa: E402
-from prefect_modify_video.media.extract import SourceSegment  # noqa: E402
+from prefect_modify_video.media.extract import EXTRACT_ENCODE, SourceSegment  # noqa: E402
 from prefect_modify_video.media.ffmpeg import run_ffmpeg, write_with_ffmpeg  # noqa: E402
 from prefect_modify_video.media.plan import DEFAULT_OVERLAP_FRAMES  # noqa: E402
 from prefect_modify_video.media.probe import forget_probes, probe_video  # noqa: E402
@@ -113,6 +115,33 @@ def _logged_commands() -> list[tuple[float, str]]:
         return []
     lines = [line.split("\t", 1) for line in COMMAND_LOG.read_text().splitlines() if "\t" in line]
     return [(float(cpu), arguments) for cpu, arguments in lines]
+
+
+def cpu_by_kind(clock: Clock) -> dict[str, float]:
+    """A path's CPU seconds (``--commands``): its final encodes (``CONFORM_ENCODE``: the floor, as the plain
+    transcode, each decoding its input), its upload encodes (``EXTRACT_ENCODE``), other ffmpeg commands
+    (decodes for cut detection, statistics, seams; stream copies) and the rest (this process's own work,
+    ffprobe, the wrappers' start-up).
+
+    Example:
+        >>> clock = Clock(); clock.cpu = 10.0
+        >>> clock.commands = {"finish": [(6.0, "-i a.mp4 -vcodec libx264 -preset medium -crf 18 b.mp4")],
+        ...                   "extract": [(2.5, "-i s.mp4 -crf 16 -preset ultrafast -vcodec libx264 c.mp4")]}
+        >>> cpu_by_kind(clock)
+        {'final encodes': 6.0, 'upload encodes': 2.5, 'other ffmpeg': 0.0, 'the rest': 1.5}
+    """
+    def kind(arguments: str) -> str:
+        words = arguments.split()
+        options = dict(zip(words, words[1:]))
+        if (options.get("-preset"), options.get("-crf")) == (CONFORM_ENCODE["preset"], str(CONFORM_ENCODE["crf"])):
+            return "final encodes"
+        return "upload encodes" if options.get("-preset") == EXTRACT_ENCODE["preset"] and "-crf" in options else "other ffmpeg"
+
+    kinds = dict.fromkeys(("final encodes", "upload encodes", "other ffmpeg"), 0.0)
+    for commands in clock.commands.values():
+        for cpu, arguments in commands:
+            kinds[kind(arguments)] += cpu
+    return {**kinds, "the rest": clock.cpu - sum(kinds.values())}
 
 
 class Clock:
@@ -227,6 +256,10 @@ def main() -> None:
                 for stage, commands in clock.commands.items():
                     for cpu, arguments in sorted(commands, reverse=True):
                         print(f"  {name} / {stage}: {cpu:6.2f} s CPU  ffmpeg {arguments.removeprefix('-hide_banner -nostdin -loglevel error ')[:150]}")
+            for name, clock in (("service run", service), ("local run", local)):
+                kinds = cpu_by_kind(clock)
+                print(f"{name} CPU by kind (s): " + ", ".join(f"{kind} {cpu:.2f}" for kind, cpu in kinds.items())
+                      + f"; final encodes / plain transcode: {kinds['final encodes'] / plain.cpu:.2f}")
         print(f"service path ratio (media work / plain transcode): {service.total / plain.total:.2f} "
               f"(CPU: {service.cpu / plain.cpu:.2f})")
         print(f"local backend ratio (whole run / plain transcode): {local.total / plain.total:.2f} "
