@@ -164,3 +164,38 @@ def test_parameters_schema_offers_the_nine_modes():
         "adhere_1", "adhere_2", "adhere_3", "flex_1", "flex_2", "flex_3", "reimagine_1", "reimagine_2", "reimagine_3",
     ]
     assert mode["description"]
+
+
+def test_a_segment_is_finished_while_later_segments_still_wait_on_the_service(tmp_path, monkeypatch):
+    """Segment 0's final encode (``finish-00000``) starts once segments 0 and 1 are conformed, before the last
+    create has its answer: the final encodes go on while the service works, not all after it."""
+    import time
+
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    from prefect_modify_video.flows import BackendSpec
+    from prefect_modify_video.media.sample import make_sample_video
+    from prefect_modify_video.testing import FakeModifyServer, Fault
+
+    monkeypatch.setenv("SEGMIND_API_KEY", "sk-finish-test")
+    source = make_sample_video(tmp_path / "shot.mp4", seconds=7.5, width=160, height=90, fps=24, scenes=1)
+    wall, monotonic = time.time(), time.monotonic()
+    with FakeModifyServer() as server:
+        server.script("segmind", [Fault.latency(3)] * 6)
+        result = modify_video(**flow_arguments(ModifyVideoParameters(
+            source=str(source), prompt="pencil sketch", output=str(tmp_path / "out.mp4"), max_segment_seconds=2.6,
+            backend=BackendSpec(name="segmind", base_url=server.base_url), concurrency=1,
+            store_dir=str(tmp_path / "store"),
+        )))
+        spans = server.create_spans("segmind")
+    assert result.segments >= 3 and result.billed_calls == len(spans) == result.segments
+    assert probe_video(result.output).frames == probe_video(source).frames
+    last_answer = wall + max(end for _, end in spans) - monotonic
+
+    async def finish_starts():
+        async with get_client() as client:
+            runs = await client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=["finish-00000"])))
+            return [run.start_time.timestamp() for run in runs if run.start_time and run.start_time.timestamp() > wall]
+
+    (started,) = asyncio.run(finish_starts())
+    assert started < last_answer - 0.5, (started - wall, last_answer - wall)

@@ -523,3 +523,27 @@ def test_finish_parts_of_a_clip_whose_kept_frames_are_all_blended(tmp_path):
     parts = finish_parts(dark, tmp_path / "out.mp4", drop_frames=24, blend_tail=read_head(light, 6))
     assert parts == [tmp_path / "out.blend.mp4"] and probe_video(parts[0]).frames == 6
     assert not (tmp_path / "out.mp4").exists() and not list(tmp_path.glob(".*partial*"))
+
+
+def test_the_steps_of_the_first_segments_follow_from_those_segments_alone():
+    """What lets the flow finish segment k once segments 0 to k + 1 are conformed (``tasks.seams.SegmentFinisher``):
+    ``plan_anchors`` over the first k answers gives the steps it gives them over all of them."""
+    rng = np.random.default_rng(7)
+
+    def statistics(frames: int = 40):
+        means = rng.uniform([60, 110, 110], [160, 145, 145], size=(frames, 3))
+        pixels = np.array([14_400, 3_600, 3_600])
+        sums = np.hstack([means * pixels, (means**2 + 25) * pixels]).round().astype(np.int64)
+        return FrameSums(sums).statistics(2)
+
+    cut_before = [False, False, True, False, False, True, False]
+    outputs, sources = [statistics() for _ in cut_before], [statistics() for _ in cut_before]
+    every = plan_anchors(outputs, cut_before, sources, strength=0.6, ramp_frames=8)
+    assert {step.reason for step in every} == {"anchor", "seam", "cut"}
+    for count in range(1, len(cut_before)):
+        first = plan_anchors(outputs[:count], cut_before, sources[:count], strength=0.6, ramp_frames=8)
+        assert first == every[:count], count
+    # A segment followed by a seam inside its shot ramps up to it, though that next answer is not given yet.
+    assert plan_anchors(outputs[:1], cut_before, sources[:1])[0].ramp_end
+    with pytest.raises(InvalidInputError, match="cut_before needs every segment"):
+        plan_anchors(outputs, cut_before[:3], sources)

@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 
 from prefect import flow
-from prefect.futures import as_completed
+from prefect.futures import as_completed, wait
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, Field
 
@@ -97,8 +98,8 @@ from prefect_modify_video.tasks.report import (
     locate,
 )
 from prefect_modify_video.tasks.seams import (
-    finish_segment_clips,
-    finished_in_conform,
+    SegmentFinisher,
+    finish_segment,
     flagged_seams,
     judged_seams,
     report_video_seams,
@@ -476,10 +477,10 @@ def _modify_fetched_video(
             retries=retries.segment_retries,
             retry_delay_seconds=exponential_backoff(retries.retry_delay_seconds) if retries.retry_delay_seconds else 0,
         )
-        rows, extracted, conformed, failures = _run_segments(
+        finisher = SegmentFinisher(plan, info, str(work_dir), seams, backend.max_dimension)
+        rows, finished, failures = _run_segments(
             plan, info, settings, backend, progress_artifact, segment_task, run.estimates_usd, seams.sequential,
-            finished_in_conform(plan, seams),
-            output=destination,
+            finisher, output=destination,
         )
         billed = billed_calls(settings, range(len(plan.segments)))
         clear_billing_records(settings, range(len(plan.segments)))  # added up: the summary holds them now
@@ -506,9 +507,6 @@ def _modify_fetched_video(
                 summary.paid,
                 summary.cost_usd,
             )
-        finished = finish_segment_clips(
-            plan, info, extracted, conformed, str(work_dir), seams=seams, max_dimension=backend.max_dimension
-        )
         join_video_segments(finished, info, str(output))
         sheet_path = output.with_name(f"{output.stem}.seams.png")
         metrics, sheet = report_video_seams(source, str(output), plan, str(sheet_path), seams.seam_threshold)
@@ -547,25 +545,27 @@ def _run_segments(
     segment_task,
     estimates: dict[int, float],
     sequential: bool,
-    ready_to_join: set[int] = frozenset(),
+    finisher: SegmentFinisher,
     output: str | None = None,
 ):
-    """Runs one task per segment (extract → modify → conform), with ``settings.concurrency`` paid calls in flight.
+    """Runs one task per segment (extract → modify → conform → finish), with ``settings.concurrency`` paid calls in flight.
 
     The workers are more than the paid calls (which the segment task bounds itself), so that
     extracting and conforming go on while calls wait on the service. The run's first-frame
     image goes with the segment at frame 0. In the ``sequential`` mode a segment starting inside
     a shot waits for the previous one and gets its answer's frame as first frame (a
-    ``neighbour_first_frame`` task between the two; the segment is extracted once it has it). The segments in
-    ``ready_to_join`` are conformed ready to join (``tasks.seams.finished_in_conform``).
+    ``neighbour_first_frame`` task between the two; the segment is extracted once it has it). The segments
+    ``finisher.as_conformed`` are conformed ready to join (``tasks.seams.finished_in_conform``); each other
+    segment is finished (``tasks.seams.finish_segment``, one at a time in this process) as soon as it and the
+    next segment are conformed, while later segments still wait on the service.
 
     Returns:
-        Per-segment rows for the report, the extracted and conformed clips by index, and failure lines.
+        Per-segment rows for the report, the clips to join (none when a segment failed), and failure lines.
     """
     rows: dict[int, dict] = {}
-    conformed: dict[int, str] = {}
-    extracted_clips: dict[int, str] = {}
     failures: list[str] = []
+    finishing: list = []
+    ready_to_join = finisher.as_conformed
     size = settings.sent_size
     keys: dict[int, str] = {}
     for segment in plan.segments:
@@ -573,7 +573,7 @@ def _run_segments(
         if sequential and segment.index > 0 and not segment.cut_before:
             first_frame_key = keys[segment.index - 1]
         keys[segment.index] = segment_key(settings, segment, first_frame_key)
-    with segment_task_runner(settings.concurrency) as runner:
+    with segment_task_runner(settings.concurrency) as runner, ThreadPoolTaskRunner(max_workers=1) as finish_runner:
         # On a cluster with a block store, the segment tasks exchange files through it (tasks.work_files).
         shared = shared_work_location(settings.store_dir, settings.run_key)
         task_info = shared_source(info, shared)
@@ -622,9 +622,17 @@ def _run_segments(
             try:
                 done: SegmentResult = future.result()
                 result = done.modified
-                conformed[segment.index] = str(local_file(done.conformed, settings.work_dir))
-                if done.extracted is not None:  # none for a backend that read the source (``reads_source``)
-                    extracted_clips[segment.index] = str(local_file(done.extracted, settings.work_dir))
+                ready = finisher.add(
+                    segment.index,
+                    str(local_file(done.conformed, settings.work_dir)),
+                    # none for a backend that read the source (``reads_source``)
+                    str(local_file(done.extracted, settings.work_dir)) if done.extracted is not None else None,
+                )
+                if not failures:  # a run with a failed segment joins nothing: no more final encodes
+                    finishing += [
+                        finish_runner.submit(finish_segment, parameters={"finisher": finisher, "index": index})
+                        for index in ready
+                    ]
                 rows[segment.index] = {**result.model_dump(), "state": "done"}
                 progress.record(paid=result.paid)
                 emit_segment_event(
@@ -648,10 +656,12 @@ def _run_segments(
             get_run_logger().info("progress: %s", progress.describe(), extra={PROGRESS_RECORD_KEY: progress})
         if shared:
             remove_shared_folder(shared)
+        wait(finishing)  # before the work folder goes
     failures.sort()
     if any("InsufficientCreditsError" in line for line in failures):
         failures.insert(0, "the account ran out of credits: add credits, then re-run the same parameters")
-    return list(rows.values()), extracted_clips, conformed, failures
+    finished = [] if failures else [part for future in finishing for part in future.result()]
+    return list(rows.values()), finished, failures
 
 
 class PreviousSegmentFailedError(ModifyVideoError):

@@ -450,10 +450,13 @@ def plan_anchors(
 ) -> list[AnchorStep]:
     """Chooses each segment's transfer by the rule in the module docstring (pure).
 
+    A segment's step depends only on the segments before it (and on whether a cut follows it), so
+    ``outputs`` may be the first k answers of the plan: their steps are those a call with every answer gives.
+
     Args:
-        outputs: ``segment_statistics`` of each conformed answer, in order.
-        cut_before: ``segment.cut_before`` of each segment (the first one's is ignored).
-        sources: ``segment_statistics`` of each segment's source frames (the extracted clips),
+        outputs: ``segment_statistics`` of each conformed answer, in order: all of them or the first k.
+        cut_before: ``segment.cut_before`` of every segment of the plan (the first one's is ignored).
+        sources: ``segment_statistics`` of the source frames (the extracted clips) of each segment of ``outputs``,
             or ``None``: then in-shot seams are matched without allowing for the source's own
             change, and segments after a cut are left as they are.
         anchor: Statistics segment 0's first frames should have (e.g. ``clip_statistics`` of
@@ -464,14 +467,14 @@ def plan_anchors(
         ramp_frames: Frames over which the weight goes from 1 at an in-shot seam to ``strength``.
 
     Returns:
-        One ``AnchorStep`` per segment.
+        One ``AnchorStep`` per segment of ``outputs``.
     """
-    if len(cut_before) != len(outputs) or (sources is not None and len(sources) != len(outputs)):
-        raise InvalidInputError("plan_anchors: outputs, cut_before and sources must have one entry per segment")
+    if len(cut_before) < len(outputs) or (sources is not None and len(sources) != len(outputs)):
+        raise InvalidInputError("plan_anchors: cut_before needs every segment, sources one entry per output")
     steps: list[AnchorStep] = []
     previous_last: YuvStatistics | None = None
     style: ColourTransfer | None = None
-    count = len(outputs)
+    count = len(cut_before)
     for index, output in enumerate(outputs):
         ramp_end = index + 1 < count and not cut_before[index + 1]
         ramp_start = False

@@ -10,7 +10,7 @@ from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from prefect_modify_video.media.anchor import AnchorStep, plan_anchors, segment_statistics
+from prefect_modify_video.media.anchor import ClipStatistics, plan_anchors, segment_statistics
 from prefect_modify_video.media.colour import IDENTITY, ColourTransfer
 from prefect_modify_video.media.extract import SourceSegment, sent_frame_sums
 from prefect_modify_video.media.finish import finish_parts, read_head
@@ -42,6 +42,121 @@ def finished_in_conform(plan: SegmentPlan, seams: SeamOptions) -> set[int]:
     }
 
 
+class SegmentFinisher:
+    """Makes each segment's clip(s) for the join as soon as it can: once its answer and the next one are conformed.
+
+    A segment's colour step depends only on the segments before it (``media.anchor.plan_anchors``) and its
+    blended tail on the next segment's first frames, so segment k is finished once segments 0 to k + 1
+    are conformed. The flow finishes each segment then, while later segments still wait on the
+    service, instead of every final encode after the last answer.
+
+    With ``seams.anchor_colours``, each segment gets one colour transfer (never re-estimated per frame),
+    ramped toward in-shot seams. A segment with an overlap has it dropped and cross-blended into the
+    previous segment's last frames (``media.finish``). Every other segment gets its one final encode
+    here, from its pending clip (``media.pending``: the answer, conformed in the same ffmpeg command) or a
+    lossless intermediate (``conform.INTERMEDIATE_ENCODE``). The segments of ``finished_in_conform`` were
+    encoded for the join by their conform step and are joined as they are.
+
+    Args:
+        plan: The segment plan (``cut_before`` and ``overlap_frames`` say what each seam is).
+        info: The source.
+        work_dir: Where the finished clips are written.
+        seams: The run's seam options, resolved for its backend (``SeamOptions.resolved_for``):
+            whether to anchor colours (``anchor_colours``, empty counts as on) and the weight of
+            each in-shot segment's correction away from its seams (``anchor_strength``).
+        max_dimension: The backend's cap on the sent frames' longest side (for statistics read from the source).
+    """
+
+    def __init__(
+        self, plan: SegmentPlan, info: VideoInfo, work_dir: str, seams: SeamOptions, max_dimension: int | None = None
+    ) -> None:
+        self.plan, self.info, self.work_dir, self.seams, self.max_dimension = plan, info, work_dir, seams, max_dimension
+        self.extracted: dict[int, str] = {}
+        self.conformed: dict[int, str] = {}
+        self.as_conformed = finished_in_conform(plan, seams)
+        self.anchoring = seams.anchor_colours is not False and len(plan.segments) > 1
+        # Fitted on the frames each side of a seam: on overlaps, the same source frames twice; without,
+        # two frames (wider windows let the picture's own motion into the fit: on the drifting fake,
+        # 8 frames left a 2.2x seam, 2 frames 0.4-0.7x).
+        overlaps = [s.overlap_frames for s in plan.segments if s.overlap_frames]
+        self.window = max(SEAM_WINDOW_FRAMES, min(overlaps, default=0))
+        self._statistics: dict[int, tuple[ClipStatistics, ClipStatistics]] = {}
+        self._next = 0
+
+    def add(self, index: int, conformed: str, extracted: str | None = None) -> list[int]:
+        """Records a segment's conformed answer (and its extracted clip: none when its backend read the
+        source, ``ModifyBackend.reads_source``); returns the segments that can now be finished, in order, each once.
+        """
+        self.conformed[index] = conformed
+        if extracted is not None:
+            self.extracted[index] = extracted
+        count, ready = len(self.plan.segments), []
+        while self._next < count and all(i in self.conformed for i in range(self._next, min(self._next + 2, count))):
+            ready.append(self._next)
+            self._next += 1
+        return ready
+
+    def _statistics_of(self, index: int) -> tuple[ClipStatistics, ClipStatistics]:
+        """A segment's answer's and source's statistics, read once."""
+        if index not in self._statistics:
+            segment = self.plan.segments[index]
+            source = (
+                segment_statistics(self.extracted[index], window=self.window) if index in self.extracted
+                else sent_frame_sums(SourceSegment(self.info, segment, self.max_dimension)).statistics(self.window)
+            )
+            self._statistics[index] = (segment_statistics(self.conformed[index], window=self.window), source)
+        return self._statistics[index]
+
+    def _transfer_of(self, index: int) -> tuple[ColourTransfer, np.ndarray | None]:
+        if not self.anchoring:
+            return IDENTITY, None
+        known = [self._statistics_of(i) for i in range(index + 1)]
+        step = plan_anchors(
+            [output for output, _ in known], [s.cut_before for s in self.plan.segments], [source for _, source in known],
+            strength=self.seams.anchor_strength, ramp_frames=max(1, round(self.info.fps)),
+        )[index]
+        if step.is_identity:
+            return IDENTITY, None
+        return step.transfer, step.weights(self.plan.segments[index].sent_frames)
+
+    def finish(self, index: int) -> list[str]:
+        """Segment ``index``'s clips to join, in order (a segment whose tail is blended gives two:
+        ``media.finish.finish_parts``); it and the next segment must have been ``add``-ed."""
+        segments = self.plan.segments
+        if index in self.as_conformed:
+            return [self.conformed[index]]
+        segment = segments[index]
+        transfer, weights = self._transfer_of(index)
+        following = segments[index + 1] if index + 1 < len(segments) else None
+        tail_frames = following.overlap_frames if following else 0
+        tail = None
+        if following and tail_frames:
+            tail = read_head(self.conformed[following.index], tail_frames, *self._transfer_of(following.index))
+        # The body and the blended tail as two clips: the join puts them together by stream copy.
+        parts = finish_parts(
+            self.conformed[index],
+            Path(self.work_dir) / "finish" / f"{segment.name}.mp4",
+            transfer=transfer,
+            weights=weights,
+            drop_frames=segment.overlap_frames,
+            blend_tail=tail,
+            frame_rate=self.info.frame_rate,
+            seam_after=following is not None,
+        )
+        return [str(part) for part in parts]
+
+
+@task(
+    name="finish-segment",
+    task_run_name="finish-{index:05d}",
+    description="Anchors one segment's colours, drops its overlap and cross-blends its in-shot seam, ready to join.",
+    cache_policy=NO_CACHE,
+)
+def finish_segment(finisher: SegmentFinisher, index: int) -> list[str]:
+    """``SegmentFinisher.finish`` as a task: the flow runs it for each segment once it and the next are conformed."""
+    return finisher.finish(index)
+
+
 @task(
     name="finish-segments",
     description="Anchors each segment's colours, drops overlaps and cross-blends in-shot seams, ready to join.",
@@ -56,82 +171,25 @@ def finish_segment_clips(
     seams: SeamOptions,
     max_dimension: int | None = None,
 ) -> list[str]:
-    """Makes each segment's clip for the join: one colour transform per segment, overlaps blended.
-
-    With ``seams.anchor_colours``, each segment gets one colour transfer (``media.anchor.plan_anchors``, never
-    re-estimated per frame), ramped toward in-shot seams. A segment with an overlap has it
-    dropped and cross-blended into the previous segment's last frames (``media.finish``).
-    Every other segment gets its one final encode here, from its pending clip (``media.pending``: the
-    answer, conformed in the same ffmpeg command) or a lossless intermediate (``conform.INTERMEDIATE_ENCODE``).
-    The segments of ``finished_in_conform`` were encoded for the join by their conform step and are
-    joined as they are.
+    """Makes every segment's clip for the join at once, its answers all conformed (``SegmentFinisher``).
 
     Args:
-        plan: The segment plan (``cut_before`` and ``overlap_frames`` say what each seam is).
+        plan: The segment plan.
         info: The source.
         extracted: The extracted (source) clip of each segment, by index; a segment without one (its backend read
             the source: ``ModifyBackend.reads_source``) has its source statistics read from the source.
         conformed: The conformed answer of each segment, by index.
         work_dir: Where the finished clips are written.
-        seams: The run's seam options, resolved for its backend (``SeamOptions.resolved_for``):
-            whether to anchor colours (``anchor_colours``, empty counts as on) and the weight of
-            each in-shot segment's correction away from its seams (``anchor_strength``).
+        seams: The run's seam options, resolved for its backend (``SeamOptions.resolved_for``).
         max_dimension: The backend's cap on the sent frames' longest side (for statistics read from the source).
 
     Returns:
-        The clips to join, in order (a segment whose tail is blended gives two: ``media.finish.finish_parts``).
+        The clips to join, in order.
     """
-    segments = plan.segments
-    steps: list[AnchorStep | None] = [None] * len(segments)
-    if seams.anchor_colours is not False and len(segments) > 1:
-        # Fitted on the frames each side of a seam: on overlaps, the same source frames twice; without,
-        # two frames (wider windows let the picture's own motion into the fit: on the drifting fake,
-        # 8 frames left a 2.2x seam, 2 frames 0.4-0.7x).
-        overlaps = [s.overlap_frames for s in segments if s.overlap_frames]
-        window = max(SEAM_WINDOW_FRAMES, min(overlaps, default=0))
-        outputs = [segment_statistics(conformed[s.index], window=window) for s in segments]
-        sources = [
-            segment_statistics(extracted[s.index], window=window) if s.index in extracted
-            else sent_frame_sums(SourceSegment(info, s, max_dimension)).statistics(window)
-            for s in segments
-        ]
-        steps = plan_anchors(
-            outputs, [s.cut_before for s in segments], sources,
-            strength=seams.anchor_strength, ramp_frames=max(1, round(info.fps)),
-        )
-
-    def transfer_of(index: int) -> tuple[ColourTransfer, np.ndarray | None]:
-        step = steps[index]
-        if step is None or step.is_identity:
-            return IDENTITY, None
-        return step.transfer, step.weights(segments[index].sent_frames)
-
-    finished = []
-    as_conformed = finished_in_conform(plan, seams)
-    for index, segment in enumerate(segments):
-        if index in as_conformed:
-            finished.append(conformed[index])
-            continue
-        transfer, weights = transfer_of(index)
-        following = segments[index + 1] if index + 1 < len(segments) else None
-        tail_frames = following.overlap_frames if following else 0
-        tail = None
-        if following and tail_frames:
-            tail = read_head(conformed[following.index], tail_frames, *transfer_of(following.index))
-        destination = Path(work_dir) / "finish" / f"{segment.name}.mp4"
-        # The body and the blended tail as two clips: the join puts them together by stream copy.
-        parts = finish_parts(
-            conformed[index],
-            destination,
-            transfer=transfer,
-            weights=weights,
-            drop_frames=segment.overlap_frames,
-            blend_tail=tail,
-            frame_rate=info.frame_rate,
-            seam_after=following is not None,
-        )
-        finished += [str(part) for part in parts]
-    return finished
+    finisher = SegmentFinisher(plan, info, work_dir, seams, max_dimension)
+    for segment in plan.segments:
+        finisher.add(segment.index, conformed[segment.index], extracted.get(segment.index))
+    return [part for segment in plan.segments for part in finisher.finish(segment.index)]
 
 
 SEAM_TABLE_DESCRIPTION = (
