@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from prefect import flow
-from prefect.futures import as_completed, wait
+from prefect.futures import PrefectFuture, as_completed, wait
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -564,7 +564,7 @@ def _run_segments(
     """
     rows: dict[int, dict] = {}
     failures: list[str] = []
-    finishing: list = []
+    finishing: dict[int, PrefectFuture] = {}  # the finish tasks, by segment (none for those finished in conform)
     ready_to_join = finisher.as_conformed
     size = settings.sent_size
     keys: dict[int, str] = {}
@@ -628,11 +628,11 @@ def _run_segments(
                     # none for a backend that read the source (``reads_source``)
                     str(local_file(done.extracted, settings.work_dir)) if done.extracted is not None else None,
                 )
-                if not failures:  # a run with a failed segment joins nothing: no more final encodes
-                    finishing += [
-                        finish_runner.submit(finish_segment, parameters={"finisher": finisher, "index": index})
-                        for index in ready
-                    ]
+                for index in ready:
+                    if not failures and index not in ready_to_join:  # a run with a failed segment joins nothing
+                        finishing[index] = finish_runner.submit(
+                            finish_segment, parameters={"finisher": finisher, "index": index}
+                        )
                 rows[segment.index] = {**result.model_dump(), "state": "done"}
                 progress.record(paid=result.paid)
                 emit_segment_event(
@@ -656,11 +656,14 @@ def _run_segments(
             get_run_logger().info("progress: %s", progress.describe(), extra={PROGRESS_RECORD_KEY: progress})
         if shared:
             remove_shared_folder(shared)
-        wait(finishing)  # before the work folder goes
+        wait(list(finishing.values()))  # before the work folder goes
     failures.sort()
     if any("InsufficientCreditsError" in line for line in failures):
         failures.insert(0, "the account ran out of credits: add credits, then re-run the same parameters")
-    finished = [] if failures else [part for future in finishing for part in future.result()]
+    finished = [] if failures else [
+        part for segment in plan.segments
+        for part in (finishing[segment.index].result() if segment.index in finishing else finisher.finish(segment.index))
+    ]
     return list(rows.values()), finished, failures
 
 
