@@ -10,7 +10,7 @@ from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from prefect_modify_video.media.anchor import ClipStatistics, plan_anchors, segment_statistics
+from prefect_modify_video.media.anchor import AnchorStep, ClipStatistics, plan_anchors, segment_statistics
 from prefect_modify_video.media.colour import IDENTITY, ColourTransfer
 from prefect_modify_video.media.extract import SourceSegment, sent_frame_sums
 from prefect_modify_video.media.finish import finish_parts, read_head
@@ -81,6 +81,7 @@ class SegmentFinisher:
         overlaps = [s.overlap_frames for s in plan.segments if s.overlap_frames]
         self.window = max(SEAM_WINDOW_FRAMES, min(overlaps, default=0))
         self._statistics: dict[int, tuple[ClipStatistics, ClipStatistics]] = {}
+        self._steps: list[AnchorStep] = []
         self._next = 0
 
     def add(self, index: int, conformed: str, extracted: str | None = None) -> list[int]:
@@ -110,11 +111,14 @@ class SegmentFinisher:
     def _transfer_of(self, index: int) -> tuple[ColourTransfer, np.ndarray | None]:
         if not self.anchoring:
             return IDENTITY, None
-        known = [self._statistics_of(i) for i in range(index + 1)]
-        step = plan_anchors(
-            [output for output, _ in known], [s.cut_before for s in self.plan.segments], [source for _, source in known],
-            strength=self.seams.anchor_strength, ramp_frames=max(1, round(self.info.fps)),
-        )[index]
+        if index >= len(self._steps):  # the steps of the first segments stay as planned (``plan_anchors``)
+            known = [self._statistics_of(i) for i in range(index + 1)]
+            self._steps = plan_anchors(
+                [output for output, _ in known], [s.cut_before for s in self.plan.segments],
+                [source for _, source in known],
+                strength=self.seams.anchor_strength, ramp_frames=max(1, round(self.info.fps)),
+            )
+        step = self._steps[index]
         if step.is_identity:
             return IDENTITY, None
         return step.transfer, step.weights(self.plan.segments[index].sent_frames)
