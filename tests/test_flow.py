@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
 from pydantic import ValidationError
 
 from conftest import audio_md5, read_frames, saturation
 from prefect_modify_video.errors import InvalidInputError
-from prefect_modify_video.flows import ModifyVideoParameters, modify_video
+from prefect_modify_video.flows import BackendSpec, ModifyVideoParameters, modify_video
+from prefect_modify_video.media.sample import make_sample_video
+from prefect_modify_video.testing import FakeModifyServer, Fault
 from prefect_modify_video.parameters import flow_arguments
 from prefect_modify_video.media.files import sha256_of_file
 from prefect_modify_video.media.probe import probe_video
@@ -169,14 +173,6 @@ def test_parameters_schema_offers_the_nine_modes():
 def test_a_segment_is_finished_while_later_segments_still_wait_on_the_service(tmp_path, monkeypatch):
     """Segment 0's final encode (``finish-00000``) starts once segments 0 and 1 are conformed, before the last
     create has its answer: the final encodes go on while the service works, not all after it."""
-    import time
-
-    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
-
-    from prefect_modify_video.flows import BackendSpec
-    from prefect_modify_video.media.sample import make_sample_video
-    from prefect_modify_video.testing import FakeModifyServer, Fault
-
     monkeypatch.setenv("SEGMIND_API_KEY", "sk-finish-test")
     source = make_sample_video(tmp_path / "shot.mp4", seconds=7.5, width=160, height=90, fps=24, scenes=1)
     wall, monotonic = time.time(), time.monotonic()
