@@ -11,7 +11,7 @@ ideal built without that run:
 
 Prefect's own cost per segment is measured directly too: a flow of no-op tasks shaped like a
 run's (per segment one task, as the run's ``modify-segment``, on the run's own task runner with
-the run's own parameters, and as each finishes the run's progress artifact,
+the run's own parameters, then its ``finish-NNNNN`` task on a one-thread runner; and as each finishes the run's progress artifact,
 its segment event and its progress log line; a table artifact at the end), its wall time
 divided by N, and its CPU time divided by N: this process's and the Prefect server's (which on a
 shared machine varies far less than wall time).
@@ -39,8 +39,9 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 from prefect import flow, task  # noqa: E402
 from prefect.artifacts import create_table_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
-from prefect.futures import as_completed  # noqa: E402
+from prefect.futures import as_completed, wait  # noqa: E402
 from prefect.logging import get_run_logger  # noqa: E402
+from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from prefect_modify_video.flows import BackendSpec, ModifyVideoParameters, modify_video  # noqa: E402
@@ -101,24 +102,31 @@ def _segment(info: VideoInfo, segment, settings: dict, work_dir: str) -> dict:
     return {"extracted": clip, "modified": asyncio.run(_answer(clip, segment)), "conformed": clip}
 
 
+@task(name="noop-finish", task_run_name="finish-{index:05d}", cache_policy=NO_CACHE)
+def _finish(index: int) -> list[str]:
+    """As the run's finish task (``tasks.seams.finish_segment``, one at a time beside the segment tasks): no encode."""
+    return [f"/w/finish/{index:05d}.mp4"]
+
+
 @flow(name="noop-segments")
 def _noop_segments(info: VideoInfo, plan: SegmentPlan, concurrency: int) -> int:
     """A run's Prefect work per segment with no media work and no service."""
     progress_artifact = RunProgressArtifact(len(plan.segments))  # the run's own, updated as the run does
     progress = SegmentProgress(total=len(plan.segments))
-    with segment_task_runner(concurrency) as runner:
-        finals = []
+    with segment_task_runner(concurrency) as runner, ThreadPoolTaskRunner(max_workers=1) as finish_runner:
+        finals, finishing = [], []
         for segment in plan.segments:
             finals.append(runner.submit(_segment, parameters={
                 "info": info, "segment": segment, "settings": {"prompt": "bench"}, "work_dir": "/w"
             }))
         for future in as_completed(finals):
-            future.result()
+            finishing.append(finish_runner.submit(_finish, parameters={"index": future.result()["modified"]["index"]}))
             progress.record(paid=True)
             emit_segment_event("paid", index=progress.done, output="/w/out.mp4", backend=SERVICE, mode="restyle",
                                cost_usd=0.1)
             progress_artifact.show(progress)
             get_run_logger().info("progress: %s", progress.describe())
+        wait(finishing)
     create_table_artifact(table=[{"segment": s.index} for s in plan.segments], key="noop-segments")
     return progress.done
 
