@@ -11,8 +11,9 @@ ideal built without that run:
 
 Prefect's own cost per segment is measured directly too: a flow of no-op tasks shaped like a
 run's (per segment one task, as the run's ``modify-segment``, on the run's own task runner with
-the run's own parameters, then its ``finish-NNNNN`` task on a one-thread runner; and as each finishes the run's progress artifact,
-its segment event and its progress log line; a table artifact at the end), its wall time
+the run's own parameters, then its ``finish-NNNNN`` task on a one-thread runner; and as each
+finishes the run's progress artifact, its segment event and its progress log line; a table
+artifact at the end), its wall time
 divided by N, and its CPU time divided by N: this process's and the Prefect server's (which on a
 shared machine varies far less than wall time).
 
